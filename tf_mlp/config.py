@@ -1,0 +1,251 @@
+"""One typed configuration for data, model and training, with presets.
+
+The resolved config is saved as ``config.json`` in every run directory and
+restored from it, so a run can be resumed, evaluated and exported without
+repeating its options. Presets are complete configs; command-line options
+override individual fields of the chosen preset (the override wins, and the
+resulting config is what ``config.json`` records).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import typing
+
+from tf_mlp.errors import ConfigError
+
+DATA_SETS = ("fashion_mnist", "mnist", "notmnist", "idx")
+OPTIMIZERS = ("sgd", "momentum", "adam")
+STRATEGIES = ("default", "mirrored", "multiworker")
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Which data set, where it lives, and how it is split."""
+
+    name: str = "fashion_mnist"
+    """fashion_mnist, mnist, notmnist (archives of PNGs) or idx (any IDX directory)."""
+    source_dir: str | None = None
+    """Raw files: an IDX directory or a directory of notMNIST archives/folders.
+    None means the data set's default (Debian's fashion-mnist package for
+    fashion_mnist, the TFDS catalogue download for mnist)."""
+    data_dir: str | None = None
+    """TFDS data directory where prepared data sets are cached (None: TFDS's default)."""
+    validation_size: int = 5000
+    """Examples held out from the training split for validation and early stopping."""
+    test_fraction: float = 0.15
+    """Seeded, stratified test hold-out for sources that have no test split."""
+    train_size: int = 200_000
+    """notMNIST only: training examples drawn from the large archive."""
+    test_size: int = 10_000
+    """notMNIST only: test examples drawn from the small archive."""
+    drop_overlap: bool = False
+    """Drop validation/test images that have an exact duplicate in training."""
+    seed: int = 0
+    """Seed of the data split (not of training order)."""
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """The network: raw uint8 pixels -> scale -> hidden ReLU layers -> logits."""
+
+    hidden_units: tuple[int, ...] = (1024,)
+    """Widths of the hidden Dense+ReLU layers; () is the logistic classifier."""
+    dropout_rate: float = 0.0
+    """Dropout after every hidden layer, active only in training."""
+    l2: float = 0.0
+    """L2 penalty l2 * sum(w**2) on every kernel (not biases)."""
+    num_classes: int = 10
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Minibatch SGD and its schedule, checkpoints and hardware options."""
+
+    epochs: int = 20
+    batch_size: int = 128
+    """Global batch size (split across replicas under a distribution strategy)."""
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+    momentum: float = 0.9
+    """Used by the momentum optimizer only."""
+    decay_rate: float = 1.0
+    """Exponential learning-rate decay: lr * decay_rate ** (step / decay_steps); 1.0 is constant."""
+    decay_steps: int = 1000
+    early_stopping_patience: int = 0
+    """Stop after this many epochs without a better validation accuracy (0: never);
+    the best epoch's weights are kept."""
+    checkpoint_every_steps: int = 500
+    """Also checkpoint at the end of every epoch and of training."""
+    max_checkpoints: int = 3
+    seed: int = 0
+    """Seed of weight initialisation, shuffling and dropout: same seed, same run."""
+    xla: bool = False
+    """Compile the train step with XLA (jit_compile)."""
+    mixed_precision: bool = False
+    """float16 compute with float32 weights and loss scaling (for GPUs)."""
+    strategy: str = "default"
+    """default (one device), mirrored (all local GPUs/devices) or multiworker (TF_CONFIG)."""
+
+
+@dataclasses.dataclass
+class Config:
+    """Everything a run needs; saved beside its checkpoints."""
+
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+
+    def validate(self) -> "Config":
+        """Raise ConfigError naming the first invalid field; return self."""
+        _check(self.data.name in DATA_SETS, f"data.name must be one of {', '.join(DATA_SETS)}, got {self.data.name!r}")
+        _check(self.data.validation_size >= 0, "data.validation_size must be >= 0")
+        _check(0.0 < self.data.test_fraction < 1.0, "data.test_fraction must be between 0 and 1")
+        _check(all(width > 0 for width in self.model.hidden_units), "model.hidden_units must be positive widths")
+        _check(0.0 <= self.model.dropout_rate < 1.0, "model.dropout_rate must be in [0, 1)")
+        _check(self.model.l2 >= 0.0, "model.l2 must be >= 0")
+        _check(self.train.epochs >= 1, "train.epochs must be >= 1")
+        _check(self.train.batch_size >= 1, "train.batch_size must be >= 1")
+        _check(self.train.optimizer in OPTIMIZERS, f"train.optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.train.optimizer!r}")
+        _check(self.train.learning_rate > 0.0, "train.learning_rate must be > 0")
+        _check(0.0 < self.train.decay_rate <= 1.0, "train.decay_rate must be in (0, 1]")
+        _check(self.train.decay_steps >= 1, "train.decay_steps must be >= 1")
+        _check(self.train.checkpoint_every_steps >= 1, "train.checkpoint_every_steps must be >= 1")
+        _check(self.train.strategy in STRATEGIES, f"train.strategy must be one of {', '.join(STRATEGIES)}, got {self.train.strategy!r}")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Config":
+        unknown = set(values) - {"data", "model", "train"}
+        _check(not unknown, f"unknown config section(s): {', '.join(sorted(unknown))}")
+        return cls(
+            data=_section(DataConfig, values.get("data", {}), "data"),
+            model=_section(ModelConfig, values.get("model", {}), "model"),
+            train=_section(TrainConfig, values.get("train", {}), "train"),
+        ).validate()
+
+    @classmethod
+    def load(cls, path: str | pathlib.Path) -> "Config":
+        path = pathlib.Path(path)
+        try:
+            values = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"{path}: not valid JSON ({error})") from None
+        _check(isinstance(values, dict), f"{path}: a config must be a JSON object")
+        return cls.from_dict(values)
+
+    def save(self, path: str | pathlib.Path) -> None:
+        pathlib.Path(path).write_text(self.to_json() + "\n")
+
+    def override(self, section: str, **changes) -> "Config":
+        """A copy with fields of one section replaced (None values are ignored)."""
+        changes = {key: value for key, value in changes.items() if value is not None}
+        current = getattr(self, section)
+        for key in changes:
+            _check(hasattr(current, key), f"unknown option {section}.{key}")
+        return dataclasses.replace(self, **{section: dataclasses.replace(current, **changes)}).validate()
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def _section(section_class, values: dict, name: str):
+    _check(isinstance(values, dict), f"config section {name!r} must be an object")
+    fields = {field.name for field in dataclasses.fields(section_class)}
+    unknown = set(values) - set(fields)
+    _check(not unknown, f"unknown field(s) in config section {name!r}: {', '.join(sorted(unknown))}")
+    defaults = section_class()
+    converted = {}
+    for key, value in values.items():
+        # JSON has no tuples; hidden_units comes back as a list.
+        default = getattr(defaults, key)
+        if isinstance(default, tuple) and isinstance(value, list):
+            value = tuple(value)
+        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if default is not None and value is not None:
+            _check(type(value) is type(default), f"config field {name}.{key} must be {type(default).__name__}, got {value!r}")
+        converted[key] = value
+    return section_class(**converted)
+
+
+# --- Presets -----------------------------------------------------------------
+# Each preset is a complete, documented Config. Numbers marked "course" are the
+# lesson's values; numbers marked "sweep" come from runs on Fashion-MNIST on
+# this project's 2-core machine (see docs/RESULTS.md for the commands).
+
+
+def logistic() -> Config:
+    """The lesson's first classifier: no hidden layer, W 784x10 + b 10 = 7850
+    parameters, plain minibatch SGD (course: learning rate 0.5 on scaled
+    pixels, batch 128)."""
+    return Config(
+        model=ModelConfig(hidden_units=()),
+        train=TrainConfig(epochs=20, batch_size=128, optimizer="sgd", learning_rate=0.5),
+    )
+
+
+def mlp() -> Config:
+    """The lesson's network: one hidden layer of 1024 ReLUs between two
+    matrices (814,090 parameters), Adam at 1e-3, batch 128, 20 epochs."""
+    return Config(
+        model=ModelConfig(hidden_units=(1024,)),
+        train=TrainConfig(epochs=20, batch_size=128, optimizer="adam", learning_rate=1e-3),
+    )
+
+
+def mlp_l2() -> Config:
+    """The lesson's network with an L2 penalty on the kernels (course: beta
+    around 1e-3 on the summed squares; here 1e-5 per weight, as Keras's L2
+    regularizer counts it, from a sweep of 1e-6..1e-3)."""
+    config = mlp()
+    return config.override("model", l2=1e-5)
+
+
+def mlp_dropout() -> Config:
+    """The lesson's network with dropout 0.5 after the hidden layer (course:
+    keep probability 0.5)."""
+    config = mlp()
+    return config.override("model", dropout_rate=0.5)
+
+
+def deep() -> Config:
+    """Several hidden layers with dropout, L2 and learning-rate decay: the
+    best MLP recipe this project found (sweep of depth 2-3, width 512-2048,
+    dropout 0.2-0.5)."""
+    return Config(
+        model=ModelConfig(hidden_units=(1024, 512, 256), dropout_rate=0.3, l2=1e-6),
+        train=TrainConfig(
+            epochs=30, batch_size=128, optimizer="adam", learning_rate=1e-3,
+            decay_rate=0.5, decay_steps=4300,
+        ),
+    )
+
+
+PRESETS: dict[str, typing.Callable[[], Config]] = {
+    "logistic": logistic,
+    "mlp": mlp,
+    "mlp_l2": mlp_l2,
+    "mlp_dropout": mlp_dropout,
+    "deep": deep,
+}
+DEFAULT_PRESET = "mlp"
+
+
+def preset(name: str) -> Config:
+    """The named preset, or ConfigError listing the known ones."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]().validate()

@@ -1,0 +1,42 @@
+"""The shared contracts of DESIGN.md, defined once and imported everywhere.
+
+Training, export, the server and the clients all agree on these names; a
+change here is a change of the public interface.
+"""
+
+MODEL_NAME = "tf_mlp"
+"""Name of the model in the export layout and in TensorFlow Serving URLs."""
+
+IMAGE_SIZE = 28
+"""Images are IMAGE_SIZE x IMAGE_SIZE grayscale, uint8 pixels in [0, 255]."""
+
+NUM_PIXELS = IMAGE_SIZE * IMAGE_SIZE
+NUM_CLASSES = 10
+
+# Class names ship with the model (assets/labels.txt), one per class id.
+CLASS_NAMES = {
+    "mnist": tuple(str(digit) for digit in range(10)),
+    "fashion_mnist": (
+        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+        "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    ),
+    "notmnist": tuple("ABCDEFGHIJ"),
+    "kmnist": ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
+}
+
+# Signature names and tensor names of the exported SavedModel.
+SERVING_SIGNATURE = "serving_default"
+IMAGES_INPUT = "images"
+ENCODED_SIGNATURE = "predict_encoded"
+ENCODED_INPUT = "image_bytes"
+MNIST_EXAMPLE_SIGNATURE = "predict_images"
+MNIST_EXAMPLE_OUTPUT = "scores"
+CLASSIFY_SIGNATURE = "classify"
+PROBABILITIES_OUTPUT = "probabilities"
+CLASS_IDS_OUTPUT = "class_ids"
+CLASS_NAMES_OUTPUT = "class_names"
+
+# Serving defaults, as tensorflow_model_server has them.
+DEFAULT_GRPC_PORT = 8500
+DEFAULT_REST_PORT = 8501
+DEFAULT_HOST = "127.0.0.1"

@@ -1,0 +1,230 @@
+"""The training loop: epochs of train-step calls, validation, checkpoints, early stopping.
+
+`train_and_evaluate(config, run_dir)` never reads flags (the CLI resolves them
+into a Config first). Started again on the same run directory, it resumes from
+the newest checkpoint at the exact step, with the same weights, optimizer
+state, dropout random state and data order, and finishes the planned steps.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+import sys
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tf_mlp import evaluate, run_dir as layout, steps
+from tf_mlp.config import Config
+from tf_mlp.data.splits import DataSplits
+from tf_mlp.distribute import make_strategy
+from tf_mlp.errors import ConfigError, TrainingDivergedError
+from tf_mlp.model import build_model, parameter_count
+from tf_mlp.pipeline import ResidentSplit
+
+# Steps per tf.function call: large enough that Python is off the per-step
+# path, small enough for a lively progress bar and fine-grained checkpoints.
+STEPS_PER_CALL = 50
+
+
+class _State:
+    """Everything a checkpoint holds besides the model and the optimizer."""
+
+    def __init__(self):
+        self.step = tf.Variable(0, dtype=tf.int64, name="step")
+        self.best_accuracy = tf.Variable(-1.0, dtype=tf.float64, name="best_accuracy")
+        self.epochs_without_improvement = tf.Variable(0, dtype=tf.int64, name="epochs_without_improvement")
+        self.stopped_early = tf.Variable(False, name="stopped_early")
+        self.train_seconds = tf.Variable(0.0, dtype=tf.float64, name="train_seconds")
+
+    def trackables(self) -> dict:
+        return dict(vars(self))
+
+
+def _check_resumable(config: Config, run_dir: pathlib.Path) -> None:
+    """A run directory may be resumed with other epochs or schedule, never another model or data."""
+    path = layout.config_path(run_dir)
+    if not path.is_file():
+        return
+    previous = Config.load(path)
+    for section in ("model", "data"):
+        if getattr(previous, section) != getattr(config, section):
+            raise ConfigError(
+                f"{run_dir} was trained with a different {section} config; use a new run directory"
+            )
+
+
+def _keep_metrics_up_to(run_dir: pathlib.Path, step: int) -> None:
+    """After a restart, forget epochs logged after the checkpoint we resumed from."""
+    rows = [row for row in layout.read_metrics(run_dir) if row["step"] <= step]
+    layout.metrics_path(run_dir).write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+def train_and_evaluate(config: Config, run_dir, *, splits: DataSplits | None = None, verbose: bool = True) -> dict:
+    """Train (or resume) the run in run_dir, evaluate on the test split, return the summary."""
+    config.validate()
+    run_dir = pathlib.Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _check_resumable(config, run_dir)
+    config.save(layout.config_path(run_dir))
+    if splits is None:
+        from tf_mlp.data import load_splits
+
+        splits = load_splits(config.data)
+    layout.write_class_names(run_dir, splits.class_names)
+    if verbose and splits.skipped_files:
+        print(f"skipped {splits.skipped_files} unreadable or empty image files in the source data")
+
+    train_config = config.train
+    keras.utils.set_random_seed(train_config.seed)
+    strategy = make_strategy(train_config.strategy)
+    batch_size = train_config.batch_size
+    train_data, validation_data = ResidentSplit(splits.train), ResidentSplit(splits.validation)
+    steps_per_epoch = train_data.steps_per_epoch(batch_size)
+    if steps_per_epoch == 0:
+        raise ConfigError(f"batch size {batch_size} is larger than the {train_data.size} training examples")
+    planned_steps = train_config.epochs * steps_per_epoch
+
+    with strategy.scope():
+        model = build_model(config.model, seed=train_config.seed, mixed_precision=train_config.mixed_precision)
+        optimizer = steps.make_optimizer(train_config)
+        optimizer.build(model.trainable_variables)
+        state = _State()
+    # Non-trainable model variables (dropout's random state) are listed
+    # explicitly: Keras does not track them for tf.train.Checkpoint.
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, model_state=list(model.non_trainable_variables), **state.trackables())
+    manager = tf.train.CheckpointManager(checkpoint, layout.checkpoint_dir(run_dir), max_to_keep=train_config.max_checkpoints, step_counter=state.step)
+    best_manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=model), layout.checkpoint_dir(run_dir) / "best", max_to_keep=1)
+    if manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        if verbose:
+            print(f"resuming from {manager.latest_checkpoint} at step {int(state.step)} of {planned_steps}")
+    _keep_metrics_up_to(run_dir, int(state.step))
+
+    train_function = steps.make_train_function(model, optimizer, strategy, batch_size, jit_compile=train_config.xla)
+    evaluate_batch = steps.make_eval_function(model)
+    writers = {name: tf.summary.create_file_writer(str(run_dir / layout.LOGS_DIR / name)) for name in ("train", "validation")}
+
+    while int(state.step) < planned_steps and not bool(state.stopped_early):
+        epoch, done_in_epoch = divmod(int(state.step), steps_per_epoch)
+        epoch_start = time.perf_counter()
+        dataset = train_data.epoch(batch_size, train_config.seed, epoch, skip_batches=done_in_epoch)
+        iterator = iter(strategy.experimental_distribute_dataset(dataset))
+        progress = keras.utils.Progbar(steps_per_epoch, verbose=1 if verbose and sys.stdout.isatty() else 0, stateful_metrics=["loss", "accuracy"])
+        totals, calls_regularization, calls = np.zeros(4), 0.0, 0
+        while done_in_epoch < steps_per_epoch:
+            next_checkpoint = (int(state.step) // train_config.checkpoint_every_steps + 1) * train_config.checkpoint_every_steps
+            count = min(STEPS_PER_CALL, steps_per_epoch - done_in_epoch, next_checkpoint - int(state.step))
+            call_totals = train_function(iterator, tf.constant(count)).numpy().astype(np.float64)
+            if not np.all(np.isfinite(call_totals)):
+                raise TrainingDivergedError(
+                    f"loss became NaN or infinite at step {int(state.step)}; stopped, last good checkpoint kept: {manager.latest_checkpoint or 'none'}"
+                )
+            state.step.assign_add(count)
+            done_in_epoch += count
+            totals += call_totals
+            calls_regularization += call_totals[3]
+            calls += count
+            progress.update(done_in_epoch, [("loss", totals[0] / totals[2] + calls_regularization / calls), ("accuracy", totals[1] / totals[2])])
+            if int(state.step) % train_config.checkpoint_every_steps == 0:
+                manager.save(checkpoint_number=state.step)
+        seconds = time.perf_counter() - epoch_start
+        state.train_seconds.assign_add(seconds)
+        validation = _evaluate_resident(evaluate_batch, validation_data)
+        row = {
+            "epoch": epoch + 1,
+            "step": int(state.step),
+            "train_loss": totals[0] / totals[2] + calls_regularization / calls,
+            "train_accuracy": totals[1] / totals[2],
+            "validation_loss": validation["loss"],
+            "validation_accuracy": validation["accuracy"],
+            "learning_rate": steps.current_learning_rate(optimizer),
+            "seconds": seconds,
+            "examples_per_second": totals[2] / seconds,
+        }
+        _log_epoch(run_dir, writers, row, verbose)
+        _early_stopping(state, best_manager, validation["accuracy"], train_config.early_stopping_patience, verbose)
+        manager.save(checkpoint_number=state.step)
+
+    if train_config.early_stopping_patience and best_manager.latest_checkpoint:
+        # The run reports (and later exports) its best epoch, not its last.
+        tf.train.Checkpoint(model=model).restore(best_manager.latest_checkpoint).assert_existing_objects_matched()
+    return _final_evaluation(config, run_dir, model, splits, state, planned_steps, verbose)
+
+
+def _evaluate_resident(evaluate_batch, data: ResidentSplit) -> dict:
+    loss_sum = correct = 0.0
+    for images, labels in data.in_order(evaluate.EVAL_BATCH_SIZE):
+        batch_loss, batch_correct, _ = evaluate_batch(images, labels)
+        loss_sum += float(batch_loss)
+        correct += float(batch_correct)
+    size = max(data.size, 1)
+    return {"loss": loss_sum / size, "accuracy": correct / size}
+
+
+def _early_stopping(state: _State, best_manager, accuracy: float, patience: int, verbose: bool) -> None:
+    if accuracy > float(state.best_accuracy):
+        state.best_accuracy.assign(accuracy)
+        state.epochs_without_improvement.assign(0)
+        best_manager.save()
+        return
+    state.epochs_without_improvement.assign_add(1)
+    if patience and int(state.epochs_without_improvement) >= patience:
+        state.stopped_early.assign(True)
+        if verbose:
+            print(f"early stopping: no better validation accuracy for {patience} epochs (best {float(state.best_accuracy):.4f})")
+
+
+def _log_epoch(run_dir: pathlib.Path, writers: dict, row: dict, verbose: bool) -> None:
+    with layout.metrics_path(run_dir).open("a") as metrics_file:
+        metrics_file.write(json.dumps(row) + "\n")
+    for name in ("train", "validation"):
+        with writers[name].as_default(step=row["step"]):
+            tf.summary.scalar("loss", row[f"{name}_loss"])
+            tf.summary.scalar("accuracy", row[f"{name}_accuracy"])
+            if name == "train":
+                tf.summary.scalar("learning_rate", row["learning_rate"])
+                tf.summary.scalar("examples_per_second", row["examples_per_second"])
+        writers[name].flush()
+    if verbose:
+        print(
+            f"epoch {row['epoch']} step {row['step']}: loss {row['train_loss']:.4f} accuracy {row['train_accuracy']:.4f}"
+            f" | validation loss {row['validation_loss']:.4f} accuracy {row['validation_accuracy']:.4f}"
+            f" | {row['examples_per_second']:.0f} examples/s",
+            flush=True,
+        )
+
+
+def _final_evaluation(config, run_dir, model, splits, state, planned_steps, verbose) -> dict:
+    test = evaluate.evaluate_model(model, splits.test, splits.class_names)
+    rows = layout.read_metrics(run_dir)
+    examples = sum(row["examples_per_second"] * row["seconds"] for row in rows)
+    summary = {
+        "data_set": splits.name,
+        "class_names": list(splits.class_names),
+        "split_sizes": splits.sizes(),
+        "skipped_files": splits.skipped_files,
+        "dropped_overlap": splits.dropped_overlap,
+        "parameters": parameter_count(config.model),
+        "steps": int(state.step),
+        "planned_steps": planned_steps,
+        "stopped_early": bool(state.stopped_early),
+        "train_accuracy": rows[-1]["train_accuracy"] if rows else None,
+        "validation_accuracy": max((row["validation_accuracy"] for row in rows), default=None)
+        if config.train.early_stopping_patience else (rows[-1]["validation_accuracy"] if rows else None),
+        "test_accuracy": test["accuracy"],
+        "test_loss": test["loss"],
+        "test": test,
+        "train_seconds": float(state.train_seconds),
+        "examples_per_second": examples / float(state.train_seconds) if float(state.train_seconds) else None,
+    }
+    if not math.isfinite(summary["test_loss"]):
+        raise TrainingDivergedError("the trained model gives a NaN or infinite test loss")
+    layout.evaluation_path(run_dir).write_text(json.dumps(summary, indent=2) + "\n")
+    if verbose:
+        print(f"test accuracy {test['accuracy']:.4f} on {test['examples']} images ({splits.name})")
+    return summary
