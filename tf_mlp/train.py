@@ -93,7 +93,9 @@ def train_and_evaluate(config: Config, run_dir, *, splits: DataSplits | None = N
         model = build_model(config.model, seed=train_config.seed, mixed_precision=train_config.mixed_precision)
         optimizer = steps.make_optimizer(train_config)
         optimizer.build(model.trainable_variables)
-        state = _State()
+    # The loop's counters are read and written by Python only, so they are
+    # plain (not mirrored) variables.
+    state = _State()
     # Non-trainable model variables (dropout's random state) are listed
     # explicitly: Keras does not track them for tf.train.Checkpoint.
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, model_state=list(model.non_trainable_variables), **state.trackables())

@@ -1,0 +1,143 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.conftest import REPO_ROOT
+from tf_mlp import run_dir as layout
+from tf_mlp import steps, train
+from tf_mlp.errors import ConfigError, TrainingDivergedError
+
+
+def _weights(run_dir):
+    _, model = layout.restore_model(run_dir)
+    return [variable.numpy() for variable in model.trainable_variables]
+
+
+def test_training_learns_and_writes_the_run_directory(tmp_path, tiny_config, tiny_splits):
+    summary = train.train_and_evaluate(tiny_config, tmp_path, splits=tiny_splits, verbose=False)
+    rows = layout.read_metrics(tmp_path)
+    assert [row["epoch"] for row in rows] == [1, 2]
+    assert rows[1]["train_loss"] < rows[0]["train_loss"]
+    assert summary["test_accuracy"] > 0.9
+    assert summary["steps"] == summary["planned_steps"] == 2 * (512 // 32)
+    assert layout.load_config(tmp_path) == tiny_config
+    assert layout.read_class_names(tmp_path) == tiny_splits.class_names
+    assert json.loads((tmp_path / "evaluation.json").read_text())["test_accuracy"] == summary["test_accuracy"]
+    assert list((tmp_path / "logs" / "train").iterdir()), "TensorBoard summaries written"
+
+
+def test_interrupted_run_resumes_at_the_exact_step_with_identical_weights(tmp_path, tiny_config, tiny_splits, monkeypatch):
+    config = tiny_config.override("model", dropout_rate=0.3).override("train", epochs=3)
+    train.train_and_evaluate(config, tmp_path / "uninterrupted", splits=tiny_splits, verbose=False)
+
+    # Crash mid-epoch: calls run 5,5,5,1 steps in epoch 1 (16 steps), then 4,5,...;
+    # the 6th call raises, after the checkpoint at step 20 (4 steps into epoch 2).
+    real_factory = steps.make_train_function
+
+    def crashing_factory(*args, **kwargs):
+        function, calls = real_factory(*args, **kwargs), []
+
+        def crash_on_sixth_call(iterator, count):
+            calls.append(count)
+            if len(calls) == 6:
+                raise KeyboardInterrupt("simulated crash")
+            return function(iterator, count)
+
+        return crash_on_sixth_call
+
+    monkeypatch.setattr(steps, "make_train_function", crashing_factory)
+    with pytest.raises(KeyboardInterrupt):
+        train.train_and_evaluate(config, tmp_path / "resumed", splits=tiny_splits, verbose=False)
+    assert tf.train.latest_checkpoint(str(tmp_path / "resumed" / "checkpoints")).endswith("ckpt-20")
+    monkeypatch.setattr(steps, "make_train_function", real_factory)
+
+    summary = train.train_and_evaluate(config, tmp_path / "resumed", splits=tiny_splits, verbose=False)
+    assert summary["steps"] == 48
+    for resumed, uninterrupted in zip(_weights(tmp_path / "resumed"), _weights(tmp_path / "uninterrupted")):
+        np.testing.assert_array_equal(resumed, uninterrupted)
+    assert [row["epoch"] for row in layout.read_metrics(tmp_path / "resumed")] == [1, 2, 3]
+
+
+def test_finished_run_started_again_does_not_train_more(tmp_path, tiny_config, tiny_splits):
+    first = train.train_and_evaluate(tiny_config, tmp_path, splits=tiny_splits, verbose=False)
+    second = train.train_and_evaluate(tiny_config, tmp_path, splits=tiny_splits, verbose=False)
+    assert second["steps"] == first["steps"] and second["test_accuracy"] == first["test_accuracy"]
+
+
+def test_resuming_with_a_different_model_is_refused(tmp_path, tiny_config, tiny_splits):
+    train.train_and_evaluate(tiny_config.override("train", epochs=1), tmp_path, splits=tiny_splits, verbose=False)
+    with pytest.raises(ConfigError, match="trained with a different model config; use a new run directory"):
+        train.train_and_evaluate(tiny_config.override("model", hidden_units=(16,)), tmp_path, splits=tiny_splits, verbose=False)
+
+
+def test_l2_raises_the_training_loss(tmp_path, tiny_config, tiny_splits):
+    one_epoch = tiny_config.override("train", epochs=1)
+    train.train_and_evaluate(one_epoch, tmp_path / "plain", splits=tiny_splits, verbose=False)
+    train.train_and_evaluate(one_epoch.override("model", l2=0.01), tmp_path / "l2", splits=tiny_splits, verbose=False)
+    plain, penalised = layout.read_metrics(tmp_path / "plain")[0], layout.read_metrics(tmp_path / "l2")[0]
+    assert penalised["train_loss"] > plain["train_loss"] + 0.01
+
+
+def test_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(tmp_path, tiny_config, tiny_splits):
+    config = tiny_config.override("train", optimizer="sgd", learning_rate=1e30, checkpoint_every_steps=1)
+    with pytest.raises(TrainingDivergedError, match="loss became NaN or infinite at step") as error:
+        train.train_and_evaluate(config, tmp_path, splits=tiny_splits, verbose=False)
+    assert "\n" not in str(error.value)
+    latest = tf.train.latest_checkpoint(str(tmp_path / "checkpoints"))
+    if latest:  # every checkpoint that was written holds finite weights
+        _, model = layout.restore_model(tmp_path)
+        assert all(np.all(np.isfinite(variable.numpy())) for variable in model.variables)
+
+
+def test_early_stopping_keeps_the_best_epoch(tmp_path, tiny_config, tiny_splits):
+    # Validation accuracy saturates at once on the synthetic data, so patience 1 stops at epoch 2.
+    config = tiny_config.override("train", epochs=10, early_stopping_patience=1)
+    summary = train.train_and_evaluate(config, tmp_path, splits=tiny_splits, verbose=False)
+    assert summary["stopped_early"] and summary["steps"] < summary["planned_steps"]
+    assert len(layout.read_metrics(tmp_path)) == 2
+
+
+@pytest.mark.parametrize("option", ["xla", "mixed_precision"])
+def test_xla_and_mixed_precision_paths_train(tmp_path, tiny_config, tiny_splits, option):
+    config = tiny_config.override("train", epochs=1, **{option: True})
+    summary = train.train_and_evaluate(config, tmp_path, splits=tiny_splits, verbose=False)
+    assert summary["test_accuracy"] > 0.8
+
+
+MIRRORED_SCRIPT = """
+import sys, json, numpy as np
+from tf_mlp.distribute import split_cpu
+split_cpu(2)
+import tensorflow as tf
+from tests import synthetic
+from tf_mlp import config as c, train, run_dir as layout
+config = c.preset("mlp").override("model", hidden_units=(32,)).override("train", epochs=2, batch_size=64, optimizer="momentum", learning_rate=0.05, l2=None)
+config = config.override("model", l2=1e-4)
+splits = synthetic.make_splits()
+out = {}
+for strategy in ("default", "mirrored"):
+    run = sys.argv[1] + "/" + strategy
+    summary = train.train_and_evaluate(config.override("train", strategy=strategy), run, splits=splits, verbose=False)
+    _, model = layout.restore_model(run)
+    out[strategy] = {"losses": [row["train_loss"] for row in layout.read_metrics(run)],
+                     "weights": [v.numpy().tolist() for v in model.trainable_variables],
+                     "replicas": tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")]).num_replicas_in_sync if strategy == "mirrored" else 1}
+print(json.dumps(out))
+"""
+
+
+def test_mirrored_strategy_on_two_logical_cpus_matches_one_device(tmp_path):
+    # Logical devices must be configured before TensorFlow starts: run in a fresh process.
+    result = subprocess.run(
+        [sys.executable, "-c", MIRRORED_SCRIPT, str(tmp_path)], capture_output=True, text=True, cwd=REPO_ROOT
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = json.loads(result.stdout.strip().splitlines()[-1])
+    assert runs["mirrored"]["replicas"] == 2
+    np.testing.assert_allclose(runs["mirrored"]["losses"], runs["default"]["losses"], rtol=1e-4)
+    for mirrored, single in zip(runs["mirrored"]["weights"], runs["default"]["weights"]):
+        np.testing.assert_allclose(mirrored, single, rtol=1e-4, atol=1e-5)

@@ -1,0 +1,162 @@
+"""The `tf-mlp` command: thin click commands over the library's functions.
+
+Commands parse options, build a Config and call one function; TensorFlow is
+imported inside the commands so that `tf-mlp --help` answers at once. A
+user's mistake (TfMlpError) is printed as one line, `Error: ...`, with exit
+code 1; click's own usage errors exit with 2.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from tf_mlp import config as config_module
+from tf_mlp.errors import TfMlpError
+
+
+class _Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except TfMlpError as error:
+            raise click.ClickException(str(error)) from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="tf-mlp")
+def main():
+    """Train the lesson's MLP on 28x28 images, export it, serve it like TensorFlow Serving."""
+
+
+def _hidden_units(text: str | None):
+    """'1024,512' -> (1024, 512); 'none' or '' -> () (the logistic classifier)."""
+    if text is None:
+        return None
+    if text.strip().lower() in ("", "none", "0"):
+        return ()
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated widths like 1024,512 or 'none', got {text!r}") from None
+
+
+def config_options(function):
+    """Options shared by the commands that resolve a Config (train, info)."""
+    options = [
+        click.option("--preset", type=click.Choice(list(config_module.PRESETS)), help=f"Start from this preset (default {config_module.DEFAULT_PRESET}); options below override its fields."),
+        click.option("--config", "config_file", type=click.Path(dir_okay=False), help="Start from this config.json instead of a preset."),
+        click.option("--data", "name", type=click.Choice(config_module.DATA_SETS), help="Data set."),
+        click.option("--source-dir", help="Raw data: IDX directory or notMNIST archives (default: the data set's usual place)."),
+        click.option("--data-dir", help="TFDS data directory for prepared data sets (default: TFDS's)."),
+        click.option("--validation-size", type=int, help="Training examples held out for validation."),
+        click.option("--drop-overlap/--keep-overlap", default=None, help="Drop validation/test images that duplicate a training image."),
+        click.option("--hidden", "hidden_units", help="Hidden layer widths, comma-separated (e.g. 1024,512); 'none' for the logistic classifier."),
+        click.option("--dropout", "dropout_rate", type=float, help="Dropout rate after each hidden layer."),
+        click.option("--l2", type=float, help="L2 penalty on the kernels: l2 * sum(w**2)."),
+        click.option("--epochs", type=int, help="Epochs to train."),
+        click.option("--batch-size", type=int, help="Global minibatch size."),
+        click.option("--optimizer", type=click.Choice(config_module.OPTIMIZERS), help="sgd, momentum or adam."),
+        click.option("--learning-rate", type=float, help="Initial learning rate."),
+        click.option("--momentum", type=float, help="Momentum (momentum optimizer only)."),
+        click.option("--decay-rate", type=float, help="Exponential learning-rate decay factor per --decay-steps (1.0: constant)."),
+        click.option("--decay-steps", type=int, help="Steps over which the learning rate decays by --decay-rate."),
+        click.option("--early-stopping-patience", type=int, help="Stop after this many epochs without better validation accuracy (0: off)."),
+        click.option("--checkpoint-every", "checkpoint_every_steps", type=int, help="Checkpoint every this many steps (and at every epoch end)."),
+        click.option("--seed", type=int, help="Seed of initialisation, data order and dropout."),
+        click.option("--xla/--no-xla", default=None, help="Compile the train step with XLA."),
+        click.option("--mixed-precision/--no-mixed-precision", default=None, help="float16 compute with loss scaling (GPUs)."),
+        click.option("--strategy", type=click.Choice(config_module.STRATEGIES), help="Distribution strategy."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def resolve_config(preset, config_file, **options) -> config_module.Config:
+    """Preset (or config file), then every given option on top of it."""
+    if preset and config_file:
+        raise TfMlpError("--preset and --config are alternatives; give one of them")
+    config = config_module.Config.load(config_file) if config_file else config_module.preset(preset or config_module.DEFAULT_PRESET)
+    sections = {
+        "data": ("name", "source_dir", "data_dir", "validation_size", "drop_overlap"),
+        "model": ("hidden_units", "dropout_rate", "l2"),
+        "train": ("epochs", "batch_size", "optimizer", "learning_rate", "momentum", "decay_rate", "decay_steps",
+                  "early_stopping_patience", "checkpoint_every_steps", "seed", "xla", "mixed_precision", "strategy"),
+    }
+    options["hidden_units"] = _hidden_units(options.get("hidden_units"))
+    for section, keys in sections.items():
+        config = config.override(section, **{key: options.get(key) for key in keys})
+    if options.get("seed") is not None:
+        config = config.override("data", seed=options["seed"])
+    return config
+
+
+@main.command()
+@config_options
+@click.option("--run-dir", type=click.Path(file_okay=False), help="Run directory (default runs/<preset>). Reusing it resumes from its newest checkpoint.")
+@click.option("--logical-cpus", type=int, default=0, help="Split the CPU into this many logical devices (to run --strategy mirrored without GPUs).")
+def train(run_dir, logical_cpus, **options):
+    """Train a model (custom GradientTape loop) and evaluate it on the test split.
+
+    Options override the preset field by field; the resolved config is saved
+    as RUN_DIR/config.json. Started again on the same run directory, training
+    resumes from the newest checkpoint and finishes the planned steps.
+    """
+    config = resolve_config(**options)
+    if logical_cpus:
+        from tf_mlp.distribute import split_cpu
+
+        split_cpu(logical_cpus)
+    from tf_mlp.train import train_and_evaluate
+
+    run_dir = run_dir or f"runs/{options['preset'] or ('custom' if options['config_file'] else config_module.DEFAULT_PRESET)}"
+    click.echo(f"run directory: {run_dir}")
+    summary = train_and_evaluate(config, run_dir)
+    click.echo(
+        f"test accuracy: {summary['test_accuracy']:.4f} ({summary['split_sizes']['test']} test images, "
+        f"{summary['parameters']} parameters, {summary['train_seconds']:.1f} s training)"
+    )
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--split", type=click.Choice(["train", "validation", "test"]), default="test", show_default=True, help="Split to evaluate on.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def evaluate(run_dir, split, as_json):
+    """Accuracy, per-class accuracy and confusion matrix of RUN_DIR's model on a split."""
+    from tf_mlp import evaluate as evaluate_module, run_dir as layout
+    from tf_mlp.data import load_splits
+
+    config, model = layout.restore_model(run_dir)
+    splits = load_splits(config.data)
+    result = evaluate_module.evaluate_model(model, splits.split(split), splits.class_names)
+    click.echo(json.dumps(result, indent=2) if as_json else evaluate_module.format_report(result, split))
+
+
+@main.command()
+@config_options
+def info(**options):
+    """Parameter count by layer and by the lesson's formula, and training memory estimate.
+
+    The memory estimate is for the config's --batch-size and --optimizer.
+    """
+    from tf_mlp import model as model_module
+
+    config = resolve_config(**options)
+    batch_size = config.train.batch_size
+    click.echo(f"{'layer':<10} {'inputs':>8} {'outputs':>8} {'parameters':>12}   (inputs + 1) * outputs")
+    for name, fan_in, fan_out, count in model_module.parameters_by_layer(config.model):
+        click.echo(f"{name:<10} {fan_in:>8} {fan_out:>8} {count:>12}")
+    total = model_module.parameter_count(config.model)
+    keras_count = model_module.build_model(config.model).count_params()
+    click.echo(f"total by the lesson's formula: {total}   (Keras counts {keras_count})")
+    memory = model_module.training_memory_bytes(config.model, batch_size, config.train.optimizer)
+    click.echo(f"training memory estimate at batch size {batch_size} ({config.train.optimizer}):")
+    for key, value in memory.items():
+        click.echo(f"  {key:<16} {value / 2**20:10.2f} MiB")
+
+
+if __name__ == "__main__":
+    main()
