@@ -136,6 +136,17 @@ def evaluate(run_dir, split, as_json):
 
 
 @main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--output-dir", type=click.Path(file_okay=False), help="Where to write the plots and report.md (default RUN_DIR/report).")
+@click.option("--mistakes", type=int, default=24, show_default=True, help="Misclassified test images to show.")
+def report(run_dir, output_dir, mistakes):
+    """Plots (learning curves, confusion matrix, worst mistakes) and a markdown summary of RUN_DIR."""
+    from tf_mlp.report import write_report
+
+    click.echo(f"wrote {write_report(run_dir, output_dir, mistakes=mistakes)}")
+
+
+@main.command()
 @config_options
 def info(**options):
     """Parameter count by layer and by the lesson's formula, and training memory estimate.
