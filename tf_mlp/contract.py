@@ -40,3 +40,23 @@ CLASS_NAMES_OUTPUT = "class_names"
 DEFAULT_GRPC_PORT = 8500
 DEFAULT_REST_PORT = 8501
 DEFAULT_HOST = "127.0.0.1"
+
+# The classification signature follows TensorFlow Serving's Classify API
+# (REST :classify, gRPC Classify): method name, one input of serialized
+# tf.Example protos named "inputs", outputs "classes" (label strings
+# [batch, classes]) and "scores" (float32 [batch, classes]).
+CLASSIFY_METHOD_NAME = "tensorflow/serving/classify"
+PREDICT_METHOD_NAME = "tensorflow/serving/predict"
+CLASSIFY_INPUT = "inputs"
+CLASSIFY_CLASSES_OUTPUT = "classes"
+CLASSIFY_SCORES_OUTPUT = "scores"
+CLASSIFY_IMAGE_FEATURE = "image"
+"""tf.Example feature of the classify signature: a bytes feature holding one PNG or JPEG image."""
+
+# What ships inside an exported version, beside the SavedModel itself.
+LABELS_ASSET = "labels.txt"
+"""assets/labels.txt: class names, one per line, line number = class id."""
+WARMUP_FILE = "tf_serving_warmup_requests"
+"""assets.extra/tf_serving_warmup_requests: TFRecord of PredictionLog protos replayed at load."""
+MODEL_CARD_FILE = "model_card.json"
+"""assets.extra/model_card.json: where the model came from and how well it does."""

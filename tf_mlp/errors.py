@@ -24,3 +24,7 @@ class CheckpointError(TfMlpError):
 
 class TrainingDivergedError(TfMlpError):
     """The loss became NaN or infinite; training stopped at the last good checkpoint."""
+
+
+class ExportError(TfMlpError):
+    """A model cannot be exported: bad export base, existing version, failed verification."""
