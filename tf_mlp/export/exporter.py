@@ -1,0 +1,179 @@
+"""Export a model (or a run's model) as a new, verified, atomically published version.
+
+Steps, in order; any failure deletes the staging directory and publishes nothing:
+
+1. check the options (version, keep, overwrite) and that the export base is writable;
+2. write the SavedModel with its four signatures and assets/labels.txt into a
+   staging directory beside the versions (see tf_mlp.export.versions);
+3. write assets.extra/tf_serving_warmup_requests (tf_mlp.export.warmup);
+4. reload it afresh and compare every signature with the in-memory model on
+   real test images, and replay the warmup requests (tf_mlp.export.verify);
+5. write assets.extra/model_card.json (tf_mlp.export.card);
+6. rename the staging directory to <export_base>/tf_mlp/<version> in one step;
+7. prune to the newest `keep` versions if asked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import time
+
+import numpy as np
+
+from tf_mlp import contract, run_dir as layout
+from tf_mlp.errors import ExportError
+from tf_mlp.export import card as card_module
+from tf_mlp.export import describe, signatures, verify, versions, warmup
+
+VERIFICATION_IMAGES = 1000
+"""Test images (the first ones of the test split) a run's export is verified on."""
+
+
+@dataclasses.dataclass
+class ExportResult:
+    path: pathlib.Path
+    """The published version directory, <export_base>/tf_mlp/<version>."""
+    version: int
+    signatures: str
+    """The signatures, as `saved_model_cli show --all` prints them."""
+    model_card: dict
+    seconds: float
+    """Wall time of the whole export, verification included."""
+    pruned: list[int] = dataclasses.field(default_factory=list)
+    """Versions deleted by keep=N."""
+
+
+def _check_images(images) -> np.ndarray:
+    pixels = np.asarray(images)
+    size = contract.IMAGE_SIZE
+    if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[1:] != (size, size) or len(pixels) == 0:
+        raise ExportError(
+            f"verification images must be uint8 [N, {size}, {size}] with N >= 1, got {pixels.dtype} {list(pixels.shape)}"
+        )
+    return pixels
+
+
+def _check_class_names(class_names, model) -> list[str]:
+    names = [str(name) for name in class_names]
+    classes = int(model.output_shape[-1])
+    if len(names) != classes:
+        raise ExportError(f"{len(names)} class names for a model with {classes} outputs")
+    if any("\n" in name or "\r" in name for name in names):
+        raise ExportError("class names must not contain line breaks (they ship one per line in labels.txt)")
+    return names
+
+
+def export_model(
+    model,
+    class_names,
+    export_base,
+    *,
+    model_card: dict,
+    verification_images,
+    version: int | None = None,
+    overwrite: bool = False,
+    keep: int | None = None,
+) -> ExportResult:
+    """Export a Keras model (uint8 [B, 28, 28] -> logits) as <export_base>/tf_mlp/<version>.
+
+    version defaults to one more than the highest existing one. An existing
+    version is replaced only with overwrite=True. keep=N deletes all but the
+    newest N versions afterwards (never the one just exported).
+    model_card holds the training facts (tf_mlp.export.card.training_facts);
+    the export adds its own. verification_images: uint8 [N, 28, 28] real
+    images the written SavedModel is checked on before it is published.
+    """
+    start = time.perf_counter()
+    class_names = _check_class_names(class_names, model)
+    pixels = _check_images(verification_images)
+    versions.check_keep(keep)
+    version = versions.next_version(export_base) if version is None else versions.check_version(version)
+    versions.check_can_publish(export_base, version, overwrite)
+    staging = versions.make_staging_dir(export_base, version)
+    try:
+        signatures.save(model, class_names, staging)
+        warmup.write_requests(staging, pixels[: max(warmup.BATCH_SIZES)])
+        checked = verify.verify_saved_model(staging, model, class_names, pixels)
+        card = card_module.complete(
+            model_card,
+            version=version,
+            export_seconds=time.perf_counter() - start,
+            signatures=describe.signature_summary(staging),
+            verification=checked,
+        )
+        card_module.write(staging, card)
+        path = versions.publish(staging, export_base, version, overwrite=overwrite)
+    except OSError as error:
+        versions.discard(staging)
+        raise ExportError(f"cannot write the export in {staging.parent}: {error.strerror or error}") from None
+    except BaseException:
+        # Also on KeyboardInterrupt: no half-written staging directory stays behind.
+        versions.discard(staging)
+        raise
+    pruned = versions.prune(export_base, keep, protect=(version,)) if keep else []
+    return ExportResult(
+        path=path,
+        version=version,
+        signatures=describe.describe_signatures(path),
+        model_card=card,
+        seconds=time.perf_counter() - start,
+        pruned=pruned,
+    )
+
+
+def _export_checkpoint(run_dir, config) -> str:
+    """The checkpoint the run evaluated: its best epoch under early stopping, else its newest."""
+    import tensorflow as tf
+
+    if config.train.early_stopping_patience:
+        # train.py restores checkpoints/best before its final evaluation when
+        # early stopping is on; export the same weights it reported.
+        best = tf.train.latest_checkpoint(str(layout.checkpoint_dir(run_dir) / "best"))
+        if best:
+            return best
+    return layout.latest_checkpoint(run_dir)
+
+
+def _test_images(config) -> np.ndarray:
+    from tf_mlp.data import load_splits
+
+    return load_splits(config.data).test.images[:VERIFICATION_IMAGES]
+
+
+def export_run(
+    run_dir,
+    export_base,
+    *,
+    version: int | None = None,
+    overwrite: bool = False,
+    keep: int | None = None,
+    verification_images=None,
+) -> ExportResult:
+    """Export the model a training run produced, with its labels, evaluation and config in the card.
+
+    verification_images defaults to the first VERIFICATION_IMAGES test images
+    of the run's data set (loaded with tf_mlp.data.load_splits).
+    """
+    versions.check_keep(keep)
+    if version is not None:
+        versions.check_can_publish(export_base, versions.check_version(version), overwrite)
+    config = layout.load_config(run_dir)
+    checkpoint = _export_checkpoint(run_dir, config)
+    config, model = layout.restore_model(run_dir, checkpoint)
+    class_names = layout.read_class_names(run_dir)
+    facts = card_module.training_facts(
+        config, layout.read_evaluation(run_dir), class_names, run_dir=pathlib.Path(run_dir).resolve(), checkpoint=checkpoint
+    )
+    if verification_images is None:
+        verification_images = _test_images(config)
+    return export_model(
+        model,
+        class_names,
+        export_base,
+        model_card=facts,
+        verification_images=verification_images,
+        version=version,
+        overwrite=overwrite,
+        keep=keep,
+    )
