@@ -169,5 +169,30 @@ def info(**options):
         click.echo(f"  {key:<16} {value / 2**20:10.2f} MiB")
 
 
+@main.command(name="export")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--export-base", default="models", show_default=True, type=click.Path(file_okay=False), help="Base directory of exports; versions go to EXPORT_BASE/tf_mlp/<version> (point TensorFlow Serving's base_path at EXPORT_BASE/tf_mlp).")
+@click.option("--version", type=int, help="Version number to publish (default: one more than the highest existing).")
+@click.option("--overwrite", is_flag=True, help="Replace the version if it exists (swapped in atomically; a server already serving it keeps the old one until restarted).")
+@click.option("--keep", type=int, help="Afterwards delete all but the newest N versions (never the one just exported).")
+def export(run_dir, export_base, version, overwrite, keep):
+    """Export RUN_DIR's model as a verified SavedModel version for TensorFlow Serving.
+
+    The version is written to a staging directory, reloaded and checked
+    signature by signature against the in-memory model on test images, then
+    renamed into place in one step. It ships assets/labels.txt, warmup
+    requests and a model card (assets.extra/). Prints the signatures like
+    `saved_model_cli show --all`.
+    """
+    from tf_mlp.export import export_run
+
+    result = export_run(run_dir, export_base, version=version, overwrite=overwrite, keep=keep)
+    verified = result.model_card["verification"]["images"]
+    click.echo(f"exported version {result.version} to {result.path} in {result.seconds:.1f} s (verified on {verified} test images)")
+    if result.pruned:
+        click.echo(f"pruned versions {', '.join(str(number) for number in result.pruned)}")
+    click.echo(result.signatures)
+
+
 if __name__ == "__main__":
     main()
