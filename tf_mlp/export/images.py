@@ -51,9 +51,12 @@ _MAGIC_PREFIXES = (
 
 def _looks_like_image(data: tf.Tensor) -> tf.Tensor:
     """True if the bytes start like a PNG, JPEG, GIF, BMP or WebP file."""
-    checks = [tf.strings.substr(data, 0, len(prefix)) == prefix for prefix in _MAGIC_PREFIXES]
+    # substr fails on positions past the end, so short inputs are padded with
+    # zero bytes, which occur in none of the signatures.
+    header = tf.strings.join([tf.strings.substr(data, 0, 12), b"\0" * 12])
+    checks = [tf.strings.substr(header, 0, len(prefix)) == prefix for prefix in _MAGIC_PREFIXES]
     # WebP: "RIFF", a 4-byte size, then "WEBP".
-    checks.append(tf.logical_and(tf.strings.substr(data, 0, 4) == b"RIFF", tf.strings.substr(data, 8, 4) == b"WEBP"))
+    checks.append(tf.logical_and(tf.strings.substr(header, 0, 4) == b"RIFF", tf.strings.substr(header, 8, 4) == b"WEBP"))
     return tf.reduce_any(tf.stack(checks))
 
 
@@ -83,9 +86,10 @@ def _to_image_size(image: tf.Tensor) -> tf.Tensor:
 
 def decode_one(data: tf.Tensor, index: tf.Tensor, input_name: str) -> tf.Tensor:
     """Bytes of one image file -> uint8 [28, 28]; index and input_name only label errors."""
+    # The name goes into the template, not through format(), which would quote it.
     message = tf.strings.format(
-        "{}[{}] is not a decodable image: expected the bytes of a PNG or JPEG file (GIF, BMP, WebP also read)",
-        (input_name, index),
+        input_name + "[{}] is not a decodable image: expected the bytes of a PNG or JPEG file (GIF, BMP, WebP also read)",
+        (index,),
     )
     check = tf.debugging.Assert(_looks_like_image(data), [message], name="check_image_format")
     with tf.control_dependencies([check]):
