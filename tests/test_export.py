@@ -151,6 +151,16 @@ def test_bytes_signature_gives_serving_default_results_for_png_variants(exported
         np.testing.assert_array_equal(outputs["class_names"], expected["class_names"], err_msg=variant)
 
 
+def test_bytes_signature_converts_color_to_luma(exported):
+    _, loaded = exported
+    color = np.random.default_rng(2).integers(0, 256, size=(3, 28, 28, 3)).astype(np.uint8)
+    # ITU-R 601 luma, as tf.image.rgb_to_grayscale weighs the channels, rounded.
+    luma = np.round(color.astype(np.float64) @ np.array([0.2989, 0.5870, 0.1140])).astype(np.uint8)
+    expected = _serve(loaded, luma)
+    outputs = _encoded(loaded, [_png(image) for image in color])
+    np.testing.assert_allclose(outputs["probabilities"], expected["probabilities"], atol=1e-6, rtol=0)
+
+
 def test_bytes_signature_shrinks_by_area_averaging_and_rounding(exported):
     _, loaded = exported
     large = np.random.default_rng(1).integers(0, 256, size=(3, 84, 84)).astype(np.uint8)
