@@ -99,7 +99,8 @@ def test_describe_signatures_reads_like_saved_model_cli(exported):
     result, _ = exported
     text = describe.describe_signatures(result.path)
     assert text.startswith("MetaGraphDef with tag-set: 'serve' contains the following SignatureDefs:")
-    assert "signature_def['serving_default']:\n  The given SavedModel SignatureDef contains the following input(s):\n" in text
+    heading = "signature_def['serving_default']:\n  The given SavedModel SignatureDef contains the following input(s):"
+    assert heading + "\n" in text
     assert "    inputs['images'] tensor_info:\n        dtype: DT_UINT8\n        shape: (-1, 28, 28)\n" in text
     assert "    inputs['image_bytes'] tensor_info:\n        dtype: DT_STRING\n        shape: (-1)\n" in text
     assert "    outputs['scores'] tensor_info:\n        dtype: DT_FLOAT\n        shape: (-1, 10)\n" in text
@@ -146,7 +147,9 @@ def test_bytes_signature_gives_serving_default_results_for_png_variants(exported
     files_by_variant = [_variants(image) for image in pixels]
     for variant in files_by_variant[0]:
         outputs = _encoded(loaded, [files[variant] for files in files_by_variant])
-        np.testing.assert_allclose(outputs["probabilities"], expected["probabilities"], atol=1e-6, rtol=0, err_msg=variant)
+        np.testing.assert_allclose(
+            outputs["probabilities"], expected["probabilities"], atol=1e-6, rtol=0, err_msg=variant
+        )
         np.testing.assert_array_equal(outputs["class_ids"], expected["class_ids"], err_msg=variant)
         np.testing.assert_array_equal(outputs["class_names"], expected["class_names"], err_msg=variant)
 
@@ -208,7 +211,8 @@ def test_classify_signature_takes_serialized_tf_examples(exported, splits):
     np.testing.assert_allclose(outputs["scores"], _serve(loaded, pixels)["probabilities"], atol=1e-6, rtol=0)
     assert outputs["classes"].numpy().astype(str).tolist() == [list(splits.class_names)] * 8
     assert describe.signature_summary(result.path)["classify"]["method"] == "tensorflow/serving/classify"
-    wrong_feature = tf.train.Example(features=tf.train.Features(feature={"pixels": tf.train.Feature(int64_list=tf.train.Int64List(value=[0]))}))
+    pixels_feature = tf.train.Feature(int64_list=tf.train.Int64List(value=[0]))
+    wrong_feature = tf.train.Example(features=tf.train.Features(feature={"pixels": pixels_feature}))
     with pytest.raises(tf.errors.InvalidArgumentError, match="image"):
         loaded.signatures[contract.CLASSIFY_SIGNATURE](inputs=tf.constant([wrong_feature.SerializeToString()]))
 
@@ -224,7 +228,10 @@ def test_warmup_file_holds_prediction_logs_that_run_against_the_model(exported):
         assert request.model_spec.name == contract.MODEL_NAME
         kinds.setdefault(request.model_spec.signature_name, set()).add(kind)
         outputs = warmup.run_request(loaded, log)
-        batch = len(request.input.example_list.examples) if kind == "classify_log" else next(iter(request.inputs.values())).tensor_shape.dim[0].size
+        if kind == "classify_log":
+            batch = len(request.input.example_list.examples)
+        else:
+            batch = next(iter(request.inputs.values())).tensor_shape.dim[0].size
         assert next(iter(outputs.values())).shape[0] == batch
     assert kinds == {
         "serving_default": {"predict_log"},
@@ -329,9 +336,10 @@ def test_bad_options_fail_before_any_work(tmp_path, run, model, splits):
     with pytest.raises(ExportError, match="keep must be a positive"):
         exporter.export_run(run, tmp_path, keep=0)
     with pytest.raises(ExportError, match=r"uint8 \[N, 28, 28\]"):
-        exporter.export_model(model, splits.class_names, tmp_path, model_card={}, verification_images=np.zeros((2, 28, 28), np.float32))
+        floats = np.zeros((2, 28, 28), np.float32)
+        exporter.export_model(model, splits.class_names, tmp_path, model_card={}, verification_images=floats)
     with pytest.raises(ExportError, match="3 class names for a model with 10 outputs"):
-        exporter.export_model(model, ["a", "b", "c"], tmp_path, model_card={}, verification_images=splits.test.images[:2])
+        exporter.export_model(model, ["a", "b", "c"], tmp_path, model_card={}, verification_images=splits.test.images)
     assert not versions.model_dir(tmp_path).exists()
 
 

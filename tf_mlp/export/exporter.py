@@ -49,7 +49,8 @@ def _check_images(images) -> np.ndarray:
     size = contract.IMAGE_SIZE
     if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[1:] != (size, size) or len(pixels) == 0:
         raise ExportError(
-            f"verification images must be uint8 [N, {size}, {size}] with N >= 1, got {pixels.dtype} {list(pixels.shape)}"
+            f"verification images must be uint8 [N, {size}, {size}] with N >= 1,"
+            f" got {pixels.dtype} {list(pixels.shape)}"
         )
     return pixels
 
@@ -162,9 +163,9 @@ def export_run(
     checkpoint = _export_checkpoint(run_dir, config)
     config, model = layout.restore_model(run_dir, checkpoint)
     class_names = layout.read_class_names(run_dir)
-    facts = card_module.training_facts(
-        config, layout.read_evaluation(run_dir), class_names, run_dir=pathlib.Path(run_dir).resolve(), checkpoint=checkpoint
-    )
+    evaluation = layout.read_evaluation(run_dir)
+    run_path = pathlib.Path(run_dir).resolve()
+    facts = card_module.training_facts(config, evaluation, class_names, run_dir=run_path, checkpoint=checkpoint)
     if verification_images is None:
         verification_images = _test_images(config)
     return export_model(

@@ -56,7 +56,8 @@ def _looks_like_image(data: tf.Tensor) -> tf.Tensor:
     header = tf.strings.join([tf.strings.substr(data, 0, 12), b"\0" * 12])
     checks = [tf.strings.substr(header, 0, len(prefix)) == prefix for prefix in _MAGIC_PREFIXES]
     # WebP: "RIFF", a 4-byte size, then "WEBP".
-    checks.append(tf.logical_and(tf.strings.substr(header, 0, 4) == b"RIFF", tf.strings.substr(header, 8, 4) == b"WEBP"))
+    is_webp = tf.logical_and(tf.strings.substr(header, 0, 4) == b"RIFF", tf.strings.substr(header, 8, 4) == b"WEBP")
+    checks.append(is_webp)
     return tf.reduce_any(tf.stack(checks))
 
 
@@ -88,7 +89,8 @@ def decode_one(data: tf.Tensor, index: tf.Tensor, input_name: str) -> tf.Tensor:
     """Bytes of one image file -> uint8 [28, 28]; index and input_name only label errors."""
     # The name goes into the template, not through format(), which would quote it.
     message = tf.strings.format(
-        input_name + "[{}] is not a decodable image: expected the bytes of a PNG or JPEG file (GIF, BMP, WebP also read)",
+        input_name + "[{}] is not a decodable image:"
+        " expected the bytes of a PNG or JPEG file (GIF, BMP, WebP also read)",
         (index,),
     )
     check = tf.debugging.Assert(_looks_like_image(data), [message], name="check_image_format")

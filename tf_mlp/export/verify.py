@@ -85,10 +85,14 @@ def verify_saved_model(saved_model_dir, model, class_names, pixels: np.ndarray) 
     differences = {}
 
     outputs = _call(loaded, contract.SERVING_SIGNATURE, **{contract.IMAGES_INPUT: tf.constant(pixels)})
-    differences[contract.SERVING_SIGNATURE] = _check_predictions(contract.SERVING_SIGNATURE, outputs, expected, class_names)
+    differences[contract.SERVING_SIGNATURE] = _check_predictions(
+        contract.SERVING_SIGNATURE, outputs, expected, class_names
+    )
 
     outputs = _call(loaded, contract.ENCODED_SIGNATURE, **{contract.ENCODED_INPUT: pngs})
-    differences[contract.ENCODED_SIGNATURE] = _check_predictions(contract.ENCODED_SIGNATURE, outputs, expected, class_names)
+    differences[contract.ENCODED_SIGNATURE] = _check_predictions(
+        contract.ENCODED_SIGNATURE, outputs, expected, class_names
+    )
 
     unit_floats = pixels.reshape(len(pixels), contract.NUM_PIXELS).astype(np.float32) / 255.0
     outputs = _call(loaded, contract.MNIST_EXAMPLE_SIGNATURE, **{contract.IMAGES_INPUT: tf.constant(unit_floats)})
@@ -97,7 +101,8 @@ def verify_saved_model(saved_model_dir, model, class_names, pixels: np.ndarray) 
     )
 
     examples = [warmup.make_example(png).SerializeToString() for png in pngs.numpy()]
-    outputs = _call(loaded, contract.CLASSIFY_SIGNATURE, **{contract.CLASSIFY_INPUT: tf.constant(examples, dtype=tf.string)})
+    serialized = tf.constant(examples, dtype=tf.string)
+    outputs = _call(loaded, contract.CLASSIFY_SIGNATURE, **{contract.CLASSIFY_INPUT: serialized})
     differences[contract.CLASSIFY_SIGNATURE] = _compare(
         contract.CLASSIFY_SIGNATURE, outputs[contract.CLASSIFY_SCORES_OUTPUT], expected
     )

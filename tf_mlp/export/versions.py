@@ -107,8 +107,7 @@ def publish(staging: pathlib.Path, export_base, version: int, *, overwrite: bool
         except OSError as error:
             raise ExportError(f"cannot publish version {version} at {target}: {error.strerror or error}") from None
         return target
-    if not overwrite:
-        raise ExportError(f"version {version} already exists in {model_dir(export_base)}; pass --overwrite to replace it")
+    check_can_publish(export_base, version, overwrite)  # it exists: only replaced with overwrite
     _replace(staging, target)
     return target
 
@@ -138,8 +137,8 @@ def _exchange(first: pathlib.Path, second: pathlib.Path) -> bool:
     if renameat2 is None:
         return False
     renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    at_current_directory, rename_exchange = -100, 2  # AT_FDCWD, RENAME_EXCHANGE from <fcntl.h>, <linux/fs.h>
-    if renameat2(at_current_directory, os.fsencode(first), at_current_directory, os.fsencode(second), rename_exchange) == 0:
+    here, exchange = -100, 2  # AT_FDCWD (<fcntl.h>), RENAME_EXCHANGE (<linux/fs.h>)
+    if renameat2(here, os.fsencode(first), here, os.fsencode(second), exchange) == 0:
         return True
     code = ctypes.get_errno()
     if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
