@@ -69,14 +69,27 @@ def latest_checkpoint(run_dir) -> str:
     return latest
 
 
+def model_checkpoint(run_dir, config: Config) -> str:
+    """The checkpoint whose weights the run reported: its best epoch under early stopping, else its newest."""
+    import tensorflow as tf
+
+    if config.train.early_stopping_patience:
+        # train.py restores checkpoints/best before its final evaluation when
+        # early stopping is on; evaluation, report and export use the same weights.
+        best = tf.train.latest_checkpoint(str(checkpoint_dir(run_dir) / "best"))
+        if best:
+            return best
+    return latest_checkpoint(run_dir)
+
+
 def restore_model(run_dir, checkpoint: str | None = None):
-    """(config, model) with the weights of the run's newest (or given) checkpoint."""
+    """(config, model) with the weights the run reported (see model_checkpoint), or a given checkpoint's."""
     import tensorflow as tf
 
     from tf_mlp.model import build_model
 
     config = load_config(run_dir)
-    path = checkpoint or latest_checkpoint(run_dir)
+    path = checkpoint or model_checkpoint(run_dir, config)
     model = build_model(config.model, seed=config.train.seed)
     status = tf.train.Checkpoint(model=model).restore(path)
     try:

@@ -123,19 +123,6 @@ def export_model(
     )
 
 
-def _export_checkpoint(run_dir, config) -> str:
-    """The checkpoint the run evaluated: its best epoch under early stopping, else its newest."""
-    import tensorflow as tf
-
-    if config.train.early_stopping_patience:
-        # train.py restores checkpoints/best before its final evaluation when
-        # early stopping is on; export the same weights it reported.
-        best = tf.train.latest_checkpoint(str(layout.checkpoint_dir(run_dir) / "best"))
-        if best:
-            return best
-    return layout.latest_checkpoint(run_dir)
-
-
 def _test_images(config) -> np.ndarray:
     from tf_mlp.data import load_splits
 
@@ -160,7 +147,7 @@ def export_run(
     if version is not None:
         versions.check_can_publish(export_base, versions.check_version(version), overwrite)
     config = layout.load_config(run_dir)
-    checkpoint = _export_checkpoint(run_dir, config)
+    checkpoint = layout.model_checkpoint(run_dir, config)
     config, model = layout.restore_model(run_dir, checkpoint)
     class_names = layout.read_class_names(run_dir)
     evaluation = layout.read_evaluation(run_dir)
