@@ -29,3 +29,25 @@ def tiny_config():
         .override("model", hidden_units=(32,))
         .override("train", epochs=2, batch_size=32, checkpoint_every_steps=5)
     )
+
+
+def write_idx_data_set(directory, splits) -> pathlib.Path:
+    """Write a DataSplits' train+validation and test as Fashion-MNIST-style IDX files."""
+    import numpy as np
+
+    from tf_mlp.data import idx
+
+    directory.mkdir(parents=True, exist_ok=True)
+    train_images = np.concatenate([splits.train.images, splits.validation.images])
+    train_labels = np.concatenate([splits.train.labels, splits.validation.labels]).astype(np.uint8)
+    idx.write_idx(directory / "train-images-idx3-ubyte.gz", train_images)
+    idx.write_idx(directory / "train-labels-idx1-ubyte.gz", train_labels)
+    idx.write_idx(directory / "t10k-images-idx3-ubyte.gz", splits.test.images)
+    idx.write_idx(directory / "t10k-labels-idx1-ubyte.gz", splits.test.labels.astype(np.uint8))
+    return directory
+
+
+@pytest.fixture
+def tiny_idx_dir(tmp_path, tiny_splits):
+    """The tiny synthetic data set as an IDX directory, for commands that load data themselves."""
+    return write_idx_data_set(tmp_path / "idx", tiny_splits)

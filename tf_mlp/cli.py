@@ -112,11 +112,10 @@ def train(run_dir, logical_cpus, **options):
     from tf_mlp.train import train_and_evaluate
 
     run_dir = run_dir or f"runs/{options['preset'] or ('custom' if options['config_file'] else config_module.DEFAULT_PRESET)}"
-    click.echo(f"run directory: {run_dir}")
     summary = train_and_evaluate(config, run_dir)
     click.echo(
         f"test accuracy: {summary['test_accuracy']:.4f} ({summary['split_sizes']['test']} test images, "
-        f"{summary['parameters']} parameters, {summary['train_seconds']:.1f} s training)"
+        f"{summary['parameters']} parameters, {summary['train_seconds']:.1f} s training, run directory {run_dir})"
     )
 
 

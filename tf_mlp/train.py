@@ -48,7 +48,7 @@ class _State:
 def _check_resumable(config: Config, run_dir: pathlib.Path) -> None:
     """A run directory may be resumed with other epochs or schedule, never another model or data."""
     path = layout.config_path(run_dir)
-    if not path.is_file():
+    if not path.is_file() or not list(layout.checkpoint_dir(run_dir).glob("ckpt-*.index")):
         return
     previous = Config.load(path)
     for section in ("model", "data"):
@@ -68,13 +68,14 @@ def train_and_evaluate(config: Config, run_dir, *, splits: DataSplits | None = N
     """Train (or resume) the run in run_dir, evaluate on the test split, return the summary."""
     config.validate()
     run_dir = pathlib.Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     _check_resumable(config, run_dir)
-    config.save(layout.config_path(run_dir))
     if splits is None:
         from tf_mlp.data import load_splits
 
         splits = load_splits(config.data)
+    # Only now, with the data loaded, does the run directory come to exist.
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config.save(layout.config_path(run_dir))
     layout.write_class_names(run_dir, splits.class_names)
     if verbose and splits.skipped_files:
         print(f"skipped {splits.skipped_files} unreadable or empty image files in the source data")
