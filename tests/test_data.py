@@ -154,6 +154,12 @@ def test_half_a_pair_and_count_mismatch_name_the_files(tmp_path):
     fixtures.write_idx_pair(tmp_path / "mismatch", "", images, labels[:19])
     message = raises_one_line(r"holds 20 images but .* holds 19 labels", load, tmp_path, tmp_path / "mismatch")
     assert "images-idx3-ubyte.gz" in message and "labels-idx1-ubyte.gz" in message
+    fixtures.write_idx_pair(tmp_path / "nothing", "", images[:0], labels[:0])
+    fixtures.write_idx_pair(tmp_path / "letters", "", images, labels + 3)
+    raises_one_line(
+        r"labels-idx1-ubyte.gz: label 12 is out of range \(expected 0..9\)", load, tmp_path, tmp_path / "letters"
+    )
+    raises_one_line(r"images-idx3-ubyte.gz: holds no images", load, tmp_path, tmp_path / "nothing")
 
 
 def test_labels_txt_names_the_classes(tmp_path):
@@ -310,7 +316,8 @@ def test_damaged_archive_is_reported_not_passed_over(tmp_path):
     fixtures.write_tar(tmp_path / "src" / "notMNIST_small.tar.gz", fixtures.notmnist_members(images, labels, "small"))
     archive = tmp_path / "src" / "notMNIST_small.tar.gz"
     archive.write_bytes(archive.read_bytes()[:-200])
-    raises_one_line(r"notMNIST_small.tar.gz: corrupt or truncated archive", load, tmp_path, tmp_path / "src", name="notmnist")
+    message = r"notMNIST_small.tar.gz: corrupt or truncated archive"
+    raises_one_line(message, load, tmp_path, tmp_path / "src", name="notmnist")
 
 
 def test_large_and_small_archives_give_course_sizes(tmp_path):

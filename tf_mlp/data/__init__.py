@@ -50,8 +50,6 @@ def load_splits(config: DataConfig) -> DataSplits:
     source = sources.open_source(config)
     available = [str(split) for split in source.builder.info.splits]
     loaded = {split: Split(*local_builder.read_split(source.builder, split)) for split in available}
-    if len(loaded["train"]) == 0:
-        raise DataError(f"{source.description}: the train split is empty")
 
     if config.name == "notmnist":
         train, validation, test = _notmnist_policy(config, loaded)

@@ -56,12 +56,14 @@ def read_pair(images_path: pathlib.Path, labels_path: pathlib.Path) -> tuple[np.
     labels = idx.read_idx(labels_path, kind="labels")
     if len(images) != len(labels):
         raise DataError(f"{images_path} holds {len(images)} images but {labels_path} holds {len(labels)} labels")
-    if len(labels) and labels.max() >= NUM_CLASSES:
+    if len(images) == 0:  # TFDS refuses to write an empty split, with a less helpful message
+        raise DataError(f"{images_path}: holds no images")
+    if labels.max() >= NUM_CLASSES:
         raise DataError(f"{labels_path}: label {int(labels.max())} is out of range (expected 0..{NUM_CLASSES - 1})")
     return images, labels
 
 
-class IdxImages(local_builder.LocalSourceBuilder):
+class IdxImages(local_builder.LocalSourceBuilder, skip_registration=True):
     """28x28 uint8 images with labels 0-9, read from local MNIST-format IDX files."""
 
     MANUAL_DOWNLOAD_INSTRUCTIONS = (

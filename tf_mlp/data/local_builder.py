@@ -57,9 +57,11 @@ class LocalSourceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
     """Base of builders whose raw files sit in a local (manual) directory.
 
     Subclasses say which files make up the source (``source_files``) and
-    generate the examples. Registration is skipped: these builders are always
-    constructed by ``tf_mlp.data`` with an explicit config, and a registered
-    name would collide if the module were ever imported twice.
+    generate the examples. Registration is skipped (and TFDS does not inherit
+    that, so each subclass passes ``skip_registration=True`` too): these
+    builders are always constructed by ``tf_mlp.data`` with an explicit
+    config, and a registered name would collide if the module were imported
+    twice.
     """
 
     VERSION = tfds.core.Version("1.0.0")

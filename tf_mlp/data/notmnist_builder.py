@@ -107,7 +107,7 @@ def iterate_pngs(source: pathlib.Path):
         raise DataError(f"{source}: corrupt or truncated archive ({error})") from None
 
 
-class NotmnistArchives(local_builder.LocalSourceBuilder):
+class NotmnistArchives(local_builder.LocalSourceBuilder, skip_registration=True):
     """notMNIST letters A-J (28x28 uint8) from the original archives of PNG files."""
 
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
