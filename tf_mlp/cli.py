@@ -9,11 +9,17 @@ code 1; click's own usage errors exit with 2.
 from __future__ import annotations
 
 import json
+import os
 
 import click
 
 from tf_mlp import config as config_module
 from tf_mlp.errors import TfMlpError
+
+
+# TensorFlow's C++ INFO and WARNING lines (oneDNN, CUDA probing) drown the
+# command's own output; errors still show. An explicit setting wins.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 class _Group(click.Group):
@@ -146,6 +152,33 @@ def report(run_dir, output_dir, mistakes):
 
 
 @main.command()
+@click.option("--data", "data_sets", multiple=True, type=click.Choice(["fashion_mnist", "notmnist", "mnist"]), help="Data set to reproduce on (repeatable; default fashion_mnist and notmnist).")
+@click.option("--notmnist-dir", default="../shared/data/notmnist-sample", show_default=True, help="notMNIST source: archives, folders or an IDX pair.")
+@click.option("--mnist-dir", help="MNIST IDX directory (default: TFDS catalogue download).")
+@click.option("--docs", "docs_dir", default="docs", show_default=True, type=click.Path(file_okay=False), help="Where RESULTS.md and results/<data set>/ are written.")
+@click.option("--runs-root", default="runs/reproduce", show_default=True, type=click.Path(file_okay=False), help="Where the runs' checkpoints go; finished runs are reused.")
+@click.option("--preset", "presets", multiple=True, type=click.Choice(list(config_module.PRESETS)), help="Preset to train (repeatable; default all).")
+@click.option("--epochs", type=int, help="Override every preset's epochs (for a quick look; the shipped results use the presets').")
+def reproduce(data_sets, notmnist_dir, mnist_dir, docs_dir, runs_root, presets, epochs):
+    """Train the presets, run the overfitting and overlap experiments, write docs/RESULTS.md."""
+    import pathlib
+    import sys
+
+    from tf_mlp import reproduce as reproduce_module
+
+    sources = {"fashion_mnist": None, "notmnist": notmnist_dir, "mnist": mnist_dir}
+    all_results = []
+    for name in data_sets or ("fashion_mnist", "notmnist"):
+        data_config = config_module.DataConfig(name=name, source_dir=sources[name])
+        output = pathlib.Path(docs_dir) / "results" / name
+        all_results.append(reproduce_module.reproduce(data_config, output, runs_root=runs_root, presets=list(presets) or None, epochs=epochs))
+        click.echo((output / "results.md").read_text())
+    command = "tf-mlp reproduce" + "".join(f" {argument}" for argument in sys.argv[2:])
+    reproduce_module.write_results_page(pathlib.Path(docs_dir) / "RESULTS.md", all_results, command)
+    click.echo(f"wrote {pathlib.Path(docs_dir) / 'RESULTS.md'}")
+
+
+@main.command()
 @config_options
 def info(**options):
     """Parameter count by layer and by the lesson's formula, and training memory estimate.
@@ -191,6 +224,33 @@ def export(run_dir, export_base, version, overwrite, keep):
     if result.pruned:
         click.echo(f"pruned versions {', '.join(str(number) for number in result.pruned)}")
     click.echo(result.signatures)
+
+
+def _serve_help() -> str:
+    from tf_mlp.server.options import flags_help
+
+    return (
+        "Serve exported models as TensorFlow Serving does (REST and gRPC), with its flags.\n\n"
+        "Takes tensorflow_model_server's flags, spelled the same (--flag=value), e.g.\n\n"
+        "\b\n  tf-mlp serve --model_base_path=models/tf_mlp\n"
+        "  tf-mlp serve --model_config_file=serving/models.config --enable_batching\n\n"
+        "Stops gracefully on SIGTERM or Ctrl-C. Flags and defaults:\n\n\b\n" + flags_help()
+    )
+
+
+@main.command(
+    help=_serve_help(),
+    short_help="Serve exported models like tensorflow_model_server (REST :8501, gRPC :8500).",
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+)
+@click.argument("flags", nargs=-1, type=click.UNPROCESSED)
+def serve(flags):
+    # The flags go to the server's own parser, which spells and checks them
+    # as tensorflow_model_server does (ConfigError on a bad one).
+    from tf_mlp import server
+
+    options = server.parse_flags(flags)
+    server.serve(options)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,178 @@
+"""The lesson, reproduced: every preset on a data set, the overfitting
+experiment, the overlap question, one results table.
+
+Runs live under RUNS_ROOT/<data set>/<name>; a finished run is reused, so an
+interrupted reproduction continues where it stopped. Only the tables and
+the best run's plots go to the output directory (docs/ in the repository).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import time
+
+import numpy as np
+
+from tf_mlp import config as config_module, evaluate, run_dir as layout
+from tf_mlp.data.overlap import overlap_mask, overlap_report
+from tf_mlp.data.splits import DataSplits
+
+# The overfitting experiment: the mlp on only this many minibatches of
+# training data, long enough to memorise them (the course uses a handful).
+OVERFIT_BATCHES = 5
+OVERFIT_EPOCHS = 100
+
+
+def _row(name: str, config, summary: dict, wall_seconds: float) -> dict:
+    return {
+        "run": name,
+        "hidden_units": list(config.model.hidden_units),
+        "parameters": summary["parameters"],
+        "train_accuracy": summary["train_accuracy"],
+        "validation_accuracy": summary["validation_accuracy"],
+        "test_accuracy": summary["test_accuracy"],
+        "epochs": summary["steps"] // max(1, summary["planned_steps"] // config.train.epochs),
+        "train_seconds": summary["train_seconds"],
+        "wall_seconds": wall_seconds,
+        "examples_per_second": summary["examples_per_second"],
+    }
+
+
+def _train(name: str, config, splits: DataSplits, runs_root: pathlib.Path, verbose: bool) -> dict:
+    from tf_mlp.train import train_and_evaluate
+
+    if verbose:
+        print(f"--- {splits.name}: {name}", flush=True)
+    start = time.perf_counter()
+    summary = train_and_evaluate(config, runs_root / name, splits=splits, verbose=verbose)
+    return _row(name, config, summary, time.perf_counter() - start)
+
+
+def overfitting_experiment(data_config, splits: DataSplits, runs_root: pathlib.Path, verbose: bool) -> list[dict]:
+    """mlp on a few batches, without regularization and with dropout."""
+    base = config_module.preset("mlp")
+    size = OVERFIT_BATCHES * base.train.batch_size
+    small = dataclasses.replace(splits, train=splits.train.take(np.arange(size)))
+    rows = []
+    for name, preset in (("overfit_mlp", "mlp"), ("overfit_mlp_dropout", "mlp_dropout")):
+        config = dataclasses.replace(config_module.preset(preset), data=data_config).override("train", epochs=OVERFIT_EPOCHS)
+        row = _train(name, config, small, runs_root, verbose)
+        row["train_examples"] = size
+        rows.append(row)
+    return rows
+
+
+def overlap_question(splits: DataSplits, best_run: pathlib.Path) -> dict:
+    """How many test images have an exact copy in training, and the best model's accuracy with and without them."""
+    report = overlap_report(splits)
+    duplicated = overlap_mask(splits.train.images, splits.test.images)
+    _, model = layout.restore_model(best_run)
+    logits, _ = evaluate.predict_logits(model, splits.test)
+    correct = np.argmax(logits, axis=-1) == splits.test.labels
+    return {
+        "test_images": len(splits.test),
+        "test_with_copy_in_train": int(duplicated.sum()),
+        "validation_with_copy_in_train": report["validation_in_train"],
+        "duplicates_within_train": report["within"]["train"],
+        "test_accuracy_all": float(correct.mean()),
+        "test_accuracy_without_copies": float(correct[~duplicated].mean()) if (~duplicated).any() else None,
+        "test_accuracy_on_copies": float(correct[duplicated].mean()) if duplicated.any() else None,
+    }
+
+
+def reproduce(data_config, output_dir, *, runs_root, presets=None, epochs: int | None = None, verbose: bool = True) -> dict:
+    """Train the presets on one data set; write results.json, results.md and the best run's report."""
+    from tf_mlp.data import load_splits
+    from tf_mlp.report import write_report
+
+    output_dir, runs_root = pathlib.Path(output_dir), pathlib.Path(runs_root) / data_config.name
+    output_dir.mkdir(parents=True, exist_ok=True)
+    splits = load_splits(data_config)
+    rows = []
+    for name in presets or list(config_module.PRESETS):
+        config = dataclasses.replace(config_module.preset(name), data=data_config)
+        if epochs:
+            config = config.override("train", epochs=epochs)
+        rows.append(_train(name, config, splits, runs_root, verbose))
+    best = max(rows, key=lambda row: row["validation_accuracy"])
+    write_report(runs_root / best["run"], output_dir / "best", splits=splits)
+    results = {
+        "data_set": data_config.name,
+        "source_dir": data_config.source_dir,
+        "split_sizes": splits.sizes(),
+        "skipped_files": splits.skipped_files,
+        "presets": rows,
+        "best_run": best["run"],
+        "overfitting": overfitting_experiment(data_config, splits, runs_root, verbose),
+        "overlap": overlap_question(splits, runs_root / best["run"]),
+    }
+    (output_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (output_dir / "results.md").write_text(results_markdown(results))
+    return results
+
+
+def results_markdown(results: dict) -> str:
+    sizes = results["split_sizes"]
+    lines = [
+        f"### {results['data_set']} (train {sizes['train']}, validation {sizes['validation']}, test {sizes['test']})",
+        "",
+        "| preset | hidden | parameters | train acc. | validation acc. | test acc. | epochs | wall time (s) | examples/s |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in results["presets"]:
+        lines.append(
+            f"| {row['run']} | {row['hidden_units'] or 'none'} | {row['parameters']:,} | {row['train_accuracy']:.4f} | "
+            f"{row['validation_accuracy']:.4f} | **{row['test_accuracy']:.4f}** | {row['epochs']} | {row['wall_seconds']:.0f} | "
+            f"{row['examples_per_second']:.0f} |"
+        )
+    lines += [
+        "",
+        f"Overfitting: the mlp trained on only {results['overfitting'][0]['train_examples']} examples "
+        f"({OVERFIT_BATCHES} batches) for {OVERFIT_EPOCHS} epochs.",
+        "",
+        "| run | train acc. | test acc. |",
+        "| --- | ---: | ---: |",
+    ]
+    lines += [f"| {row['run']} | {row['train_accuracy']:.4f} | {row['test_accuracy']:.4f} |" for row in results["overfitting"]]
+    overlap = results["overlap"]
+    without = overlap["test_accuracy_without_copies"]
+    lines += [
+        "",
+        f"Overlap: {overlap['test_with_copy_in_train']} of {overlap['test_images']} test images have an exact copy in "
+        f"training ({overlap['validation_with_copy_in_train']} validation images; {overlap['duplicates_within_train']} "
+        f"repeats within training). Best run ({results['best_run']}) test accuracy: {overlap['test_accuracy_all']:.4f} on all, "
+        f"{'n/a' if without is None else f'{without:.4f}'} without the copies.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_results_page(path, results_by_data_set: list[dict], command: str) -> None:
+    """docs/RESULTS.md: every data set's table, with the command that produced it."""
+    path = pathlib.Path(path)
+    lines = [
+        "# Results",
+        "",
+        f"Every number and figure on this page was produced by one command, run from the repository root:",
+        "",
+        f"```sh\n{command}\n```",
+        "",
+        "on the project's 2-core CPU machine (no GPU). Test accuracy is measured once, on the test split, for each",
+        "preset as shipped (`tf_mlp/config.py`). Wall time includes evaluation; examples/s is training throughput.",
+        "",
+    ]
+    for results in results_by_data_set:
+        lines.append(results_markdown(results))
+        best = pathlib.Path("results") / results["data_set"] / "best"
+        lines += [
+            f"Best run on {results['data_set']}: `{results['best_run']}` "
+            f"([report]({best / 'report.md'})).",
+            "",
+            f"![learning curves]({best / 'learning_curves.png'})",
+            f"![confusion matrix]({best / 'confusion_matrix.png'})",
+            f"![misclassified]({best / 'misclassified.png'})",
+            "",
+        ]
+    path.write_text("\n".join(lines))
