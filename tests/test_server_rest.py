@@ -1,0 +1,226 @@
+"""The REST API through real HTTP: endpoints, both request formats, b64, errors, metrics, size limit.
+
+Expected results come from the exported SavedModel called in-process; error
+messages are TensorFlow Serving's (json_tensor.cc, http_rest_api_handler.cc).
+"""
+
+import base64
+
+import numpy as np
+import pytest
+import requests
+import tensorflow as tf
+
+from tests import serving_helpers
+from tf_mlp import contract
+from tf_mlp.export import warmup
+
+MAX_BODY = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("rest")
+    monitoring = tmp_path / "monitoring.config"
+    monitoring.write_text('prometheus_config { enable: true path: "/monitoring/prometheus/metrics" }')
+    base = serving_helpers.model_base(tmp_path)
+    server = serving_helpers.start_server(model_base_path=str(base), monitoring_config_file=str(monitoring),
+                                          rest_api_max_request_bytes=MAX_BODY)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def images():
+    return serving_helpers.test_images(4)
+
+
+@pytest.fixture(scope="module")
+def expected(images):
+    """serving_default's outputs for the images, computed in-process."""
+    loaded = tf.saved_model.load(str(serving_helpers.exported_version_dir()))
+    outputs = loaded.signatures[contract.SERVING_SIGNATURE](images=tf.constant(images))
+    return {name: tensor.numpy() for name, tensor in outputs.items()}
+
+
+def _post(server, path, payload=None, data=None):
+    return requests.post(f"{server.rest_url}{path}", json=payload, data=data, timeout=30)
+
+
+def _b64(data: bytes) -> dict:
+    return {"b64": base64.b64encode(data).decode("ascii")}
+
+
+def _check_rows(predictions, expected):
+    assert [row["class_ids"] for row in predictions] == expected["class_ids"].tolist()
+    assert [row["class_names"] for row in predictions] == [name.decode() for name in expected["class_names"]]
+    np.testing.assert_allclose([row["probabilities"] for row in predictions], expected["probabilities"], atol=1e-6)
+
+
+def test_model_status(server):
+    response = requests.get(f"{server.rest_url}/v1/models/tf_mlp", timeout=30)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.json() == {"model_version_status": [
+        {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]}
+    one = requests.get(f"{server.rest_url}/v1/models/tf_mlp/versions/1", timeout=30)
+    assert one.json() == response.json()
+
+
+def test_model_metadata(server):
+    response = requests.get(f"{server.rest_url}/v1/models/tf_mlp/metadata", timeout=30)
+    assert response.status_code == 200
+    document = response.json()
+    assert document["model_spec"] == {"name": "tf_mlp", "version": "1", "signature_name": ""}
+    signatures = document["metadata"]["signature_def"]["signature_def"]
+    assert {"serving_default", "predict_encoded", "predict_images", "classify"} <= set(signatures)
+    images_input = signatures["serving_default"]["inputs"]["images"]
+    assert images_input["dtype"] == "DT_UINT8"
+    assert [dim["size"] for dim in images_input["tensor_shape"]["dim"]] == ["-1", "28", "28"]
+    assert signatures["classify"]["method_name"] == "tensorflow/serving/classify"
+
+
+def test_predict_row_format(server, images, expected):
+    response = _post(server, "/v1/models/tf_mlp:predict", {"instances": images.tolist()})
+    assert response.status_code == 200, response.text
+    _check_rows(response.json()["predictions"], expected)
+
+
+def test_predict_columnar_format(server, images, expected):
+    response = _post(server, "/v1/models/tf_mlp/versions/1:predict",
+                     {"signature_name": "serving_default", "inputs": {"images": images.tolist()}})
+    assert response.status_code == 200, response.text
+    outputs = response.json()["outputs"]
+    assert outputs["class_ids"] == expected["class_ids"].tolist()
+    np.testing.assert_allclose(outputs["probabilities"], expected["probabilities"], atol=1e-6)
+
+
+def test_predict_encoded_images_as_b64(server, images, expected):
+    pngs = [_b64(png) for png in warmup.encode_png(images)]
+    rows = _post(server, "/v1/models/tf_mlp:predict", {"signature_name": "predict_encoded", "instances": pngs})
+    assert rows.status_code == 200, rows.text
+    _check_rows(rows.json()["predictions"], expected)
+    columns = _post(server, "/v1/models/tf_mlp:predict", {"signature_name": "predict_encoded", "inputs": pngs})
+    assert columns.json()["outputs"]["class_ids"] == expected["class_ids"].tolist()
+
+
+def test_predict_images_float_pixels(server, images, expected):
+    pixels = (images.reshape(len(images), -1) / 255.0).tolist()
+    response = _post(server, "/v1/models/tf_mlp:predict", {"signature_name": "predict_images", "instances": pixels})
+    assert response.status_code == 200, response.text
+    np.testing.assert_allclose(response.json()["predictions"], expected["probabilities"], atol=1e-6)
+
+
+def test_classify(server, images, expected):
+    examples = [{"image": _b64(png)} for png in warmup.encode_png(images)]
+    response = _post(server, "/v1/models/tf_mlp:classify", {"signature_name": "classify", "examples": examples})
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [[label for label, _ in row] for row in results] == [[str(digit) for digit in range(10)]] * len(images)
+    np.testing.assert_allclose([[score for _, score in row] for row in results], expected["probabilities"], atol=1e-6)
+
+
+def test_nan_and_infinity_are_accepted_tokens(server):
+    body = b'{"signature_name": "predict_images", "instances": [[NaN, Infinity, -Infinity' + b", 0.5" * 781 + b"]]}"
+    response = _post(server, "/v1/models/tf_mlp:predict", data=body)
+    assert response.status_code == 200, response.text
+    assert len(response.json()["predictions"][0]) == 10
+
+
+IMAGE = [[0] * 28] * 28
+
+
+@pytest.mark.parametrize(
+    "method, path, payload, status, message",
+    [
+        ("POST", "/v1/models/foo:predict", {"instances": [IMAGE]}, 404, "Servable not found for request: Latest(foo)"),
+        ("POST", "/v1/models/tf_mlp/versions/7:predict", {"instances": [IMAGE]}, 404,
+         "Servable not found for request: Specific(tf_mlp, 7)"),
+        ("POST", "/v1/models/tf_mlp/labels/nope:predict", {"instances": [IMAGE]}, 400,
+         "Unrecognized servable version label: nope"),
+        ("POST", "/v1/models/tf_mlp:predict", b'{"instances": [1,', 400,
+         "JSON Parse error: Invalid value. at offset: 17"),
+        ("POST", "/v1/models/tf_mlp:predict", b'{"instances": [1 2]}', 400,
+         "JSON Parse error: Missing a comma or ']' after an array element. at offset: 17"),
+        ("POST", "/v1/models/tf_mlp:predict", b"", 400, "JSON Parse error: The document is empty"),
+        ("POST", "/v1/models/tf_mlp:predict", b"[1]", 400, "JSON Value: [\n    1\n] Is not object"),
+        ("POST", "/v1/models/tf_mlp:predict", {"instances": [[[1.5] * 28] * 28]}, 400,
+         "Failed to process element: 0 of 'instances' list. Error: INVALID_ARGUMENT: JSON Value: 1.5 Type: Number "
+         "is not of expected type: uint8"),
+        ("POST", "/v1/models/tf_mlp:predict", {"instances": [[0] * 784]}, 400,
+         "input tensor images of signature serving_default has shape [1,784] but the signature expects [?,28,28]"),
+        ("POST", "/v1/models/tf_mlp:predict", {"instances": [IMAGE, IMAGE[:27]]}, 400,
+         "Failed to process element: 1 of 'instances' list. Error: INVALID_ARGUMENT: Expecting tensor size: 784 "
+         "but got: 756"),
+        ("POST", "/v1/models/tf_mlp:predict", {"signature_name": "nope", "instances": [IMAGE]}, 400,
+         'Serving signature name: "nope" not found in signature def'),
+        ("POST", "/v1/models/tf_mlp:predict", {"signature_name": 7, "instances": [IMAGE]}, 400,
+         "not formatted correctly. 'signature_name' key must be a string value."),
+        ("POST", "/v1/models/tf_mlp:predict", {"instance": [IMAGE]}, 400, "Missing 'inputs' or 'instances' key"),
+        ("POST", "/v1/models/tf_mlp:predict", {"instances": []}, 400, "No values in 'instances' array"),
+        ("POST", "/v1/models/tf_mlp:predict", {"instances": [IMAGE], "inputs": [IMAGE]}, 400,
+         "Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist"),
+        ("POST", "/v1/models/tf_mlp:predict", {"signature_name": "predict_encoded", "instances": [{"b64": "!!"}]},
+         400, "Failed to process element: 0 of 'instances' list. Error: INVALID_ARGUMENT: Unable to base64 decode"),
+        ("POST", "/v1/models/tf_mlp:predict", {"instances": [[[300] * 28] * 28]}, 400,
+         "JSON Value: 300 Type: Number is not of expected type: uint8"),
+        ("POST", "/v1/models/tf_mlp:classify", {"examples": [{"image": "x"}]}, 400,
+         "Expected classification signature method_name to be tensorflow/serving/classify. "
+         "Was: tensorflow/serving/predict"),
+        ("POST", "/v1/models/tf_mlp:classify", {"signature_name": "classify"}, 400,
+         "When method is classify, key 'examples' is expected and was not found"),
+        ("POST", "/v1/models/tf_mlp:regress", {"examples": [{"x": 1.0}]}, 400,
+         "Expected regression signature method_name to be tensorflow/serving/regress."),
+        ("GET", "/v1/models/tf_mlp/versions/x", None, 400, "Malformed request: GET /v1/models/tf_mlp/versions/x"),
+        ("POST", "/v1/models/tf_mlp", {}, 400, "Malformed request: POST /v1/models/tf_mlp"),
+        ("DELETE", "/v1/models/tf_mlp", None, 400, "Malformed request: DELETE /v1/models/tf_mlp"),
+        ("GET", "/v1/models", None, 400, "Missing model name in request."),
+        ("GET", "/v1/models/foo", None, 404, "Could not find any versions of model foo"),
+        ("GET", "/v1/models/tf_mlp/versions/9", None, 404, "Could not find version 9 of model tf_mlp"),
+        ("GET", "/v1/models/foo/metadata", None, 404, "Servable not found for request: Latest(foo)"),
+        ("GET", "/v2/models/tf_mlp", None, 404, "Not found: GET /v2/models/tf_mlp"),
+    ],
+)
+def test_errors_are_tensorflow_servings(server, method, path, payload, status, message):
+    data = payload if isinstance(payload, bytes) else None
+    payload = None if isinstance(payload, bytes) else payload
+    response = requests.request(method, f"{server.rest_url}{path}", json=payload, data=data, timeout=30)
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"] == "application/json"
+    assert message in response.json()["error"]
+
+
+def test_body_size_limit(server):
+    oversized = b'{"instances": [' + b"0," * (MAX_BODY // 2) + b"0]}"
+    response = _post(server, "/v1/models/tf_mlp:predict", data=oversized)
+    assert response.status_code == 413
+    assert "larger than the limit of 1048576 bytes" in response.json()["error"]
+
+    def chunks():  # no Content-Length: the limit must hold while reading
+        yield b'{"instances": ['
+        for _ in range(MAX_BODY // 1000 + 100):
+            yield b"0," * 500
+        yield b"0]}"
+
+    streamed = requests.post(f"{server.rest_url}/v1/models/tf_mlp:predict", data=chunks(), timeout=30)
+    assert streamed.status_code == 413
+    # The server still answers afterwards.
+    assert _post(server, "/v1/models/tf_mlp:predict", {"instances": [IMAGE]}).status_code == 200
+
+
+def test_metrics(server):
+    _post(server, "/v1/models/tf_mlp:predict", {"instances": [IMAGE]})
+    _post(server, "/v1/models/tf_mlp:predict", {"instances": [[0]]})
+    response = requests.get(f"{server.rest_url}/monitoring/prometheus/metrics", timeout=30)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/plain")
+    text = response.text
+    assert "# TYPE :tensorflow:serving:request_count counter" in text
+    counts = {line.rsplit(" ", 1)[0]: int(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line.startswith(":tensorflow:serving:request_count{")}
+    assert counts[':tensorflow:serving:request_count{model_name="tf_mlp",status="OK"}'] >= 1
+    assert counts[':tensorflow:serving:request_count{model_name="tf_mlp",status="INVALID_ARGUMENT"}'] >= 1
+    assert "# TYPE :tensorflow:serving:request_latency histogram" in text
+    assert ':tensorflow:serving:request_latency_bucket{model_name="tf_mlp",API="predict",entrypoint="REST",le="+Inf"}' \
+        in text
+    assert ':tensorflow:serving:request_latency_count{model_name="tf_mlp",API="predict",entrypoint="REST"}' in text

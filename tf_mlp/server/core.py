@@ -1,0 +1,250 @@
+"""ServerCore: the models a config names, their versions and labels, and lookups by ModelSpec.
+
+Like TensorFlow Serving's ServerCore, it applies a ModelServerConfig (at
+startup and at every poll of --model_config_file), keeps one ModelVersions
+per model, and answers "which servable serves this request" with the same
+errors: `Servable not found for request: Latest(foo)` (NOT_FOUND),
+`Unrecognized servable version label: x` (INVALID_ARGUMENT), and status and
+metadata with the shapes of GetModelStatusResponse and GetModelMetadataResponse.
+One manager thread polls the config file and the base paths and does every
+load and unload, so loads happen one at a time, as with upstream's default
+of zero load threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
+
+from tf_mlp.errors import ConfigError, TfMlpError
+from tf_mlp.server import config_files, inference, tensors
+from tf_mlp.server.options import ServerOptions
+from tf_mlp.server.servable import Servable
+from tf_mlp.server.status import Code, ServingError, invalid_argument, not_found
+from tf_mlp.server.versions import ModelVersions, State
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_DEF_FIELD = "signature_def"
+
+
+class ServerCore:
+    def __init__(self, options: ServerOptions):
+        self.options = options
+        self._models = {}  # name -> ModelVersions; replaced, never mutated
+        self._labels = {}  # name -> {label: version}; replaced, never mutated
+        self._config = None
+        self._stop = threading.Event()
+        self._thread = None
+        # Config reloads come from the manager thread and from gRPC's
+        # HandleReloadConfigRequest; one at a time, never during a poll.
+        self._lock = threading.RLock()
+
+    # ---- lifecycle -------------------------------------------------------
+
+    def start(self) -> None:
+        """Apply the initial config and load what it names; ConfigError if the config is refused."""
+        if self.options.model_config_file:
+            config = config_files.read_model_server_config(self.options.model_config_file)
+        else:
+            config = config_files.single_model_config(self.options.model_name, self.options.model_base_path)
+        try:
+            self.reload_config(config)
+        except ServingError as error:
+            raise ConfigError(f"Failed to start server. Error: {error.to_string()}") from None
+        self._thread = threading.Thread(target=self._manage, name="model-manager", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        for model in self._models.values():
+            model.unload_all()
+
+    def _manage(self) -> None:
+        file_interval = self.options.file_system_poll_wait_seconds
+        config_interval = self.options.model_config_file_poll_wait_seconds if self.options.model_config_file else 0
+        next_file_poll = time.monotonic() + file_interval if file_interval > 0 else None
+        next_config_poll = time.monotonic() + config_interval if config_interval > 0 else None
+        while True:
+            deadlines = [moment for moment in (next_file_poll, next_config_poll) if moment is not None]
+            if not deadlines:
+                return
+            if self._stop.wait(max(min(deadlines) - time.monotonic(), 0)):
+                return
+            now = time.monotonic()
+            with self._lock:
+                if next_config_poll is not None and now >= next_config_poll:
+                    self._reload_config_file()
+                    next_config_poll = time.monotonic() + config_interval
+                if next_file_poll is not None and now >= next_file_poll:
+                    for model in self._models.values():
+                        model.poll()
+                    next_file_poll = time.monotonic() + file_interval
+
+    def _reload_config_file(self) -> None:
+        try:
+            config = config_files.read_model_server_config(self.options.model_config_file)
+            self.reload_config(config)
+        except (TfMlpError, ServingError) as error:
+            log.error("PollFilesystemAndReloadConfig failed to ReloadConfig: %s", error)
+
+    # ---- configuration ---------------------------------------------------
+
+    def reload_config(self, config) -> None:
+        """Apply a ModelServerConfig: labels first (as upstream), then new and removed models."""
+        with self._lock:
+            self._apply_config(config)
+
+    def _apply_config(self, config) -> None:
+        config_files.validate_model_server_config(config)
+        model_configs = {model.name: model for model in config.model_config_list.config}
+        self._labels = self._checked_labels(model_configs)
+        self._config = config
+        models = dict(self._models)
+        for name in list(models):
+            if name not in model_configs:
+                models.pop(name).unload_all()
+        for name, model_config in model_configs.items():
+            if name in models:
+                models[name].config = model_config
+            else:
+                models[name] = ModelVersions(
+                    model_config,
+                    self.load_version,
+                    max_num_load_retries=self.options.max_num_load_retries,
+                    load_retry_interval_seconds=self.options.load_retry_interval_micros / 1e6,
+                    stop_event=self._stop,
+                )
+        self._models = models
+        for model in models.values():
+            model.poll()
+
+    def _checked_labels(self, model_configs: dict) -> dict:
+        """UpdateModelVersionLabelMap: a label may only name an available version, unless allowed."""
+        labels = {}
+        for name, model_config in model_configs.items():
+            model = self._models.get(name)
+            available = set(model.available_versions()) if model else set()
+            previous = self._labels.get(name, {})
+            for label, version in model_config.version_labels.items():
+                allowed = self.options.allow_version_labels_for_unavailable_models and previous.get(
+                    label, version) == version
+                if not allowed and version not in available:
+                    raise ServingError(
+                        Code.FAILED_PRECONDITION,
+                        f"Request to assign label to version {version} of model {name}, "
+                        "which is not currently available for inference",
+                    )
+                labels.setdefault(name, {})[label] = version
+        return labels
+
+    def load_version(self, model_name: str, version: int, path) -> Servable:
+        """Load a version and replay its warmup requests; ServingError if either fails."""
+        servable = Servable.load(model_name, version, path)
+        if self.options.enable_model_warmup:
+            iterations = max(self.options.num_request_iterations_for_warmup, 1)
+            records = servable.warmup_records()
+            for record in records:
+                for _ in range(iterations):
+                    replay_warmup_record(servable, record)
+            if records:
+                log.info("Finished reading warmup data for model at %s. Number of warmup records read: %d.",
+                         servable.path, len(records))
+        return servable
+
+    # ---- lookups ---------------------------------------------------------
+
+    def model_names(self) -> list:
+        return sorted(self._models)
+
+    def servable(self, model_name: str, version: int | None = None, label: str | None = None) -> Servable:
+        """The servable a ModelSpec asks for (ServerCore::GetServableHandle)."""
+        if not model_name:
+            raise invalid_argument("ModelSpec has no name specified.")
+        if label is not None:
+            version = self._labels.get(model_name, {}).get(label)
+            if version is None:
+                raise invalid_argument(f"Unrecognized servable version label: {label}")
+        model = self._models.get(model_name)
+        servable = None
+        if model is not None:
+            servable = model.latest() if version is None else model.specific(version)
+        if servable is None:
+            request = f"Latest({model_name})" if version is None else f"Specific({model_name}, {version})"
+            raise not_found(f"Servable not found for request: {request}")
+        return servable
+
+    def servable_for_spec(self, model_spec) -> Servable:
+        choice = model_spec.WhichOneof("version_choice")
+        return self.servable(
+            model_spec.name,
+            version=model_spec.version.value if choice == "version" else None,
+            label=model_spec.version_label if choice == "version_label" else None,
+        )
+
+    def model_status(self, model_name: str, version: int | None = None) -> get_model_status_pb2.GetModelStatusResponse:
+        """GetModelStatusImpl: every version ever seen, or one; NOT_FOUND with upstream's messages."""
+        model = self._models.get(model_name)
+        statuses = model.statuses() if model else {}
+        if version is not None:
+            if version not in statuses:
+                raise not_found(f"Could not find version {version} of model {model_name}")
+            statuses = {version: statuses[version]}
+        elif not statuses:
+            raise not_found(f"Could not find any versions of model {model_name}")
+        response = get_model_status_pb2.GetModelStatusResponse()
+        for number, status in statuses.items():
+            entry = response.model_version_status.add(version=number, state=status.state.value)
+            # Always present, so JSON shows {"error_code": "OK", "error_message": ""} as upstream.
+            entry.status.SetInParent()
+            if status.error is not None:
+                entry.status.error_code = status.error.code.value
+                entry.status.error_message = status.error.message
+        return response
+
+    def metadata(self, model_spec, fields) -> get_model_metadata_pb2.GetModelMetadataResponse:
+        """GetModelMetadataImpl: the signature_def map of the servable the spec names."""
+        if not fields:
+            raise invalid_argument("GetModelMetadataRequest must specify at least one metadata_field")
+        for field in fields:
+            if field != SIGNATURE_DEF_FIELD:
+                raise invalid_argument(f"Metadata field {field} is not supported")
+        servable = self.servable_for_spec(model_spec)
+        signature_map = get_model_metadata_pb2.SignatureDefMap()
+        for name, definition in servable.signature_defs.items():
+            signature_map.signature_def[name].CopyFrom(definition)
+        response = get_model_metadata_pb2.GetModelMetadataResponse()
+        response.model_spec.name = servable.model_name
+        response.model_spec.version.value = servable.version
+        response.metadata[SIGNATURE_DEF_FIELD].Pack(signature_map)
+        return response
+
+    def is_available(self, model_name: str) -> bool:
+        model = self._models.get(model_name)
+        return model is not None and any(
+            status.state == State.AVAILABLE for status in model.statuses().values())
+
+
+def replay_warmup_record(servable: Servable, record) -> None:
+    """Run one PredictionLog as saved_model_warmup.cc does: predict, classify or regress requests."""
+    kind = record.WhichOneof("log_type")
+    if kind == "predict_log":
+        request = record.predict_log.request
+        inputs = {alias: tensors.to_numpy(proto, alias) for alias, proto in request.inputs.items()}
+        plan = inference.plan_predict(servable, request.model_spec.signature_name, inputs, request.output_filter)
+    elif kind == "classify_log":
+        request = record.classify_log.request
+        plan = inference.plan_classify(servable, request.model_spec.signature_name,
+                                       inference.serialized_examples(request.input))
+    elif kind == "regress_log":
+        request = record.regress_log.request
+        plan = inference.plan_regress(servable, request.model_spec.signature_name,
+                                      inference.serialized_examples(request.input))
+    else:
+        raise ServingError(Code.UNIMPLEMENTED, f"Unsupported log_type for warmup: {kind}")
+    servable.run(plan.signature, plan.inputs)

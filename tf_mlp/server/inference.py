@@ -1,0 +1,210 @@
+"""Predict, Classify and Regress on a Servable, with TensorFlow Serving's checks and messages.
+
+Each request becomes a Plan (signature, checked input arrays, outputs wanted)
+before anything runs, so the same plan can run directly, through the batcher,
+or as a warmup replay; the results are then shaped into the response protos
+(predict_util.cc, classifier.cc, regressor.cc and util.cc upstream).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from tensorflow.core.framework import types_pb2
+from tensorflow_serving.apis import classification_pb2, predict_pb2, regression_pb2
+
+from tf_mlp.server import tensors
+from tf_mlp.server.servable import (
+    CLASSIFY_METHOD,
+    DEFAULT_SIGNATURE,
+    PREDICT_METHOD,
+    REGRESS_METHOD,
+    Servable,
+    Signature,
+    stack_strings,
+)
+from tf_mlp.server.status import Code, ServingError, invalid_argument
+
+CLASSIFY_INPUTS = "inputs"
+CLASSIFY_CLASSES = "classes"
+CLASSIFY_SCORES = "scores"
+REGRESS_OUTPUTS = "outputs"
+
+
+@dataclasses.dataclass
+class Plan:
+    servable: Servable
+    signature: Signature
+    inputs: dict
+    """alias -> ndarray, checked against the signature."""
+    output_aliases: list
+    """The outputs to return, in order."""
+
+    @property
+    def batch_size(self) -> int:
+        first = next(iter(self.inputs.values()))
+        return first.shape[0] if first.ndim else 0
+
+
+def plan_predict(servable: Servable, signature_name: str, inputs: dict, output_filter=()) -> Plan:
+    name = signature_name or DEFAULT_SIGNATURE
+    signature = servable.signature(name)
+    if signature is None:
+        raise ServingError(Code.FAILED_PRECONDITION, f'Serving signature key "{name}" not found.')
+    if signature.method_name not in (PREDICT_METHOD, CLASSIFY_METHOD, REGRESS_METHOD):
+        raise ServingError(
+            Code.INTERNAL,
+            f"Expected prediction signature method_name to be one of {{{PREDICT_METHOD}, {CLASSIFY_METHOD}, "
+            f"{REGRESS_METHOD}}}. Was: {signature.method_name}",
+        )
+    servable.check_inputs(signature, inputs)
+    aliases = []
+    for alias in output_filter:
+        if alias not in signature.outputs:
+            raise invalid_argument(
+                f"output tensor alias not found in signature: {alias} "
+                f"Outputs expected to be in the set {{{','.join(signature.outputs)}}}."
+            )
+        if alias in aliases:
+            raise invalid_argument(f"duplicate output tensor alias: {alias}")
+        aliases.append(alias)
+    return Plan(servable, signature, inputs, aliases or list(signature.outputs))
+
+
+def _examples_signature(servable: Servable, signature_name: str, method: str, kind: str) -> Signature:
+    name = signature_name or DEFAULT_SIGNATURE
+    signature = servable.signature(name)
+    if signature is None:
+        raise invalid_argument(f"No signature was found with the name: {name}")
+    if signature.method_name != method:
+        raise invalid_argument(f"Expected {kind} signature method_name to be {method}. Was: {signature.method_name}")
+    if len(signature.inputs) != 1:
+        raise invalid_argument("Expected one input Tensor.")
+    if CLASSIFY_INPUTS not in signature.inputs:
+        raise ServingError(Code.FAILED_PRECONDITION, f"No {kind} inputs found in SignatureDef: {signature.definition}")
+    return signature
+
+
+def plan_classify(servable: Servable, signature_name: str, serialized_examples: np.ndarray) -> Plan:
+    signature = _examples_signature(servable, signature_name, CLASSIFY_METHOD, "classification")
+    if len(signature.outputs) not in (1, 2):
+        raise invalid_argument(f"Expected one or two output Tensors, found {len(signature.outputs)}")
+    aliases = [alias for alias in (CLASSIFY_CLASSES, CLASSIFY_SCORES) if alias in signature.outputs]
+    if not aliases:
+        raise ServingError(
+            Code.FAILED_PRECONDITION,
+            f'Expected classification signature outputs to contain at least one of "{CLASSIFY_CLASSES}" or '
+            f'"{CLASSIFY_SCORES}". Signature was: {signature.definition}',
+        )
+    return _plan_examples(servable, signature, serialized_examples, aliases)
+
+
+def plan_regress(servable: Servable, signature_name: str, serialized_examples: np.ndarray) -> Plan:
+    signature = _examples_signature(servable, signature_name, REGRESS_METHOD, "regression")
+    if len(signature.outputs) != 1:
+        raise invalid_argument("Expected one output Tensor.")
+    if REGRESS_OUTPUTS not in signature.outputs:
+        raise ServingError(
+            Code.FAILED_PRECONDITION, f"No regression outputs found in SignatureDef: {signature.definition}"
+        )
+    return _plan_examples(servable, signature, serialized_examples, [REGRESS_OUTPUTS])
+
+
+def _plan_examples(servable, signature, serialized_examples, aliases) -> Plan:
+    if len(serialized_examples) == 0:
+        raise invalid_argument("Input is empty.")
+    inputs = {CLASSIFY_INPUTS: serialized_examples}
+    servable.check_inputs(signature, inputs)
+    return Plan(servable, signature, inputs, aliases)
+
+
+def serialized_examples(input_proto) -> np.ndarray:
+    """InputToSerializedExampleTensor: one serialized tf.Example per example, the context prepended."""
+    kind = input_proto.WhichOneof("kind")
+    if kind == "example_list":
+        values = [example.SerializeToString() for example in input_proto.example_list.examples]
+    elif kind == "example_list_with_context":
+        context = input_proto.example_list_with_context.context.SerializeToString()
+        # Concatenated serializations parse as the merge of the two messages.
+        values = [context + example.SerializeToString() for example in input_proto.example_list_with_context.examples]
+    else:
+        values = []
+    if not values:
+        raise invalid_argument("Input is empty.")
+    return stack_strings(values)
+
+
+def selected(plan: Plan, outputs: dict) -> dict:
+    return {alias: outputs[alias] for alias in plan.output_aliases}
+
+
+def fill_model_spec(model_spec, servable: Servable, signature_name: str) -> None:
+    """MakeModelSpec: name, version and the signature actually used."""
+    model_spec.name = servable.model_name
+    model_spec.version.value = servable.version
+    model_spec.signature_name = signature_name or DEFAULT_SIGNATURE
+
+
+def predict_response(plan: Plan, outputs: dict) -> predict_pb2.PredictResponse:
+    response = predict_pb2.PredictResponse()
+    fill_model_spec(response.model_spec, plan.servable, plan.signature.name)
+    for alias, array in selected(plan, outputs).items():
+        response.outputs[alias].CopyFrom(tensors.to_proto(array))
+    return response
+
+
+def _check_matrix(array: np.ndarray, dtype: int, alias: str, examples: int) -> None:
+    if array.ndim != 2:
+        raise invalid_argument(f"Expected Tensor shape: [batch_size num_classes] but got {list(array.shape)}")
+    if tensors.dtype_of(array) != dtype:
+        raise invalid_argument(
+            f"Expected {alias} Tensor of {types_pb2.DataType.Name(dtype)}. "
+            f"Got: {types_pb2.DataType.Name(tensors.dtype_of(array))}"
+        )
+    if array.shape[0] != examples:
+        raise invalid_argument(f"Expected {alias} output batch size of {examples}. Got: {array.shape[0]}")
+
+
+def classification_result(plan: Plan, outputs: dict) -> classification_pb2.ClassificationResult:
+    examples = plan.batch_size
+    classes = outputs.get(CLASSIFY_CLASSES) if CLASSIFY_CLASSES in plan.output_aliases else None
+    scores = outputs.get(CLASSIFY_SCORES) if CLASSIFY_SCORES in plan.output_aliases else None
+    if classes is not None:
+        _check_matrix(classes, types_pb2.DT_STRING, CLASSIFY_CLASSES, examples)
+    if scores is not None:
+        _check_matrix(scores, types_pb2.DT_FLOAT, CLASSIFY_SCORES, examples)
+    if classes is not None and scores is not None and classes.shape[1] != scores.shape[1]:
+        raise invalid_argument(
+            f"Tensors class and score should match in dim_size(1). Got {classes.shape[1]} vs. {scores.shape[1]}"
+        )
+    result = classification_pb2.ClassificationResult()
+    num_classes = (classes if classes is not None else scores).shape[1]
+    for index in range(examples):
+        classifications = result.classifications.add()
+        for column in range(num_classes):
+            entry = classifications.classes.add()
+            if classes is not None:
+                entry.label = classes[index, column].decode("utf-8", "replace")
+            if scores is not None:
+                entry.score = float(scores[index, column])
+    return result
+
+
+def regression_result(plan: Plan, outputs: dict) -> regression_pb2.RegressionResult:
+    values = outputs[REGRESS_OUTPUTS]
+    examples = plan.batch_size
+    if values.ndim == 2 and values.shape[1] == 1:
+        values = values[:, 0]
+    if values.ndim != 1:
+        raise invalid_argument(f"Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got "
+                               f"{list(values.shape)}")
+    if values.shape[0] != examples:
+        raise invalid_argument(f"Input batch size did not match output batch size: {examples} vs. {values.shape[0]}")
+    if tensors.dtype_of(values) != types_pb2.DT_FLOAT:
+        raise invalid_argument(f"Expected output Tensor of DT_FLOAT.  Got: "
+                               f"{types_pb2.DataType.Name(tensors.dtype_of(values))}")
+    result = regression_pb2.RegressionResult()
+    for value in values.tolist():
+        result.regressions.add(value=value)
+    return result

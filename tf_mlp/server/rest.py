@@ -1,0 +1,172 @@
+"""The REST API on aiohttp, routed and answered as TensorFlow Serving's http_rest_api_handler.cc.
+
+    GET  /v1/models/NAME[/versions/N | /labels/L]            model status
+    GET  /v1/models/NAME[/versions/N | /labels/L]/metadata   signature defs
+    POST /v1/models/NAME[/versions/N | /labels/L]:predict    row or columnar tensors
+    POST /v1/models/NAME[/versions/N | /labels/L]:classify   tf.Examples
+    POST /v1/models/NAME[/versions/N | /labels/L]:regress    tf.Examples
+
+Paths are matched with upstream's (case-insensitive) regular expressions on
+the raw path, so anything else under /v1/ is `400 Malformed request: GET
+/v1/...`, as upstream; paths outside /v1/ get 404. Errors are `{"error":
+"..."}` with the status of the error's code. Decoding and encoding of large
+bodies runs on the thread pool so one big batch does not stall small requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import urllib.parse
+
+import orjson
+from aiohttp import web
+from google.protobuf import json_format
+
+from tf_mlp.server import inference, json_codec, json_examples, json_tensors
+from tf_mlp.server.status import Code, ServingError, invalid_argument
+
+log = logging.getLogger(__name__)
+
+_API_PATH = re.compile(r"(?i)/v1/.*")
+_PREDICTION_PATH = re.compile(
+    r"(?i)/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)")
+_STATUS_PATH = re.compile(
+    r"(?i)/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?")
+INLINE_BODY_BYTES = 256 * 1024
+"""Bodies up to this size are decoded on the event loop (lowest latency); larger ones on the pool."""
+DEADLINE_MESSAGE = "Timed out waiting for notification"
+
+
+def _json_response(status: int, body: bytes) -> web.Response:
+    return web.Response(status=status, body=body, content_type="application/json")
+
+
+def _error_response(error: ServingError) -> web.Response:
+    return _json_response(error.http_status, json_codec.error_body(error.message))
+
+
+def _model_info(groups) -> tuple:
+    """ParseModelInfo: decoded name, numeric version, decoded label."""
+    name, version_text, label = groups[:3]
+    version = None
+    if version_text:
+        version = int(version_text)
+        if version >= 1 << 63:
+            raise invalid_argument(f"Failed to convert version: {version_text} to numeric.")
+    return (urllib.parse.unquote(name) if name else "", version,
+            urllib.parse.unquote(label) if label else None)
+
+
+class RestApi:
+    def __init__(self, core, runner, metrics, executor, options, prometheus_path: str | None):
+        self._core = core
+        self._runner = runner
+        self._metrics = metrics
+        self._executor = executor
+        self._timeout = options.rest_api_timeout_in_ms / 1000 if options.rest_api_timeout_in_ms > 0 else None
+        self._max_body = options.rest_api_max_request_bytes
+        self._prometheus_path = prometheus_path
+
+    def application(self) -> web.Application:
+        app = web.Application(client_max_size=self._max_body)
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        return app
+
+    async def handle(self, request: web.Request) -> web.Response:
+        path = request.rel_url.raw_path
+        if self._prometheus_path is not None and path == self._prometheus_path:
+            return web.Response(text=self._metrics.render(), content_type="text/plain")
+        if not _API_PATH.fullmatch(path):
+            return _json_response(404, json_codec.error_body(f"Not found: {request.method} {path}"))
+        prediction = _PREDICTION_PATH.fullmatch(path) if request.method == "POST" else None
+        api = prediction.group(4) if prediction else None
+        if api not in ("predict", "classify", "regress"):
+            response, _ = await self._respond(self._no_body_request(request.method, path))
+            return response
+        with self._metrics.request(api, "REST") as outcome:
+            outcome["model"] = urllib.parse.unquote(prediction.group(1))
+            response, code = await self._respond(self._inference_request(request, api, prediction))
+            outcome["status"] = code.name
+            return response
+
+    async def _respond(self, work) -> tuple:
+        """(response, canonical code) for a request's work, errors included."""
+        try:
+            status, body = await asyncio.wait_for(work, self._timeout)
+            return _json_response(status, body), Code.OK
+        except ServingError as error:
+            return _error_response(error), error.code
+        except asyncio.TimeoutError:
+            return _error_response(ServingError(Code.DEADLINE_EXCEEDED, DEADLINE_MESSAGE)), Code.DEADLINE_EXCEEDED
+        except web.HTTPRequestEntityTooLarge:
+            message = f"Request body is larger than the limit of {self._max_body} bytes (--rest_api_max_request_bytes)"
+            return _json_response(413, json_codec.error_body(message)), Code.RESOURCE_EXHAUSTED
+
+    async def _off_loop(self, big: bool, function, *arguments):
+        if not big:
+            return function(*arguments)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *arguments)
+
+    async def _no_body_request(self, method: str, path: str) -> tuple:
+        match = _STATUS_PATH.fullmatch(path) if method == "GET" else None
+        if match is None:
+            raise invalid_argument(f"Malformed request: {method} {path}")
+        name, version, label = _model_info(match.groups())
+        if not name:
+            raise invalid_argument("Missing model name in request.")
+        if match.group(4) == "metadata":
+            return 200, self._metadata(name, version, label)
+        # GetModelStatus answers for every version when the request names a label.
+        return 200, json_codec.proto_json(self._core.model_status(name, version))
+
+    def _metadata(self, name: str, version, label) -> bytes:
+        from tensorflow_serving.apis import get_model_metadata_pb2, model_pb2
+
+        spec = model_pb2.ModelSpec(name=name)
+        if version is not None:
+            spec.version.value = version
+        if label is not None:
+            spec.version_label = label
+        response = self._core.metadata(spec, ["signature_def"])
+        signature_map = get_model_metadata_pb2.SignatureDefMap()
+        response.metadata["signature_def"].Unpack(signature_map)
+        options = dict(preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+        document = {
+            "model_spec": json_format.MessageToDict(response.model_spec, **options),
+            "metadata": {"signature_def": json_format.MessageToDict(signature_map, **options)},
+        }
+        return orjson.dumps(document, option=orjson.OPT_INDENT_2)
+
+    async def _inference_request(self, request: web.Request, api: str, match) -> tuple:
+        name, version, label = _model_info(match.groups())
+        if request.content_length is not None and request.content_length > self._max_body:
+            raise web.HTTPRequestEntityTooLarge(max_size=self._max_body, actual_size=request.content_length)
+        body = await request.read()
+        big = len(body) > INLINE_BODY_BYTES
+        document = await self._off_loop(big, json_codec.parse, body)
+        if api == "predict":
+            return 200, await self._predict(name, version, label, document, body, big)
+        signature_name, serialized = json_examples.examples_request(document)
+        servable = self._core.servable(name, version, label)
+        if api == "classify":
+            plan = inference.plan_classify(servable, signature_name, serialized)
+            result = inference.classification_result(plan, await self._runner.run(plan))
+            return 200, json_examples.classification_json(result)
+        plan = inference.plan_regress(servable, signature_name, serialized)
+        result = inference.regression_result(plan, await self._runner.run(plan))
+        return 200, json_examples.regression_json(result)
+
+    async def _predict(self, name, version, label, document, body: bytes, big: bool) -> bytes:
+        signature_name = json_tensors.signature_name_of(document)
+        servable = self._core.servable(name, version, label)
+        signature = servable.signature(signature_name)
+        if signature is None:
+            raise invalid_argument(
+                f'Serving signature name: "{signature_name or "serving_default"}" not found in signature def')
+        request_format, inputs = await self._off_loop(big, json_tensors.predict_inputs, document, signature, body)
+        plan = inference.plan_predict(servable, signature.name, inputs)
+        outputs = inference.selected(plan, await self._runner.run(plan))
+        return await self._off_loop(big or plan.batch_size > 256, json_tensors.predict_response, outputs,
+                                    request_format)

@@ -1,0 +1,225 @@
+"""Server: the REST and gRPC APIs over one ServerCore, started and stopped from Python or `tf-mlp serve`.
+
+    from tf_mlp.server import Server, ServerOptions
+
+    with Server(ServerOptions(model_base_path="models/tf_mlp", port=-1, rest_api_port=-1)) as server:
+        requests.get(f"{server.rest_url}/v1/models/tf_mlp")
+
+`start()` loads the models the options name (so they answer as soon as it
+returns), then opens the ports; it raises TfMlpError with a one-line message
+if the config is refused or a port cannot be bound. `stop()` is graceful:
+the ports close, requests in flight (queued batches included) finish within
+`shutdown_grace_seconds`, then the models are unloaded. `serve(options)` does
+the same from a command line, stopping on SIGTERM or SIGINT.
+
+Threads: one asyncio event loop runs both APIs (aiohttp and grpc.aio);
+model runs and the decoding of large bodies go to a thread pool, where
+TensorFlow releases the GIL; the ServerCore's manager thread polls files
+and loads versions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import signal
+import socket
+import threading
+
+import grpc
+from aiohttp import web
+from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+
+from tf_mlp.errors import TfMlpError
+from tf_mlp.server import config_files
+from tf_mlp.server.batching import BatchingRunner, BatchingSettings, DirectRunner
+from tf_mlp.server.core import ServerCore
+from tf_mlp.server.grpc_services import ModelService, PredictionService
+from tf_mlp.server.metrics import Metrics
+from tf_mlp.server.options import ANY_FREE_PORT, DISABLED_PORT, ServerOptions
+from tf_mlp.server.rest import RestApi
+
+log = logging.getLogger(__name__)
+
+_UNLIMITED = -1
+"""gRPC message size: TensorFlow Serving sets the server's limit to the maximum too."""
+
+
+class ServerError(TfMlpError):
+    """The server could not start (a port in use, an unreadable config file, ...)."""
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class Server:
+    def __init__(self, options: ServerOptions):
+        self.options = options
+        self.metrics = Metrics()
+        self.core = None
+        self.rest_port = None
+        """The bound REST port (None when the REST API is off)."""
+        self.grpc_port = None
+        """The bound gRPC port (None when the gRPC API is off)."""
+        self._loop = None
+        self._thread = None
+        self._executor = None
+        self._stopping = None
+        self._ready = threading.Event()
+        self._startup_error = None
+        self._stopped = threading.Event()
+
+    # ---- public API --------------------------------------------------------
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://{_address(self.options.host, self.rest_port)}"
+
+    @property
+    def grpc_target(self) -> str:
+        return _address(self.options.host, self.grpc_port)
+
+    def start(self) -> "Server":
+        self.options.validate()
+        batching = None
+        if self.options.enable_batching:
+            parameters = None
+            if self.options.batching_parameters_file:
+                parameters = config_files.read_batching_parameters(self.options.batching_parameters_file)
+            batching = BatchingSettings.from_parameters(parameters)
+        monitoring = None
+        if self.options.monitoring_config_file:
+            monitoring = config_files.read_monitoring_config(self.options.monitoring_config_file)
+        self.core = ServerCore(self.options)
+        self.core.start()
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max(self.options.rest_api_num_threads, batching.num_batch_threads if batching else 1),
+            thread_name_prefix="tf-mlp-serve")
+        runner = BatchingRunner(self._executor, batching) if batching else DirectRunner(self._executor)
+        self._thread = threading.Thread(
+            target=self._run_loop, args=(runner, config_files.prometheus_path(monitoring)), name="serving-loop",
+            daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._startup_error is not None:
+            self._thread.join()
+            self._shutdown_core()
+            raise self._startup_error
+        return self
+
+    def stop(self) -> None:
+        """Stop gracefully (idempotent): close the ports, let requests in flight finish, unload."""
+        if self._loop is not None and self._thread is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stopping.set)
+            self._thread.join()
+        self._shutdown_core()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the server has stopped; False if timeout passed first."""
+        return self._stopped.wait(timeout)
+
+    def __enter__(self) -> "Server":
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    # ---- internals ---------------------------------------------------------
+
+    def _shutdown_core(self) -> None:
+        if self.core is not None:
+            self.core.stop()
+            self.core = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        self._stopped.set()
+
+    def _run_loop(self, runner, prometheus_path) -> None:
+        self._loop = asyncio.new_event_loop()
+        try:
+            self._loop.run_until_complete(self._serve(runner, prometheus_path))
+        finally:
+            self._loop.close()
+
+    def _listening_socket(self, port: int) -> socket.socket:
+        try:
+            return socket.create_server((self.options.host, 0 if port == ANY_FREE_PORT else port),
+                                        family=socket.AF_INET6 if ":" in self.options.host else socket.AF_INET)
+        except OSError as error:
+            raise ServerError(f"cannot listen for REST on {_address(self.options.host, port)}: "
+                              f"{error.strerror}") from None
+
+    async def _start_grpc(self, runner):
+        server = grpc.aio.server(options=[("grpc.max_receive_message_length", _UNLIMITED),
+                                          ("grpc.max_send_message_length", _UNLIMITED)])
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+            PredictionService(self.core, runner, self.metrics, self._executor), server)
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(self.core, self._executor), server)
+        port = 0 if self.options.port == ANY_FREE_PORT else self.options.port
+        try:
+            bound = server.add_insecure_port(_address(self.options.host, port))
+        except RuntimeError:
+            bound = 0
+        if not bound:
+            raise ServerError(f"cannot listen for gRPC on {_address(self.options.host, port)}: address in use "
+                              "or not available")
+        await server.start()
+        self.grpc_port = bound
+        log.info("Running gRPC ModelServer at %s ...", self.grpc_target)
+        return server
+
+    async def _serve(self, runner, prometheus_path) -> None:
+        self._stopping = asyncio.Event()
+        grpc_server = rest_runner = None
+        try:
+            if self.options.port != DISABLED_PORT:
+                grpc_server = await self._start_grpc(runner)
+            if self.options.rest_api_port != DISABLED_PORT:
+                rest = RestApi(self.core, runner, self.metrics, self._executor, self.options, prometheus_path)
+                rest_runner = web.AppRunner(rest.application(), access_log=None, handle_signals=False,
+                                            shutdown_timeout=self.options.shutdown_grace_seconds)
+                await rest_runner.setup()
+                sock = self._listening_socket(self.options.rest_api_port)
+                self.rest_port = sock.getsockname()[1]
+                await web.SockSite(rest_runner, sock).start()
+                log.info("Exporting HTTP/REST API at:%s ...", _address(self.options.host, self.rest_port))
+        except Exception as error:  # noqa: BLE001 - reported to start() in the caller's thread
+            self._startup_error = error if isinstance(error, TfMlpError) else ServerError(f"cannot start: {error}")
+            await self._close(runner, grpc_server, rest_runner)
+            self._ready.set()
+            return
+        self._ready.set()
+        await self._stopping.wait()
+        log.info("Shutting down: finishing requests in flight")
+        await self._close(runner, grpc_server, rest_runner)
+
+    async def _close(self, runner, grpc_server, rest_runner) -> None:
+        grace = self.options.shutdown_grace_seconds
+        await runner.flush()
+        closing = []
+        if grpc_server is not None:
+            closing.append(grpc_server.stop(grace))
+        if rest_runner is not None:
+            closing.append(rest_runner.cleanup())
+        await asyncio.gather(*closing)
+
+
+def serve(options: ServerOptions) -> None:
+    """Run until SIGTERM or SIGINT, then stop gracefully (for `tf-mlp serve`)."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s] %(message)s")
+    server = Server(options).start()
+    stop_requested = threading.Event()
+    previous = {number: signal.signal(number, lambda *_: stop_requested.set())
+                for number in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while not stop_requested.wait(0.5):
+            pass
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        server.stop()
+    log.info("Server stopped")

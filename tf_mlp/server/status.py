@@ -1,0 +1,106 @@
+"""Errors as TensorFlow Serving reports them: a canonical code plus a message.
+
+Every failure a request can meet is raised as `ServingError(code, message)`.
+The REST layer turns the code into an HTTP status with the same table as
+TensorFlow Serving's `http_server.cc` (`ToHTTPStatusCode`), the gRPC layer
+into the gRPC status of the same name, and the metrics count requests by the
+code's name (`OK`, `INVALID_ARGUMENT`, ...), as `/tensorflow/serving/request_count` does.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+
+
+class Code(enum.IntEnum):
+    """tensorflow.error.Code (the same numbers as gRPC status codes)."""
+
+    OK = 0
+    CANCELLED = 1
+    UNKNOWN = 2
+    INVALID_ARGUMENT = 3
+    DEADLINE_EXCEEDED = 4
+    NOT_FOUND = 5
+    ALREADY_EXISTS = 6
+    PERMISSION_DENIED = 7
+    RESOURCE_EXHAUSTED = 8
+    FAILED_PRECONDITION = 9
+    ABORTED = 10
+    OUT_OF_RANGE = 11
+    UNIMPLEMENTED = 12
+    INTERNAL = 13
+    UNAVAILABLE = 14
+    DATA_LOSS = 15
+    UNAUTHENTICATED = 16
+
+
+# TensorFlow Serving's ToHTTPStatusCode, entry for entry (499 is nginx's
+# "client closed request", which net_http calls CLIENT_CLOSED_REQUEST).
+HTTP_STATUS = {
+    Code.OK: 200,
+    Code.CANCELLED: 499,
+    Code.UNKNOWN: 500,
+    Code.INVALID_ARGUMENT: 400,
+    Code.DEADLINE_EXCEEDED: 504,
+    Code.NOT_FOUND: 404,
+    Code.ALREADY_EXISTS: 409,
+    Code.PERMISSION_DENIED: 403,
+    Code.RESOURCE_EXHAUSTED: 429,
+    Code.FAILED_PRECONDITION: 400,
+    Code.ABORTED: 409,
+    Code.OUT_OF_RANGE: 400,
+    Code.UNIMPLEMENTED: 501,
+    Code.INTERNAL: 500,
+    Code.UNAVAILABLE: 503,
+    Code.DATA_LOSS: 500,
+    Code.UNAUTHENTICATED: 401,
+}
+
+
+class ServingError(Exception):
+    """A request failed with a canonical code; the message is what the client sees."""
+
+    def __init__(self, code: Code, message: str):
+        super().__init__(message)
+        self.code = Code(code)
+        self.message = message
+
+    @property
+    def http_status(self) -> int:
+        return HTTP_STATUS[self.code]
+
+    def to_string(self) -> str:
+        """absl::Status::ToString(): how TensorFlow Serving nests one error inside another."""
+        return f"{self.code.name}: {self.message}"
+
+    def __repr__(self) -> str:
+        return f"ServingError({self.code.name}, {self.message!r})"
+
+
+def invalid_argument(message: str) -> ServingError:
+    return ServingError(Code.INVALID_ARGUMENT, message)
+
+
+def not_found(message: str) -> ServingError:
+    return ServingError(Code.NOT_FOUND, message)
+
+
+_EAGER_PREFIX = re.compile(r"^Graph execution error:\s*(Detected at node .*?\n<stack traces unavailable>\n)?", re.S)
+_EAGER_SUFFIX = re.compile(r"\s*\[Op:[^\]]*\]\s*$")
+
+
+def from_tensorflow_error(error: Exception) -> ServingError:
+    """A TensorFlow runtime error keeps its own code and message, as the C++ session's would.
+
+    Eager execution wraps the runtime's message in "Graph execution error:
+    Detected at node ..." and appends "[Op:__inference_...]"; both are
+    Python-side decorations a session run does not add, so they are dropped.
+    """
+    code = getattr(error, "error_code", None)
+    message = getattr(error, "message", None) or str(error)
+    message = _EAGER_SUFFIX.sub("", _EAGER_PREFIX.sub("", message))
+    try:
+        return ServingError(Code(code), message)
+    except ValueError:
+        return ServingError(Code.UNKNOWN, message)
