@@ -1,0 +1,202 @@
+"""Batch inputs: what to classify, with ids and true labels where the source knows them.
+
+    open_inputs("t10k-images-idx3-ubyte.gz")    IDX images; labels from the sibling t10k-labels-idx1-ubyte.gz
+    open_inputs("images.idx", labels="y.idx")    an IDX (or .npy) file of labels given explicitly
+    open_inputs("x.npy") / open_inputs("d.npz")  uint8 [N, 28, 28] (or [N, 784]); .npz keys images/x, labels/y
+    open_inputs("photos/")                       PNG/JPEG/GIF/BMP/WebP files under a directory, sorted by path;
+                                                 the first subfolder of each file is its true class name
+    open_inputs("tfds:fashion_mnist/test")       a split of one of the project's data sets (tf_mlp.data)
+
+Pixel arrays are sent as they are (serving_default); image files are sent as
+their bytes (predict_encoded) and read only when their chunk is sent, so a
+file that cannot be read fails alone, as an error row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import pathlib
+
+import numpy as np
+
+from tf_mlp import contract
+from tf_mlp.client.base import ENCODED, PIXELS
+from tf_mlp.errors import DataError
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp"})
+TFDS_PREFIX = "tfds:"
+_IMAGE_KEYS = ("images", "x", "x_test", "x_train")
+_LABEL_KEYS = ("labels", "y", "y_test", "y_train")
+
+
+@dataclasses.dataclass
+class InputSource:
+    description: str
+    kind: str
+    """PIXELS (uint8 arrays) or ENCODED (image files)."""
+    ids: list
+    """Per input: its index as text for arrays, its path relative to the directory for files."""
+    label_ids: list
+    """Per input: the true class id, or None."""
+    label_names: list
+    """Per input: the true class name, or None."""
+    fingerprint: str
+    """Identifies these inputs, so that --resume refuses a journal written for others."""
+    images: np.ndarray | None = None
+    paths: list | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def read(self, indices):
+        """(readable indices, payload for them, {index: error message}) for a chunk of input indices."""
+        if self.kind == PIXELS:
+            return list(indices), self.images[np.asarray(indices)], {}
+        readable, payload, failures = [], [], {}
+        for index in indices:
+            try:
+                payload.append(self.paths[index].read_bytes())
+                readable.append(index)
+            except OSError as error:
+                failures[index] = f"cannot read {self.ids[index]}: {error.strerror or error}"
+        return readable, payload, failures
+
+    def name_labels(self, class_names) -> None:
+        """Fill in true class names from ids and ids from names, using the model's class names."""
+        if not class_names:
+            return
+        positions = {name: class_id for class_id, name in enumerate(class_names)}
+        for index, (class_id, name) in enumerate(zip(self.label_ids, self.label_names)):
+            if name is None and class_id is not None and 0 <= class_id < len(class_names):
+                self.label_names[index] = class_names[class_id]
+            elif class_id is None and name is not None:
+                self.label_ids[index] = positions.get(name)
+
+
+def open_inputs(spec: str, labels: str | None = None, source_dir: str | None = None,
+                data_dir: str | None = None) -> InputSource:
+    """The InputSource `spec` names (see the module docstring); DataError when it cannot be used."""
+    if spec.startswith(TFDS_PREFIX):
+        if labels:
+            raise DataError("--labels does not apply to tfds: inputs, which carry their labels")
+        return _tfds_inputs(spec[len(TFDS_PREFIX):], source_dir, data_dir)
+    path = pathlib.Path(spec)
+    if not path.exists():
+        raise DataError(f"{spec}: no such file or directory (inputs are IDX, .npy, .npz, a directory of images, "
+                        "or tfds:NAME/SPLIT)")
+    if path.is_dir():
+        if labels:
+            raise DataError("--labels does not apply to a directory of images; its subfolders name the classes")
+        return _directory_inputs(path)
+    if path.suffix == ".npz":
+        if labels:
+            raise DataError("--labels does not apply to .npz inputs; store the labels in the archive as 'labels'")
+        images, label_array = _npz_arrays(path)
+    else:
+        images = _load_array(path, "images")
+        label_path = pathlib.Path(labels) if labels else _sibling_labels(path)
+        label_array = _load_array(label_path, "labels") if label_path else None
+    return _array_inputs(f"{path}", images, label_array)
+
+
+def _load_array(path: pathlib.Path, kind: str) -> np.ndarray:
+    if path.suffix == ".npy":
+        try:
+            return np.load(path, allow_pickle=False)  # never unpickle what a file says
+        except (OSError, ValueError) as error:
+            raise DataError(f"{path}: not a readable .npy array ({error})") from None
+    from tf_mlp.data import idx
+
+    return idx.read_idx(path, kind)
+
+
+def _sibling_labels(images_path: pathlib.Path) -> pathlib.Path | None:
+    """t10k-images-idx3-ubyte.gz -> t10k-labels-idx1-ubyte.gz (and x-images.npy -> x-labels.npy) if it exists."""
+    name = images_path.name
+    for old, new in (("images-idx3", "labels-idx1"), ("images", "labels")):
+        if old in name:
+            candidate = images_path.with_name(name.replace(old, new))
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _npz_arrays(path: pathlib.Path):
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except (OSError, ValueError) as error:
+        raise DataError(f"{path}: not a readable .npz archive ({error})") from None
+    images = next((arrays[key] for key in _IMAGE_KEYS if key in arrays), None)
+    if images is None:
+        candidates = [array for array in arrays.values() if array.ndim >= 2]
+        if len(candidates) != 1:
+            raise DataError(f"{path}: cannot tell which array holds the images (keys: {', '.join(arrays)}); "
+                            f"name it one of {', '.join(_IMAGE_KEYS)}")
+        images = candidates[0]
+    labels = next((arrays[key] for key in _LABEL_KEYS if key in arrays), None)
+    if labels is None:
+        candidates = [array for array in arrays.values() if array.ndim == 1]
+        labels = candidates[0] if len(candidates) == 1 else None
+    return images, labels
+
+
+def _array_inputs(description: str, images: np.ndarray, labels: np.ndarray | None) -> InputSource:
+    size = contract.IMAGE_SIZE
+    if images.ndim == 2 and images.shape[1] == contract.NUM_PIXELS:
+        images = images.reshape(-1, size, size)
+    if images.ndim != 3 or images.shape[1:] != (size, size):
+        raise DataError(f"{description}: expected images of shape [N, {size}, {size}] or [N, {contract.NUM_PIXELS}], "
+                        f"got {list(images.shape)}")
+    if images.dtype != np.uint8:
+        if images.dtype.kind not in "iu" or (images.size and (images.min() < 0 or images.max() > 255)):
+            raise DataError(f"{description}: expected uint8 pixels in [0, 255], got {images.dtype}; "
+                            "scale float images to 0-255 and save them as uint8")
+        images = images.astype(np.uint8)
+    images = np.ascontiguousarray(images)
+    count = images.shape[0]
+    label_ids = [None] * count
+    if labels is not None:
+        if labels.ndim != 1 or labels.shape[0] != count or labels.dtype.kind not in "iu":
+            raise DataError(f"{description}: labels must be {count} integers, got {labels.dtype} {list(labels.shape)}")
+        label_ids = [int(label) for label in labels]
+    digest = hashlib.sha256(images.tobytes())
+    digest.update(repr(label_ids).encode())
+    return InputSource(description, PIXELS, [str(index) for index in range(count)], label_ids, [None] * count,
+                       digest.hexdigest(), images=images)
+
+
+def _directory_inputs(root: pathlib.Path) -> InputSource:
+    paths = sorted(
+        (path for path in root.rglob("*")
+         if path.suffix.lower() in IMAGE_SUFFIXES and not any(part.startswith(".") for part in
+                                                              path.relative_to(root).parts)),
+        key=lambda path: path.relative_to(root).as_posix())
+    paths = [path for path in paths if not path.is_dir()]
+    if not paths:
+        raise DataError(f"{root}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in it or its subfolders")
+    ids = [path.relative_to(root).as_posix() for path in paths]
+    # A file in a subfolder belongs to the class that subfolder names; files at the top have no label.
+    label_names = [identifier.split("/", 1)[0] if "/" in identifier else None for identifier in ids]
+    digest = hashlib.sha256("\n".join(ids).encode())
+    return InputSource(f"image files in {root}", ENCODED, ids, [None] * len(ids), label_names, digest.hexdigest(),
+                       paths=paths)
+
+
+def _tfds_inputs(name_and_split: str, source_dir: str | None, data_dir: str | None) -> InputSource:
+    from tf_mlp.config import DATA_SETS, DataConfig
+    from tf_mlp.data import load_splits
+
+    name, _, split = name_and_split.partition("/")
+    split = split or "test"
+    if name not in DATA_SETS:
+        raise DataError(f"tfds:{name_and_split}: unknown data set {name!r}; choose one of {', '.join(DATA_SETS)}")
+    if split not in ("train", "validation", "test"):
+        raise DataError(f"tfds:{name_and_split}: unknown split {split!r}; choose train, validation or test")
+    splits = load_splits(DataConfig(name=name, source_dir=source_dir, data_dir=data_dir))
+    chosen = splits.split(split)
+    source = _array_inputs(f"tfds:{name}/{split}", chosen.images, chosen.labels)
+    source.label_names = [splits.class_names[label] if 0 <= label < len(splits.class_names) else None
+                          for label in source.label_ids]
+    return source

@@ -1,0 +1,120 @@
+"""Output rows as CSV or JSONL, written atomically, and read back.
+
+One row per input, in input order, with these columns:
+
+    index        position of the input (0-based)
+    id           the input's id (its index for arrays, its relative path for image files)
+    label        true class id, empty if unknown
+    label_name   true class name, empty if unknown
+    class_id     predicted class id (empty for a failed input)
+    class_name   predicted class name
+    probability  probability of the predicted class (float32, shortest text that reads back exactly)
+    error        why this input has no prediction; empty when it has one
+
+A final file is written to a temporary file in the same directory, flushed
+to disk (fsync), then renamed over the output in one step, and the
+directory is synced: a crash leaves either the previous file or the new
+complete one, never a truncated one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import os
+import pathlib
+import tempfile
+
+import orjson
+
+from tf_mlp.errors import ConfigError
+
+COLUMNS = ("index", "id", "label", "label_name", "class_id", "class_name", "probability", "error")
+FORMATS = ("csv", "jsonl")
+_SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
+_INTEGER_COLUMNS = ("index", "label", "class_id")
+
+
+def format_for(path, output_format: str | None = None) -> str:
+    """The output format: the one given, else from the file suffix (.csv, .jsonl)."""
+    if output_format is not None:
+        if output_format not in FORMATS:
+            raise ConfigError(f"unknown output format {output_format!r}; choose {' or '.join(FORMATS)}")
+        return output_format
+    suffix = pathlib.Path(path).suffix.lower()
+    if suffix not in _SUFFIXES:
+        raise ConfigError(f"cannot tell the output format of {path} from its suffix; name it .csv or .jsonl "
+                          "or give --format")
+    return _SUFFIXES[suffix]
+
+
+def render(rows, output_format: str) -> bytes:
+    """The whole file's bytes for rows (dicts with COLUMNS)."""
+    if output_format == "jsonl":
+        return b"".join(orjson.dumps({column: row.get(column) for column in COLUMNS}) + b"\n" for row in rows)
+    text = io.StringIO(newline="")
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for row in rows:
+        writer.writerow(["" if row.get(column) is None else row[column] for column in COLUMNS])
+    return text.getvalue().encode("utf-8")
+
+
+def write_atomically(path, data: bytes) -> None:
+    """Replace path with data so that a crash at any moment leaves the old file or the new one, whole."""
+    path = pathlib.Path(path)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        # mkstemp makes the file private (0600); give it the mode any newly created file would get.
+        os.fchmod(descriptor, 0o666 & ~_umask())
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    sync_directory(path.parent)
+
+
+def _umask() -> int:
+    # The only way to read the umask is to set it; it is put back at once.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def remove_stale_temporaries(path) -> None:
+    """Delete temporary files a killed run left beside path (.NAME.*.tmp): never a final file."""
+    path = pathlib.Path(path)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        with contextlib.suppress(OSError):
+            stale.unlink()
+
+
+def sync_directory(directory) -> None:
+    """fsync a directory, so that a rename or unlink in it survives a power loss."""
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def read_rows(path, output_format: str | None = None) -> list[dict]:
+    """The rows of an output file, typed as written (ints, floats, None for empty)."""
+    output_format = format_for(path, output_format)
+    data = pathlib.Path(path).read_bytes()
+    if output_format == "jsonl":
+        return [orjson.loads(line) for line in data.splitlines() if line.strip()]
+    rows = []
+    for record in csv.DictReader(io.StringIO(data.decode("utf-8"), newline="")):
+        row = {column: (record[column] if record[column] != "" else None) for column in COLUMNS}
+        for column in _INTEGER_COLUMNS:
+            row[column] = None if row[column] is None else int(row[column])
+        row["probability"] = None if row["probability"] is None else float(row["probability"])
+        rows.append(row)
+    return rows
