@@ -261,7 +261,8 @@ def test_versions_and_labels_reach_the_server(tmp_path, images):
     config.write_text(f'model_config_list {{ config {{ name: "tf_mlp" base_path: "{base}" model_platform: '
                       '"tensorflow" model_version_policy { all {} } version_labels { key: "stable" value: 1 } } }')
     # As with tensorflow_model_server, a label may name a version not loaded yet only when this is allowed.
-    server = serving_helpers.start_server(model_config_file=str(config), allow_version_labels_for_unavailable_models=True)
+    server = serving_helpers.start_server(model_config_file=str(config),
+                                          allow_version_labels_for_unavailable_models=True)
     try:
         for target in (f"rest://127.0.0.1:{server.rest_port}", f"grpc://127.0.0.1:{server.grpc_port}"):
             with client.connect(target, version=2) as model:
@@ -417,7 +418,8 @@ def test_classify_prints_top_k_table_identical_over_rest_and_grpc(targets, image
 
 
 def test_classify_json_reads_stdin(targets, image_files, images):
-    result = _classify("--server", targets["grpc"], "--json", "-k", 2, "-", input=pathlib.Path(image_files[1]).read_bytes())
+    image = pathlib.Path(image_files[1]).read_bytes()
+    result = _classify("--server", targets["grpc"], "--json", "-k", 2, "-", input=image)
     assert result.exit_code == 0, result.output
     (answer,) = json.loads(result.output)["results"]
     assert answer["image"] == "-" and answer["error"] is None
