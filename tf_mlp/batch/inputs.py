@@ -194,7 +194,12 @@ def _tfds_inputs(name_and_split: str, source_dir: str | None, data_dir: str | No
         raise DataError(f"tfds:{name_and_split}: unknown data set {name!r}; choose one of {', '.join(DATA_SETS)}")
     if split not in ("train", "validation", "test"):
         raise DataError(f"tfds:{name_and_split}: unknown split {split!r}; choose train, validation or test")
-    splits = load_splits(DataConfig(name=name, source_dir=source_dir, data_dir=data_dir))
+    config = DataConfig(name=name, source_dir=source_dir, data_dir=data_dir)
+    if split == "test":
+        # The test split never depends on how much of train is held out for validation, and a small data
+        # set may have fewer training images than the default validation size.
+        config = dataclasses.replace(config, validation_size=0)
+    splits = load_splits(config)
     chosen = splits.split(split)
     source = _array_inputs(f"tfds:{name}/{split}", chosen.images, chosen.labels)
     source.label_names = [splits.class_names[label] if 0 <= label < len(splits.class_names) else None

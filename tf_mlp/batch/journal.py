@@ -36,17 +36,23 @@ class Journal:
         self.path = path
         self._descriptor = descriptor
 
+    @staticmethod
+    def check(path, resume: bool, restart: bool) -> None:
+        """ConfigError if an interrupted run's journal is in the way and neither resume nor restart was asked."""
+        path = pathlib.Path(path)
+        if path.exists() and not resume and not restart:
+            raise ConfigError(f"{path} holds an interrupted run; pass --resume to continue it "
+                              "or --restart to discard it and start over")
+
     @classmethod
     def open(cls, path, header: dict, resume: bool, restart: bool) -> tuple["Journal", dict]:
         """(journal ready to append to, {index: row} already done) for a run over the inputs `header` names."""
         path = pathlib.Path(path)
+        cls.check(path, resume, restart)
         done = {}
         if path.exists():
             if restart:
                 path.unlink()
-            elif not resume:
-                raise ConfigError(f"{path} holds an interrupted run; pass --resume to continue it "
-                                  "or --restart to discard it and start over")
             else:
                 done = _load(path, header)
         elif resume:

@@ -59,13 +59,15 @@ def run_batch(model: Client, inputs: InputSource, output, output_format: str | N
     if chunk_size < 1 or concurrency < 1:
         raise ConfigError("chunk size and concurrency must be at least 1")
     output_format = writers.format_for(output, output_format)
-    # Asked first: an unreachable server or unknown model stops the run here, before any file is made.
+    path = journal_module.journal_path(output)
+    journal_module.Journal.check(path, resume, restart)
+    # Asked before any file is made: an unreachable server or an unknown model stops the run here.
     class_names = model.class_names()
     inputs.name_labels(class_names)
 
     writers.remove_stale_temporaries(output)
     header = {"inputs": inputs.description, "count": len(inputs), "fingerprint": inputs.fingerprint}
-    journal, done = journal_module.Journal.open(journal_module.journal_path(output), header, resume, restart)
+    journal, done = journal_module.Journal.open(path, header, resume, restart)
     resumed = len(done)
     todo = [index for index in range(len(inputs)) if index not in done]
     chunks = [todo[start:start + chunk_size] for start in range(0, len(todo), chunk_size)]
