@@ -1,0 +1,428 @@
+"""Batch inference: every input and output format, identical results over REST, gRPC and in-process,
+nothing lost under failures (a flaky proxy, a server outage, SIGKILL and --resume), one-line errors.
+
+The reference for every comparison is the in-process SavedModel called
+directly on the same pixels.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from tests import serving_helpers, synthetic
+from tests.flaky_proxy import FlakyProxy
+from tf_mlp import batch, client
+from tf_mlp.batch import journal as journal_module
+from tf_mlp.data import idx
+from tf_mlp.errors import ConfigError
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "scripts" / "batch_predict.py"
+FASHION_MNIST_DIR = pathlib.Path("/usr/share/datasets/fashion-mnist")
+FAST_RETRIES = client.RetryPolicy(max_attempts=6, initial_backoff=0.01, max_backoff=0.05)
+COUNT = 120
+
+_spec = importlib.util.spec_from_file_location("script_batch_predict", SCRIPT)
+batch_script = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(batch_script)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def run_script(*arguments):
+    return CliRunner().invoke(batch_script.main, ["--no-progress", *map(str, arguments)])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    base = serving_helpers.model_base(tmp_path_factory.mktemp("batch"))
+    server = serving_helpers.start_server(model_base_path=str(base))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def targets(server):
+    return {
+        "rest": f"rest://127.0.0.1:{server.rest_port}",
+        "grpc": f"grpc://127.0.0.1:{server.grpc_port}",
+        "local": f"local:{serving_helpers.exported_version_dir()}",
+    }
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return synthetic.make_split(COUNT, seed=21)
+
+
+@pytest.fixture(scope="module")
+def local_model(targets):
+    with client.connect(targets["local"]) as model:
+        yield model
+
+
+@pytest.fixture(scope="module")
+def reference(local_model, dataset):
+    """(class ids, float32 probabilities of the predicted class) from the SavedModel called directly."""
+    prediction = local_model.predict(dataset.images)
+    return prediction.class_ids, prediction.probability()
+
+
+@pytest.fixture(scope="module")
+def npy_inputs(tmp_path_factory, dataset):
+    directory = tmp_path_factory.mktemp("npy")
+    np.save(directory / "images.npy", dataset.images)
+    np.save(directory / "labels.npy", dataset.labels)
+    return directory / "images.npy", directory / "labels.npy"
+
+
+def assert_rows_match_reference(rows, reference, dataset, order=None):
+    """One row per input, in input order, each with the reference prediction (order maps row -> dataset index)."""
+    class_ids, probabilities = reference
+    order = list(range(len(rows))) if order is None else order
+    assert [row["index"] for row in rows] == list(range(len(rows)))
+    for row, index in zip(rows, order):
+        assert row["error"] is None, row
+        assert row["class_id"] == class_ids[index]
+        assert row["class_name"] == str(class_ids[index])
+        assert row["probability"] == float(str(probabilities[index]))
+
+
+# ---- inputs ---------------------------------------------------------------------------------------------------
+
+
+def _write_format(kind: str, directory: pathlib.Path, dataset) -> tuple[list, dict, list | None]:
+    """(script arguments naming the inputs, open_inputs keywords, dataset index of each input or None)."""
+    if kind == "idx-gz-pair":
+        idx.write_idx(directory / "t10k-images-idx3-ubyte.gz", dataset.images)
+        idx.write_idx(directory / "t10k-labels-idx1-ubyte.gz", dataset.labels.astype(np.uint8))
+        return [directory / "t10k-images-idx3-ubyte.gz"], {}, None
+    if kind == "idx-raw-labels-option":
+        idx.write_idx(directory / "pixels.idx3", dataset.images)
+        idx.write_idx(directory / "truth.idx1", dataset.labels.astype(np.uint8))
+        return [directory / "pixels.idx3", "--labels", directory / "truth.idx1"], {
+            "labels": str(directory / "truth.idx1")}, None
+    if kind == "npz":
+        np.savez(directory / "arrays.npz", x_test=dataset.images.reshape(-1, 784), y_test=dataset.labels)
+        return [directory / "arrays.npz"], {}, None
+    if kind == "directory":
+        for index, (image, label) in enumerate(zip(dataset.images, dataset.labels)):
+            (directory / str(label)).mkdir(exist_ok=True)
+            (directory / str(label) / f"{index:04d}.png").write_bytes(png_bytes(image))
+        paths = sorted(directory.rglob("*.png"), key=lambda path: path.relative_to(directory).as_posix())
+        return [directory], {}, [int(path.stem) for path in paths]
+    raise ValueError(kind)
+
+
+@pytest.mark.parametrize("kind", ["idx-gz-pair", "idx-raw-labels-option", "npz", "directory"])
+def test_every_input_format_gives_the_reference_predictions_and_labels(kind, tmp_path, dataset, reference,
+                                                                       local_model):
+    arguments, keywords, order = _write_format(kind, tmp_path, dataset)
+    inputs = batch.open_inputs(str(arguments[0]), **keywords)
+    assert len(inputs) == COUNT
+    summary = batch.run_batch(local_model, inputs, tmp_path / "out.csv", progress=False, chunk_size=32)
+    rows = batch.read_rows(tmp_path / "out.csv")
+    assert_rows_match_reference(rows, reference, dataset, order)
+    indices = order or list(range(COUNT))
+    assert [row["label"] for row in rows] == [int(dataset.labels[index]) for index in indices]
+    assert [row["label_name"] for row in rows] == [str(dataset.labels[index]) for index in indices]
+    if kind == "directory":
+        assert rows[0]["id"] == f"{dataset.labels[indices[0]]}/{indices[0]:04d}.png"
+    expected_accuracy = float(np.mean(reference[0][indices] == dataset.labels[indices]))
+    assert summary.accuracy == pytest.approx(expected_accuracy) and summary.labelled == COUNT
+
+
+def test_npy_and_idx_files_without_labels(tmp_path, dataset, reference, local_model, npy_inputs):
+    # images.npy finds labels.npy beside it; these names have no sibling to find.
+    assert batch.open_inputs(str(npy_inputs[0])).label_ids == dataset.labels.tolist()
+    np.save(tmp_path / "pixels.npy", dataset.images)
+    idx.write_idx(tmp_path / "only-pixels.idx3", dataset.images)
+    for path in (tmp_path / "pixels.npy", tmp_path / "only-pixels.idx3"):
+        inputs = batch.open_inputs(str(path))
+        assert inputs.label_ids == [None] * COUNT
+        summary = batch.run_batch(local_model, inputs, tmp_path / "out.jsonl", progress=False)
+        rows = batch.read_rows(tmp_path / "out.jsonl")
+        assert_rows_match_reference(rows, reference, dataset)
+        assert all(row["label"] is None for row in rows) and summary.accuracy is None and summary.confusion is None
+
+
+def test_tfds_split_of_a_project_data_set(tmp_path):
+    source = tmp_path / "mnist-idx"
+    source.mkdir()
+    train, test = synthetic.make_split(40, seed=1), synthetic.make_split(24, seed=2)
+    for prefix, split in (("train", train), ("t10k", test)):
+        idx.write_idx(source / f"{prefix}-images-idx3-ubyte.gz", split.images)
+        idx.write_idx(source / f"{prefix}-labels-idx1-ubyte.gz", split.labels.astype(np.uint8))
+    inputs = batch.open_inputs("tfds:mnist/test", source_dir=str(source), data_dir=str(tmp_path / "tfds"))
+    assert inputs.description == "tfds:mnist/test" and len(inputs) == 24
+    np.testing.assert_array_equal(inputs.images, test.images)
+    assert inputs.label_ids == test.labels.tolist()
+    assert inputs.label_names == [str(label) for label in test.labels]
+
+
+@pytest.mark.parametrize("spec, keywords, message", [
+    ("/no/such/inputs.npy", {}, "no such file or directory"),
+    ("tfds:imagenet/test", {}, "unknown data set 'imagenet'"),
+    ("tfds:mnist/dev", {}, "unknown split 'dev'"),
+])
+def test_unusable_inputs_are_one_line_errors(spec, keywords, message):
+    with pytest.raises(Exception, match=message) as caught:
+        batch.open_inputs(spec, **keywords)
+    assert "\n" not in str(caught.value)
+
+
+def test_wrong_arrays_are_refused(tmp_path):
+    np.save(tmp_path / "floats.npy", np.zeros((3, 28, 28), np.float32))
+    with pytest.raises(Exception, match="expected uint8 pixels"):
+        batch.open_inputs(str(tmp_path / "floats.npy"))
+    np.save(tmp_path / "small.npy", np.zeros((3, 20, 20), np.uint8))
+    with pytest.raises(Exception, match=r"expected images of shape \[N, 28, 28\]"):
+        batch.open_inputs(str(tmp_path / "small.npy"))
+
+
+# ---- outputs and back ends ---------------------------------------------------------------------------------
+
+
+def test_rest_grpc_and_local_write_identical_csv_and_jsonl(tmp_path, targets, npy_inputs, dataset, reference):
+    images, labels = npy_inputs
+    contents = {}
+    for name, target in targets.items():
+        for output_format in ("csv", "jsonl"):
+            output = tmp_path / f"{name}.{output_format}"
+            result = run_script(images, "--labels", labels, "-o", output, "--target", target, "--chunk-size", 25,
+                                "--concurrency", 2)
+            assert result.exit_code == 0, result.output
+            contents[name, output_format] = output.read_bytes()
+    for name in targets:
+        assert contents[name, "csv"] == contents["local", "csv"], name
+        assert contents[name, "jsonl"] == contents["local", "jsonl"], name
+    csv_rows = batch.read_rows(tmp_path / "rest.csv")
+    assert csv_rows == batch.read_rows(tmp_path / "rest.jsonl")
+    assert_rows_match_reference(csv_rows, reference, dataset)
+    header = b"index,id,label,label_name,class_id,class_name,probability,error"
+    assert contents["local", "csv"].splitlines()[0] == header
+
+
+def test_summary_is_printed_and_written_as_json(tmp_path, targets, npy_inputs, dataset, reference):
+    images, labels = npy_inputs
+    summary_path = tmp_path / "summary.json"
+    result = run_script(images, "--labels", labels, "-o", tmp_path / "out.csv", "--target", targets["rest"],
+                        "--chunk-size", 50, "--summary", summary_path)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(summary_path.read_text())
+    correct = int(np.sum(reference[0] == dataset.labels))
+    assert (summary["inputs"], summary["failures"], summary["labelled"], summary["correct"]) == (COUNT, 0, COUNT,
+                                                                                                 correct)
+    assert summary["accuracy"] == pytest.approx(correct / COUNT)
+    matrix = np.array(summary["confusion"]["matrix"])
+    assert matrix.sum() == COUNT and np.trace(matrix) == correct
+    assert summary["confusion"]["classes"] == [str(index) for index in range(10)]
+    assert summary["requests"] == 3 and set(summary["latency_ms"]) == {"p50", "p90", "p99", "max"}
+    assert f"accuracy     {correct / COUNT:.4f} ({correct} of {COUNT} labelled)" in result.output
+    assert "confusion matrix" in result.output and "images/s" in result.output
+
+
+# ---- nothing lost ----------------------------------------------------------------------------------------
+
+
+def test_flaky_server_still_gives_every_row_exactly_once(tmp_path, server, npy_inputs, dataset, reference):
+    plan = {3: "503", 5: "drop", 6: "429", 8: "drop", 9: "503", 12: "drop"}
+    inputs = batch.open_inputs(str(npy_inputs[0]))
+    with FlakyProxy(server.rest_url, lambda number, request: plan.get(number, "pass")) as proxy:
+        with client.connect(proxy.url, retry=FAST_RETRIES, max_connections=3) as model:
+            summary = batch.run_batch(model, inputs, tmp_path / "out.jsonl", chunk_size=10, concurrency=3,
+                                      progress=False)
+    assert proxy.counts["503"] + proxy.counts["429"] == 3 and proxy.counts["drop"] == 3
+    assert summary.client["retries"] == 6 and summary.failures == 0
+    assert_rows_match_reference(batch.read_rows(tmp_path / "out.jsonl"), reference, dataset)
+
+
+def test_unreadable_and_corrupt_images_get_error_rows_and_the_others_are_classified(
+        tmp_path, targets, dataset, reference):
+    for index in range(6):
+        (tmp_path / "images").mkdir(exist_ok=True)
+        (tmp_path / "images" / f"{index}.png").write_bytes(png_bytes(dataset.images[index]))
+    (tmp_path / "images" / "2b-corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n but the rest is junk")
+    (tmp_path / "images" / "4b-gone.png").symlink_to(tmp_path / "deleted.png")
+    output = tmp_path / "out.csv"
+    result = run_script(tmp_path / "images", "-o", output, "--target", targets["rest"], "--chunk-size", 4)
+    assert result.exit_code == batch_script.EXIT_FAILED_INPUTS, result.output
+    rows = batch.read_rows(output)
+    assert [row["id"] for row in rows] == ["0.png", "1.png", "2.png", "2b-corrupt.png", "3.png", "4.png",
+                                           "4b-gone.png", "5.png"]
+    errors = {row["id"]: row["error"] for row in rows if row["error"]}
+    assert set(errors) == {"2b-corrupt.png", "4b-gone.png"}
+    assert "HTTP 400" in errors["2b-corrupt.png"]
+    assert errors["4b-gone.png"] == "cannot read 4b-gone.png: No such file or directory"
+    good = [row for row in rows if not row["error"]]
+    assert [row["class_id"] for row in good] == reference[0][:6].tolist()
+    assert "failures     2" in result.output
+
+
+def test_missing_server_is_a_one_line_error_and_writes_nothing(tmp_path, npy_inputs):
+    port = free_port()
+    output = tmp_path / "out.csv"
+    result = run_script(npy_inputs[0], "-o", output, "--target", f"rest://127.0.0.1:{port}", "--max-attempts", 2)
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: rest://127.0.0.1:{port}: cannot connect (is the server running?) "
+                                    "(after 2 attempts)")
+    assert result.output.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_model_surfaces_the_404_message(tmp_path, targets, npy_inputs):
+    result = run_script(npy_inputs[0], "-o", tmp_path / "out.csv", "--target", targets["grpc"], "--model", "nope")
+    assert result.exit_code == 1
+    assert result.output == f"Error: {targets['grpc']}: NOT_FOUND: Servable not found for request: Latest(nope)\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_server_outage_stops_the_run_and_resume_finishes_it(tmp_path, server, npy_inputs, dataset, reference):
+    inputs = batch.open_inputs(str(npy_inputs[0]))
+    output = tmp_path / "out.csv"
+    state = {"down": False}
+    # Request 1 asks for the class names; requests 2-4 are chunks; then the server "goes down".
+    with FlakyProxy(server.rest_url, lambda number, request: "503" if state["down"] or number > 4 else "pass") as proxy:
+        retry = client.RetryPolicy(max_attempts=2, initial_backoff=0.01)
+        with client.connect(proxy.url, retry=retry) as model:
+            with pytest.raises(batch.BatchAborted) as caught:
+                batch.run_batch(model, inputs, output, chunk_size=20, concurrency=1, progress=False)
+        message = str(caught.value)
+        assert "HTTP 503 (after 2 attempts)" in message and "60 of 120 inputs are saved" in message
+        assert message.endswith("rerun with --resume to continue")
+        assert not output.exists() and batch.journal_path(output).exists()
+
+        with client.connect(proxy.url, retry=retry) as model:
+            with pytest.raises(ConfigError, match="pass --resume to continue it or --restart"):
+                batch.run_batch(model, inputs, output, progress=False)
+    with client.connect(f"rest://127.0.0.1:{server.rest_port}") as model:
+        summary = batch.run_batch(model, inputs, output, chunk_size=20, resume=True, progress=False)
+    assert (summary.resumed, summary.processed, summary.inputs) == (60, 60, COUNT)
+    assert_rows_match_reference(batch.read_rows(output), reference, dataset)
+    assert not batch.journal_path(output).exists()
+
+
+def test_keep_going_turns_an_outage_into_error_rows(tmp_path, server, npy_inputs, reference):
+    inputs = batch.open_inputs(str(npy_inputs[0]))
+    with FlakyProxy(server.rest_url, lambda number, request: "503" if number > 2 else "pass") as proxy:
+        with client.connect(proxy.url, retry=client.RetryPolicy(max_attempts=2, initial_backoff=0.01)) as model:
+            summary = batch.run_batch(model, inputs, tmp_path / "out.csv", chunk_size=40, concurrency=1,
+                                      keep_going=True, progress=False)
+    rows = batch.read_rows(tmp_path / "out.csv")
+    assert [row["class_id"] for row in rows[:40]] == reference[0][:40].tolist()
+    assert all("HTTP 503 (after 2 attempts)" in row["error"] for row in rows[40:])
+    assert summary.failures == 80 and len(rows) == COUNT
+
+
+def test_resume_after_sigkill_has_no_gaps_and_no_duplicates(tmp_path, server, npy_inputs, dataset, reference):
+    images, labels = npy_inputs
+    output = tmp_path / "out.csv"
+    output.write_text("a previous run's complete output\n")
+    journal = batch.journal_path(output)
+    with FlakyProxy(server.rest_url, lambda number, request: "slow", delay=0.1) as proxy:
+        process = subprocess.Popen(
+            [sys.executable, str(SCRIPT), str(images), "--labels", str(labels), "-o", str(output), "--target",
+             proxy.url, "--chunk-size", "5", "--concurrency", "1", "--no-progress"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+        try:
+            deadline = time.monotonic() + 60
+            # Killed once at least four chunks are journaled, while later ones are still being answered.
+            while not (journal.exists() and journal.read_bytes().count(b"\n") >= 5):
+                assert process.poll() is None, process.communicate()
+                assert time.monotonic() < deadline, "the batch script did not journal any chunk"
+                time.sleep(0.02)
+            process.send_signal(signal.SIGKILL)
+        finally:
+            process.communicate()
+    assert process.returncode == -signal.SIGKILL
+    assert output.read_text() == "a previous run's complete output\n"
+    journaled = journal.read_bytes().count(b"\n") - 1
+    assert 4 <= journaled < COUNT // 5
+
+    refused = run_script(images, "--labels", labels, "-o", output, "--target", f"127.0.0.1:{server.rest_port}")
+    assert refused.exit_code == 1 and "pass --resume to continue it" in refused.output
+
+    result = run_script(images, "--labels", labels, "-o", output, "--target", f"127.0.0.1:{server.rest_port}",
+                        "--resume")
+    assert result.exit_code == 0, result.output
+    assert f"({journaled * 5} from the interrupted run's journal)" in result.output
+    assert_rows_match_reference(batch.read_rows(output), reference, dataset)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["out.csv"]
+
+
+def test_a_cut_off_journal_line_is_dropped_and_its_chunk_redone(tmp_path):
+    path = tmp_path / "out.csv.journal"
+    header = {"inputs": "test", "count": 4, "fingerprint": "abc"}
+    journal, done = journal_module.Journal.open(path, header, resume=False, restart=False)
+    journal.append([{"index": 0, "class_id": 1}, {"index": 1, "class_id": 2}])
+    journal.close()
+    whole = path.read_bytes()
+    with open(path, "ab") as file:
+        file.write(b'{"rows":[{"index":2,"cla')  # what a SIGKILL in the middle of a write could leave
+    journal, done = journal_module.Journal.open(path, header, resume=True, restart=False)
+    assert sorted(done) == [0, 1] and path.read_bytes() == whole
+    journal.append([{"index": 2, "class_id": 3}])
+    journal.close()
+    _, done = journal_module.Journal.open(path, header, resume=True, restart=False)
+    assert sorted(done) == [0, 1, 2]
+
+
+def test_a_journal_for_other_inputs_is_refused(tmp_path):
+    path = tmp_path / "out.csv.journal"
+    journal, _ = journal_module.Journal.open(path, {"inputs": "a", "count": 4, "fingerprint": "abc"}, False, False)
+    journal.close()
+    with pytest.raises(ConfigError, match="was written for other inputs .* pass --restart"):
+        journal_module.Journal.open(path, {"inputs": "b", "count": 4, "fingerprint": "xyz"}, True, False)
+    journal, done = journal_module.Journal.open(path, {"inputs": "b", "count": 4, "fingerprint": "xyz"}, False, True)
+    journal.close()
+    assert done == {}
+
+
+# ---- the real thing ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.real_data
+@pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(), reason="Fashion-MNIST IDX files not installed")
+def test_fashion_mnist_accuracy_over_rest_equals_the_in_process_evaluation(tmp_path):
+    from tf_mlp.config import preset
+    from tf_mlp.export import export_run
+    from tf_mlp.train import train_and_evaluate
+
+    config = preset("mlp").override("model", hidden_units=(128,)).override("train", epochs=1)
+    evaluation = train_and_evaluate(config, tmp_path / "run", verbose=False)
+    export_run(tmp_path / "run", tmp_path / "models")
+    server = serving_helpers.start_server(model_base_path=str(tmp_path / "models" / "tf_mlp"))
+    try:
+        result = run_script("tfds:fashion_mnist/test", "-o", tmp_path / "predictions.csv", "--target",
+                            f"rest://127.0.0.1:{server.rest_port}", "--summary", tmp_path / "summary.json")
+    finally:
+        server.stop()
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert (summary["inputs"], summary["failures"], summary["labelled"]) == (10000, 0, 10000)
+    assert summary["correct"] == round(evaluation["test_accuracy"] * 10000)
+    assert summary["accuracy"] == evaluation["test_accuracy"]
