@@ -38,7 +38,9 @@ EXIT_FAILED_INPUTS = 3
               help="True labels for IDX or .npy images (IDX: found beside the images when named *labels-idx1*).")
 @click.option("--source-dir", help="tfds: inputs: the data set's raw files (default: its usual place).")
 @click.option("--data-dir", help="tfds: inputs: TFDS data directory for prepared data sets.")
-@options.connection_options
+# A batch job rides out a server restart (a minute of retries); at start it checks the server with at most
+# batch.STARTUP_ATTEMPTS attempts, so a server that is not there at all is reported within a second.
+@options.connection_options(max_attempts=20, retry_seconds=60)
 @click.option("--chunk-size", type=click.IntRange(min=1), default=batch.DEFAULT_CHUNK_SIZE, show_default=True,
               help="Inputs per request.")
 @click.option("--concurrency", type=click.IntRange(min=1), default=batch.DEFAULT_CONCURRENCY, show_default=True,

@@ -25,7 +25,8 @@ from tf_mlp.errors import TfMlpError  # noqa: E402
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("images", nargs=-1, metavar="[IMAGE]...")
-@options.connection_options
+# An online user waits: give up within seconds (about 0.4 s of back-off when nothing listens).
+@options.connection_options(max_attempts=4, retry_seconds=10)
 @click.option("--top-k", "-k", type=click.IntRange(min=1), default=3, show_default=True,
               help="Classes to show per image, most probable first.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")

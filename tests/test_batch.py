@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -286,10 +287,11 @@ def test_unreadable_and_corrupt_images_get_error_rows_and_the_others_are_classif
 def test_missing_server_is_a_one_line_error_and_writes_nothing(tmp_path, npy_inputs):
     port = free_port()
     output = tmp_path / "out.csv"
-    result = run_script(npy_inputs[0], "-o", output, "--target", f"rest://127.0.0.1:{port}", "--max-attempts", 2)
+    result = run_script(npy_inputs[0], "-o", output, "--target", f"rest://127.0.0.1:{port}")
     assert result.exit_code == 1
+    # The first request gets a few attempts only (not the minute a running job spends riding out a restart).
     assert result.output.startswith(f"Error: rest://127.0.0.1:{port}: cannot connect (is the server running?) "
-                                    "(after 2 attempts)")
+                                    f"(after {batch.STARTUP_ATTEMPTS} attempts)")
     assert result.output.count("\n") == 1
     assert list(tmp_path.iterdir()) == []
 
@@ -336,6 +338,45 @@ def test_keep_going_turns_an_outage_into_error_rows(tmp_path, server, npy_inputs
     assert [row["class_id"] for row in rows[:40]] == reference[0][:40].tolist()
     assert all("HTTP 503 (after 2 attempts)" in row["error"] for row in rows[40:])
     assert summary.failures == 80 and len(rows) == COUNT
+
+
+def test_a_server_restart_during_the_run_loses_nothing(tmp_path, dataset, reference):
+    base = serving_helpers.model_base(tmp_path)
+    server = serving_helpers.start_server(model_base_path=str(base))
+    ports = {"port": server.grpc_port, "rest_api_port": server.rest_port}
+    # Many one-image chunks make a run long enough to stop the server in its middle.
+    inputs = batch.open_inputs(str(_tiled(tmp_path, dataset, times=5)))
+    output = tmp_path / "out.csv"
+    outcome = {}
+
+    def run():
+        with client.connect(f"rest://127.0.0.1:{server.rest_port}") as model:  # the default, patient policy
+            outcome["summary"] = batch.run_batch(model, inputs, output, chunk_size=1, concurrency=1, progress=False)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    try:
+        journal = batch.journal_path(output)
+        serving_helpers.wait_for(lambda: journal.exists() and journal.read_bytes().count(b"\n") > 20,
+                                 message="the run to journal 20 chunks")
+        server.stop()
+        time.sleep(1.0)  # down for a while: requests are refused and retried
+        server = serving_helpers.start_server(model_base_path=str(base), **ports)
+        worker.join(timeout=120)
+    finally:
+        server.stop()
+    summary = outcome["summary"]
+    assert summary.failures == 0 and summary.client["retries"] > 0
+    rows = batch.read_rows(output)
+    class_ids, probabilities = reference
+    assert [row["index"] for row in rows] == list(range(5 * COUNT))
+    assert [row["class_id"] for row in rows] == np.tile(class_ids, 5).tolist()
+
+
+def _tiled(directory: pathlib.Path, dataset, times: int) -> pathlib.Path:
+    path = directory / "tiled.npy"
+    np.save(path, np.tile(dataset.images, (times, 1, 1)))
+    return path
 
 
 def test_resume_after_sigkill_has_no_gaps_and_no_duplicates(tmp_path, server, npy_inputs, dataset, reference):

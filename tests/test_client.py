@@ -305,7 +305,7 @@ def test_rest_gives_up_after_max_attempts_with_the_last_answer(server, images):
 
 
 def test_rest_timeouts_are_retried(server, images):
-    with FlakyProxy(server.rest_url, lambda number, request: "slow" if number == 1 else "pass", delay=2.0) as proxy:
+    with FlakyProxy(server.rest_url, lambda number, request: "slow" if number == 1 else "pass", delay=1.0) as proxy:
         with client.connect(proxy.url, timeout=0.3, retry=FAST_RETRIES) as model:
             assert len(model.predict(images)) == len(images)
             assert model.stats.as_dict()["retries"] == 1

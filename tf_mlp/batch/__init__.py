@@ -15,12 +15,19 @@ JSONL, atomic), summary.
 
 from tf_mlp.batch.inputs import InputSource, open_inputs
 from tf_mlp.batch.journal import journal_path
-from tf_mlp.batch.runner import DEFAULT_CHUNK_SIZE, DEFAULT_CONCURRENCY, BatchAborted, classify_chunk, run_batch
+from tf_mlp.batch.runner import (
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_CONCURRENCY,
+    STARTUP_ATTEMPTS,
+    BatchAborted,
+    classify_chunk,
+    run_batch,
+)
 from tf_mlp.batch.summary import BatchSummary, format_summary
 from tf_mlp.batch.writers import COLUMNS, FORMATS, read_rows
 
 __all__ = [
-    "COLUMNS", "DEFAULT_CHUNK_SIZE", "DEFAULT_CONCURRENCY", "FORMATS",
+    "COLUMNS", "DEFAULT_CHUNK_SIZE", "DEFAULT_CONCURRENCY", "FORMATS", "STARTUP_ATTEMPTS",
     "BatchAborted", "BatchSummary", "InputSource",
     "classify_chunk", "format_summary", "journal_path", "open_inputs", "read_rows", "run_batch",
 ]

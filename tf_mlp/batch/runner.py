@@ -38,6 +38,8 @@ from tf_mlp.errors import ConfigError, TfMlpError
 DEFAULT_CHUNK_SIZE = 128
 DEFAULT_CONCURRENCY = 2
 """One request in flight while the other is answered keeps a 2-core server busy; more only queue."""
+STARTUP_ATTEMPTS = 3
+"""Attempts of the first request, which checks that the server and model are there."""
 _IN_FLIGHT_PER_THREAD = 2
 """Chunks submitted ahead per thread: enough to keep threads busy, few enough to bound memory."""
 
@@ -61,8 +63,10 @@ def run_batch(model: Client, inputs: InputSource, output, output_format: str | N
     output_format = writers.format_for(output, output_format)
     path = journal_module.journal_path(output)
     journal_module.Journal.check(path, resume, restart)
-    # Asked before any file is made: an unreachable server or an unknown model stops the run here.
-    class_names = model.class_names()
+    # Asked before any file is made, with few retries: a missing server or an unknown model stops the run here,
+    # at once, while later requests get the client's full (patient) policy.
+    startup = dataclasses.replace(model.retry, max_attempts=min(model.retry.max_attempts, STARTUP_ATTEMPTS))
+    class_names = model.with_retry(startup).class_names()
     inputs.name_labels(class_names)
 
     writers.remove_stale_temporaries(output)

@@ -8,6 +8,7 @@ and returns exactly the same things.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Sequence
 
@@ -107,6 +108,12 @@ class Client:
         if self._class_names is None:
             self._class_names = self._labels() or ()
         return self._class_names or None
+
+    def with_retry(self, retry: RetryPolicy) -> "Client":
+        """This client with another retry policy, sharing its connections and counters (close only one)."""
+        twin = copy.copy(self)
+        twin.retry = retry
+        return twin
 
     def close(self) -> None:
         """Release connections; the client cannot be used afterwards."""
