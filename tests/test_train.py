@@ -31,7 +31,8 @@ def test_training_learns_and_writes_the_run_directory(tmp_path, tiny_config, tin
 
 
 def test_interrupted_run_resumes_at_the_exact_step_with_identical_weights(tmp_path, tiny_config, tiny_splits, monkeypatch):
-    config = tiny_config.override("model", dropout_rate=0.3).override("train", epochs=3)
+    # Dropout and augmentation included: their randomness must resume exactly too.
+    config = tiny_config.override("model", dropout_rate=0.3).override("train", epochs=3, flip=True, shift=1)
     train.train_and_evaluate(config, tmp_path / "uninterrupted", splits=tiny_splits, verbose=False)
 
     # Crash mid-epoch: calls run 5,5,5,1 steps in epoch 1 (16 steps), then 4,5,...;

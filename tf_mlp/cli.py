@@ -69,6 +69,8 @@ def config_options(function):
         click.option("--decay-rate", type=float, help="Exponential learning-rate decay factor per --decay-steps (1.0: constant)."),
         click.option("--decay-steps", type=int, help="Steps over which the learning rate decays by --decay-rate."),
         click.option("--early-stopping-patience", type=int, help="Stop after this many epochs without better validation accuracy (0: off)."),
+        click.option("--flip/--no-flip", default=None, help="Augment: mirror training images left-right at random."),
+        click.option("--shift", type=int, help="Augment: translate training images by up to this many pixels."),
         click.option("--checkpoint-every", "checkpoint_every_steps", type=int, help="Checkpoint every this many steps (and at every epoch end)."),
         click.option("--seed", type=int, help="Seed of initialisation, data order and dropout."),
         click.option("--xla/--no-xla", default=None, help="Compile the train step with XLA."),
@@ -89,7 +91,7 @@ def resolve_config(preset, config_file, **options) -> config_module.Config:
         "data": ("name", "source_dir", "data_dir", "validation_size", "drop_overlap"),
         "model": ("hidden_units", "dropout_rate", "l2"),
         "train": ("epochs", "batch_size", "optimizer", "learning_rate", "momentum", "decay_rate", "decay_steps",
-                  "early_stopping_patience", "checkpoint_every_steps", "seed", "xla", "mixed_precision", "strategy"),
+                  "early_stopping_patience", "flip", "shift", "checkpoint_every_steps", "seed", "xla", "mixed_precision", "strategy"),
     }
     options["hidden_units"] = _hidden_units(options.get("hidden_units"))
     for section, keys in sections.items():

@@ -77,6 +77,11 @@ class TrainConfig:
     early_stopping_patience: int = 0
     """Stop after this many epochs without a better validation accuracy (0: never);
     the best epoch's weights are kept."""
+    flip: bool = False
+    """Augmentation: mirror each training image left-right with probability 1/2."""
+    shift: int = 0
+    """Augmentation: translate each training image by up to this many pixels in x and y
+    (an MLP has no translation invariance of its own)."""
     checkpoint_every_steps: int = 500
     """Also checkpoint at the end of every epoch and of training."""
     max_checkpoints: int = 3
@@ -112,6 +117,7 @@ class Config:
         _check(self.train.learning_rate > 0.0, "train.learning_rate must be > 0")
         _check(0.0 < self.train.decay_rate <= 1.0, "train.decay_rate must be in (0, 1]")
         _check(self.train.decay_steps >= 1, "train.decay_steps must be >= 1")
+        _check(0 <= self.train.shift <= 8, "train.shift must be between 0 and 8 pixels")
         _check(self.train.checkpoint_every_steps >= 1, "train.checkpoint_every_steps must be >= 1")
         _check(self.train.strategy in STRATEGIES, f"train.strategy must be one of {', '.join(STRATEGIES)}, got {self.train.strategy!r}")
         return self

@@ -115,7 +115,9 @@ def train_and_evaluate(config: Config, run_dir, *, splits: DataSplits | None = N
     while int(state.step) < planned_steps and not bool(state.stopped_early):
         epoch, done_in_epoch = divmod(int(state.step), steps_per_epoch)
         epoch_start = time.perf_counter()
-        dataset = train_data.epoch(batch_size, train_config.seed, epoch, skip_batches=done_in_epoch)
+        dataset = train_data.epoch(
+            batch_size, train_config.seed, epoch, skip_batches=done_in_epoch, flip=train_config.flip, shift=train_config.shift
+        )
         iterator = iter(strategy.experimental_distribute_dataset(dataset))
         progress = keras.utils.Progbar(steps_per_epoch, verbose=1 if verbose and sys.stdout.isatty() else 0, stateful_metrics=["loss", "accuracy"])
         totals, calls_regularization, calls = np.zeros(4), 0.0, 0
