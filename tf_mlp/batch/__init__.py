@@ -8,6 +8,10 @@
     print(batch.format_summary(summary))                             # accuracy, throughput, latency, ...
     rows = batch.read_rows("predictions.csv")
 
+Another runner (e.g. a Beam pipeline) writes the same rows with
+batch.prediction_row / batch.error_row and batch.render, so its output can
+be compared with this one byte for byte.
+
 Modules: inputs (readers), runner (chunks, concurrency, splitting failed
 chunks), journal (the resumable record of finished chunks), writers (CSV and
 JSONL, atomic), summary.
@@ -24,10 +28,11 @@ from tf_mlp.batch.runner import (
     run_batch,
 )
 from tf_mlp.batch.summary import BatchSummary, format_summary
-from tf_mlp.batch.writers import COLUMNS, FORMATS, read_rows
+from tf_mlp.batch.writers import COLUMNS, FORMATS, error_row, prediction_row, read_rows, render
 
 __all__ = [
     "COLUMNS", "DEFAULT_CHUNK_SIZE", "DEFAULT_CONCURRENCY", "FORMATS", "STARTUP_ATTEMPTS",
     "BatchAborted", "BatchSummary", "InputSource",
-    "classify_chunk", "format_summary", "journal_path", "open_inputs", "read_rows", "run_batch",
+    "classify_chunk", "error_row", "format_summary", "journal_path", "open_inputs", "prediction_row", "read_rows",
+    "render", "run_batch",
 ]

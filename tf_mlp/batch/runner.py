@@ -24,7 +24,6 @@ import concurrent.futures
 import dataclasses
 import time
 
-import numpy as np
 from tqdm import tqdm
 
 from tf_mlp.batch import journal as journal_module
@@ -86,8 +85,9 @@ def run_batch(model: Client, inputs: InputSource, output, output_format: str | N
                 done[row["index"]] = row
             latencies.extend(result.latencies)
             bar.update(len(result.rows))
-    except ClientError as error:
-        raise BatchAborted(f"{error}; {len(done)} of {len(inputs)} inputs are saved in {journal.path}: "
+    except (ClientError, KeyboardInterrupt) as error:
+        reason = str(error) if isinstance(error, ClientError) else "interrupted"
+        raise BatchAborted(f"{reason}; {len(done)} of {len(inputs)} inputs are saved in {journal.path}: "
                            "rerun with --resume to continue") from None
     finally:
         bar.close()
@@ -175,28 +175,14 @@ def _classify(predict, inputs, indices, payload, rows, latencies, keep_going) ->
     latencies.append(time.perf_counter() - started)
     probabilities = prediction.probability()
     for position, index in enumerate(indices):
-        row = _base_row(inputs, index)
-        row.update(class_id=int(prediction.class_ids[position]), class_name=prediction.class_names[position],
-                   probability=_float32_text_value(probabilities[position]))
-        rows[index] = row
+        rows[index] = writers.prediction_row(*_known(inputs, index), int(prediction.class_ids[position]),
+                                             prediction.class_names[position], probabilities[position])
 
 
-def _base_row(inputs: InputSource, index: int) -> dict:
-    return {"index": index, "id": inputs.ids[index], "label": inputs.label_ids[index],
-            "label_name": inputs.label_names[index], "class_id": None, "class_name": None, "probability": None,
-            "error": None}
+def _known(inputs: InputSource, index: int) -> tuple:
+    """What the inputs say about one input: index, id, true label id and name."""
+    return index, inputs.ids[index], inputs.label_ids[index], inputs.label_names[index]
 
 
 def _error_row(inputs: InputSource, index: int, message: str) -> dict:
-    row = _base_row(inputs, index)
-    row["error"] = " ".join(message.split())  # one line, whatever the server sent
-    return row
-
-
-def _float32_text_value(value) -> float:
-    """The float whose shortest text is the float32's shortest text ("0.46875605", not 0.46875604987144470).
-
-    The REST API sends float32 as its shortest round-trip text and gRPC as
-    exact bits; both give this same float, so every back end writes the same row.
-    """
-    return float(str(np.float32(value)))
+    return writers.error_row(*_known(inputs, index), message)

@@ -26,6 +26,7 @@ import os
 import pathlib
 import tempfile
 
+import numpy as np
 import orjson
 
 from tf_mlp.errors import ConfigError
@@ -34,6 +35,28 @@ COLUMNS = ("index", "id", "label", "label_name", "class_id", "class_name", "prob
 FORMATS = ("csv", "jsonl")
 _SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
 _INTEGER_COLUMNS = ("index", "label", "class_id")
+
+
+def prediction_row(index: int, identifier: str, label: int | None, label_name: str | None, class_id: int,
+                   class_name: str, probability) -> dict:
+    """The row of a classified input (what the batch script and any other batch runner must write)."""
+    return {"index": index, "id": identifier, "label": label, "label_name": label_name, "class_id": int(class_id),
+            "class_name": class_name, "probability": float32_value(probability), "error": None}
+
+
+def error_row(index: int, identifier: str, label: int | None, label_name: str | None, message: str) -> dict:
+    """The row of an input that has no prediction; the message is folded to one line."""
+    return {"index": index, "id": identifier, "label": label, "label_name": label_name, "class_id": None,
+            "class_name": None, "probability": None, "error": " ".join(str(message).split())}
+
+
+def float32_value(value) -> float:
+    """The float whose shortest text is the float32's shortest text ("0.46875605", not 0.46875604987144470).
+
+    The REST API sends float32 as its shortest round-trip text and gRPC as
+    exact bits; both give this same float, so every back end writes the same row.
+    """
+    return float(str(np.float32(value)))
 
 
 def format_for(path, output_format: str | None = None) -> str:
