@@ -19,7 +19,7 @@ data:
 	sh scripts/get_data.sh
 
 demo: $(BIN)/.installed data
-	$(BIN)/tf-mlp train --preset mlp --run-dir $(RUN_DIR)
+	$(BIN)/python scripts/demo.py --run-dir $(RUN_DIR)
 
 test: $(BIN)/.installed data
 	$(BIN)/pytest
