@@ -415,6 +415,25 @@ def test_resume_after_sigkill_has_no_gaps_and_no_duplicates(tmp_path, server, np
     assert sorted(path.name for path in tmp_path.iterdir()) == ["out.csv"]
 
 
+def test_ctrl_c_stops_with_a_resume_hint(tmp_path, server, npy_inputs):
+    output = tmp_path / "out.csv"
+    journal = batch.journal_path(output)
+    with FlakyProxy(server.rest_url, lambda number, request: "slow", delay=0.1) as proxy:
+        process = subprocess.Popen(
+            [sys.executable, str(SCRIPT), str(npy_inputs[0]), "-o", str(output), "--target", proxy.url,
+             "--chunk-size", "5", "--concurrency", "1", "--no-progress"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            serving_helpers.wait_for(lambda: journal.exists() and journal.read_bytes().count(b"\n") >= 3,
+                                     message="two journaled chunks")
+            process.send_signal(signal.SIGINT)
+        finally:
+            _, error = process.communicate(timeout=60)
+    assert process.returncode == 1
+    assert error.startswith("Error: interrupted; ") and error.rstrip().endswith("rerun with --resume to continue")
+    assert f"inputs are saved in {journal}" in error and not output.exists()
+
+
 def test_a_cut_off_journal_line_is_dropped_and_its_chunk_redone(tmp_path):
     path = tmp_path / "out.csv.journal"
     header = {"inputs": "test", "count": 4, "fingerprint": "abc"}
