@@ -65,7 +65,8 @@ class FlakyProxy:
         self._session = aiohttp.ClientSession()
         application = web.Application()
         application.router.add_route("*", "/{path:.*}", self._handle)
-        self._runner = web.AppRunner(application, access_log=None, handle_signals=False)
+        # A short shutdown: "slow" handlers still sleeping are cancelled instead of waited for.
+        self._runner = web.AppRunner(application, access_log=None, handle_signals=False, shutdown_timeout=0.1)
         await self._runner.setup()
         await web.SockSite(self._runner, self._socket).start()
 

@@ -8,6 +8,7 @@ and returns exactly the same things.
 
 from __future__ import annotations
 
+import abc
 import copy
 import dataclasses
 from collections.abc import Sequence
@@ -59,7 +60,7 @@ class ModelSpec:
         return self.signature or DEFAULT_SIGNATURES[kind]
 
 
-class Client:
+class Client(abc.ABC):
     """Predictions, status and metadata of one model; use as a context manager or call close()."""
 
     def __init__(self, target: Target, spec: ModelSpec, timeout: float = DEFAULT_TIMEOUT,
@@ -115,7 +116,7 @@ class Client:
         twin.retry = retry
         return twin
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a back end without connections has nothing to release
         """Release connections; the client cannot be used afterwards."""
 
     def __enter__(self):
@@ -136,18 +137,21 @@ class Client:
         except ValueError as error:  # outputs that do not fit the contract
             raise errors.ServerError(str(self.target), "bad response", str(error)) from None
 
+    @abc.abstractmethod
     def _run(self, signature: str, kind: str, batch) -> dict:
         """Outputs by name (array-likes, N rows each) of `signature` on `batch`."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _status(self) -> ModelStatus:
-        raise NotImplementedError
+        """The model's status, from the back end."""
 
+    @abc.abstractmethod
     def _metadata(self) -> ModelMetadata:
-        raise NotImplementedError
+        """The served version's metadata, from the back end."""
 
+    @abc.abstractmethod
     def _labels(self) -> tuple[str, ...] | None:
-        raise NotImplementedError
+        """All class names from the model, or None when it has no way to say them."""
 
     def input_alias(self, signature: str) -> str:
         """The single input of `signature`: from the contract for ours, else asked of the model once."""

@@ -5,7 +5,8 @@ base path (PATH/<version>/, what --model_base_path takes) or an export base
 (PATH/<model>/<version>/). Without --version the highest version is used,
 as TensorFlow Serving's default version policy does. Errors are raised as
 the same ClientError classes the servers' answers become, so a caller
-cannot tell the back ends apart except by speed.
+cannot tell the back ends apart except by speed. There is no timeout and no
+retry here: the call runs in this process, and nothing in between can fail.
 """
 
 from __future__ import annotations
