@@ -31,7 +31,9 @@ common_flags=(
 )
 
 local_config() {
-  local directory="${TMPDIR:-/tmp}/tf-mlp-serving"
+  # One copy per models directory, so servers of different directories never share it.
+  local directory
+  directory="${TMPDIR:-/tmp}/tf-mlp-serving/$(printf '%s' "$models_dir" | cksum | cut -d ' ' -f 1)"
   mkdir -p "$directory"
   sed "s#base_path: \"/models/#base_path: \"$models_dir/#" "$here/models.config" > "$directory/models.config"
   echo "$directory/models.config"

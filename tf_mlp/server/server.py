@@ -82,6 +82,8 @@ class Server:
         return _address(self.options.host, self.grpc_port)
 
     def start(self) -> "Server":
+        if self._thread is not None:
+            raise ServerError("this Server was already started; create a new one to start again")
         self.options.validate()
         batching = None
         if self.options.enable_batching:
@@ -121,7 +123,8 @@ class Server:
         return self._stopped.wait(timeout)
 
     def __enter__(self) -> "Server":
-        return self.start()
+        # `with Server(options) as server` starts it; `with server.start()` is fine too.
+        return self if self._thread is not None else self.start()
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
