@@ -162,6 +162,8 @@ IMAGE = [[0] * 28] * 28
          "Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist"),
         ("POST", "/v1/models/tf_mlp:predict", {"signature_name": "predict_encoded", "instances": [{"b64": "!!"}]},
          400, "Failed to process element: 0 of 'instances' list. Error: INVALID_ARGUMENT: Unable to base64 decode"),
+        ("POST", "/v1/models/tf_mlp:predict", b'{"instances": ["\xff\xfe"]}', 400,
+         "JSON Value: \"\ufffd\ufffd\" Type: String is not of expected type: uint8"),
         ("POST", "/v1/models/tf_mlp:predict", {"instances": [[[300] * 28] * 28]}, 400,
          "JSON Value: 300 Type: Number is not of expected type: uint8"),
         ("POST", "/v1/models/tf_mlp:classify", {"examples": [{"image": "x"}]}, 400,

@@ -126,7 +126,10 @@ def value_to_string(value) -> str:
 
 
 def error_body(message: str) -> bytes:
-    return orjson.dumps({"error": message}, option=orjson.OPT_INDENT_2)
+    # A message may quote request bytes that are not UTF-8 (kept as surrogate
+    # escapes when parsed); JSON cannot carry them, so they become U+FFFD.
+    text = message.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return orjson.dumps({"error": text}, option=orjson.OPT_INDENT_2)
 
 
 def _plain(value):
