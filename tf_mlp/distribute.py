@@ -3,9 +3,22 @@
 The same train step serves all three; only the strategy differs. To exercise
 the multi-device path without GPUs, split the CPU into logical devices first
 (`split_cpu(2)`) and use the mirrored strategy: tests do exactly that.
+
+Several workers are configured the standard way, by the TF_CONFIG
+environment variable (cluster addresses and this task's type and index).
+Every worker runs the same loop on its shard of each global batch; all of
+them take part in saving checkpoints (saving is a collective step), but only
+the chief's land in the run directory: the others write to a temporary
+directory that is deleted when training ends. After a worker dies, restart
+every worker with the same command: they all restore the chief's newest
+checkpoint and go on from its step.
 """
 
 from __future__ import annotations
+
+import pathlib
+import shutil
+import tempfile
 
 import tensorflow as tf
 
@@ -33,3 +46,41 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     if name == "multiworker":
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise ConfigError(f"unknown strategy {name!r}; choose default, mirrored or multiworker")
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """True for the one task that writes the run directory (the only task outside multi-worker)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
+class WritableDirectory:
+    """The checkpoint directory this task writes to: the real one on the chief, a temporary one elsewhere."""
+
+    def __init__(self, directory: pathlib.Path, chief: bool):
+        self.path = directory if chief else pathlib.Path(tempfile.mkdtemp(prefix="tf-mlp-worker-"))
+        self.temporary = not chief
+
+    def cleanup(self) -> None:
+        if self.temporary:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+
+def distribute_epoch(strategy: tf.distribute.Strategy, make_dataset):
+    """A distributed dataset of one epoch; make_dataset(shard) gives the (shard_index, shard_count) slices.
+
+    One machine: the global batches are split among local replicas by
+    tf.distribute itself. Several workers: each worker's input pipeline takes
+    its own slice of every global batch, so the workers together see exactly
+    the batches a single worker would, and nothing is read twice.
+    """
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return strategy.experimental_distribute_dataset(make_dataset(None))
+    return strategy.distribute_datasets_from_function(
+        lambda context: make_dataset((context.input_pipeline_id, context.num_input_pipelines))
+    )

@@ -28,12 +28,23 @@ class ResidentSplit:
         """Training drops the last partial batch, so every step has the global batch size."""
         return self.size // batch_size
 
-    def epoch(self, batch_size: int, seed: int, epoch: int, skip_batches: int = 0, *, flip: bool = False, shift: int = 0) -> tf.data.Dataset:
-        """The shuffled (and optionally augmented) batches of one epoch, starting after skip_batches of them."""
+    def epoch(
+        self, batch_size: int, seed: int, epoch: int, skip_batches: int = 0, *,
+        flip: bool = False, shift: int = 0, shard: tuple[int, int] | None = None,
+    ) -> tf.data.Dataset:
+        """The shuffled (and optionally augmented) batches of one epoch, starting after skip_batches of them.
+
+        With shard=(index, count), each batch is this shard's contiguous
+        1/count slice of the global batch of batch_size (a worker's part).
+        """
         permutation = tf.random.experimental.stateless_shuffle(
             tf.range(self.size, dtype=tf.int64), seed=[seed, epoch]
         )
         batches = tf.data.Dataset.from_tensor_slices(permutation).batch(batch_size, drop_remainder=True)
+        if shard is not None:
+            index, count = shard
+            part = batch_size // count
+            batches = batches.map(lambda indices: indices[index * part:(index + 1) * part])
         dataset = self._gather(batches.skip(skip_batches), prefetch=not (flip or shift))
         if not (flip or shift):
             return dataset

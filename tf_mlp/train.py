@@ -21,7 +21,7 @@ import tensorflow as tf
 from tf_mlp import evaluate, run_dir as layout, steps
 from tf_mlp.config import Config
 from tf_mlp.data.splits import DataSplits
-from tf_mlp.distribute import make_strategy
+from tf_mlp.distribute import WritableDirectory, distribute_epoch, is_chief, make_strategy
 from tf_mlp.errors import ConfigError, TrainingDivergedError
 from tf_mlp.model import build_model, parameter_count
 from tf_mlp.pipeline import ResidentSplit
@@ -67,23 +67,29 @@ def _keep_metrics_up_to(run_dir: pathlib.Path, step: int) -> None:
 def train_and_evaluate(config: Config, run_dir, *, splits: DataSplits | None = None, verbose: bool = True) -> dict:
     """Train (or resume) the run in run_dir, evaluate on the test split, return the summary."""
     config.validate()
+    train_config = config.train
+    # First: a multi-worker strategy must exist before TensorFlow runs any op.
+    strategy = make_strategy(train_config.strategy)
+    chief = is_chief(strategy)
+    verbose = verbose and chief
     run_dir = pathlib.Path(run_dir)
     _check_resumable(config, run_dir)
     if splits is None:
         from tf_mlp.data import load_splits
 
         splits = load_splits(config.data)
-    # Only now, with the data loaded, does the run directory come to exist.
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config.save(layout.config_path(run_dir))
-    layout.write_class_names(run_dir, splits.class_names)
+    if chief:
+        # Only now, with the data loaded, does the run directory come to exist.
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config.save(layout.config_path(run_dir))
+        layout.write_class_names(run_dir, splits.class_names)
     if verbose and splits.skipped_files:
         print(f"skipped {splits.skipped_files} unreadable or empty image files in the source data")
 
-    train_config = config.train
     keras.utils.set_random_seed(train_config.seed)
-    strategy = make_strategy(train_config.strategy)
     batch_size = train_config.batch_size
+    if batch_size % strategy.num_replicas_in_sync:
+        raise ConfigError(f"batch size {batch_size} does not split evenly over {strategy.num_replicas_in_sync} replicas")
     train_data, validation_data = ResidentSplit(splits.train), ResidentSplit(splits.validation)
     steps_per_epoch = train_data.steps_per_epoch(batch_size)
     if steps_per_epoch == 0:
@@ -100,25 +106,44 @@ def train_and_evaluate(config: Config, run_dir, *, splits: DataSplits | None = N
     # Non-trainable model variables (dropout's random state) are listed
     # explicitly: Keras does not track them for tf.train.Checkpoint.
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, model_state=list(model.non_trainable_variables), **state.trackables())
-    manager = tf.train.CheckpointManager(checkpoint, layout.checkpoint_dir(run_dir), max_to_keep=train_config.max_checkpoints, step_counter=state.step)
-    best_manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=model), layout.checkpoint_dir(run_dir) / "best", max_to_keep=1)
-    if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    # Every task saves (a collective step under multi-worker); only the chief's copy is kept.
+    written = WritableDirectory(layout.checkpoint_dir(run_dir), chief)
+    manager = tf.train.CheckpointManager(checkpoint, written.path, max_to_keep=train_config.max_checkpoints, step_counter=state.step)
+    best_manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=model), written.path / "best", max_to_keep=1)
+    latest = tf.train.latest_checkpoint(str(layout.checkpoint_dir(run_dir)))
+    if latest:
+        checkpoint.restore(latest).assert_existing_objects_matched()
         if verbose:
-            print(f"resuming from {manager.latest_checkpoint} at step {int(state.step)} of {planned_steps}")
-    _keep_metrics_up_to(run_dir, int(state.step))
+            print(f"resuming from {latest} at step {int(state.step)} of {planned_steps}")
+    if chief:
+        _keep_metrics_up_to(run_dir, int(state.step))
 
     train_function = steps.make_train_function(model, optimizer, strategy, batch_size, jit_compile=train_config.xla)
     evaluate_batch = steps.make_eval_function(model)
-    writers = {name: tf.summary.create_file_writer(str(run_dir / layout.LOGS_DIR / name)) for name in ("train", "validation")}
+    writers = {name: tf.summary.create_file_writer(str(run_dir / layout.LOGS_DIR / name)) for name in ("train", "validation")} if chief else None
+    try:
+        _run_epochs(train_config, strategy, optimizer, state, manager, best_manager, train_data, validation_data,
+                    train_function, evaluate_batch, writers, run_dir, planned_steps, steps_per_epoch, verbose)
+    finally:
+        written.cleanup()
+    if train_config.early_stopping_patience and tf.train.latest_checkpoint(str(layout.checkpoint_dir(run_dir) / "best")):
+        # The run reports (and later exports) its best epoch, not its last.
+        best = tf.train.latest_checkpoint(str(layout.checkpoint_dir(run_dir) / "best"))
+        tf.train.Checkpoint(model=model).restore(best).assert_existing_objects_matched()
+    return _final_evaluation(config, run_dir, model, splits, state, planned_steps, verbose, chief)
+
+
+def _run_epochs(train_config, strategy, optimizer, state, manager, best_manager, train_data, validation_data,
+                train_function, evaluate_batch, writers, run_dir, planned_steps, steps_per_epoch, verbose) -> None:
+    batch_size = train_config.batch_size
 
     while int(state.step) < planned_steps and not bool(state.stopped_early):
         epoch, done_in_epoch = divmod(int(state.step), steps_per_epoch)
         epoch_start = time.perf_counter()
-        dataset = train_data.epoch(
-            batch_size, train_config.seed, epoch, skip_batches=done_in_epoch, flip=train_config.flip, shift=train_config.shift
-        )
-        iterator = iter(strategy.experimental_distribute_dataset(dataset))
+        iterator = iter(distribute_epoch(strategy, lambda shard: train_data.epoch(
+            batch_size, train_config.seed, epoch, skip_batches=done_in_epoch,
+            flip=train_config.flip, shift=train_config.shift, shard=shard,
+        )))
         progress = keras.utils.Progbar(steps_per_epoch, verbose=1 if verbose and sys.stdout.isatty() else 0, stateful_metrics=["loss", "accuracy"])
         totals, calls_regularization, calls = np.zeros(4), 0.0, 0
         while done_in_epoch < steps_per_epoch:
@@ -151,14 +176,10 @@ def train_and_evaluate(config: Config, run_dir, *, splits: DataSplits | None = N
             "seconds": seconds,
             "examples_per_second": totals[2] / seconds,
         }
-        _log_epoch(run_dir, writers, row, verbose)
+        if writers is not None:
+            _log_epoch(run_dir, writers, row, verbose)
         _early_stopping(state, best_manager, validation["accuracy"], train_config.early_stopping_patience, verbose)
         manager.save(checkpoint_number=state.step)
-
-    if train_config.early_stopping_patience and best_manager.latest_checkpoint:
-        # The run reports (and later exports) its best epoch, not its last.
-        tf.train.Checkpoint(model=model).restore(best_manager.latest_checkpoint).assert_existing_objects_matched()
-    return _final_evaluation(config, run_dir, model, splits, state, planned_steps, verbose)
 
 
 def _evaluate_resident(evaluate_batch, data: ResidentSplit) -> dict:
@@ -204,7 +225,7 @@ def _log_epoch(run_dir: pathlib.Path, writers: dict, row: dict, verbose: bool) -
         )
 
 
-def _final_evaluation(config, run_dir, model, splits, state, planned_steps, verbose) -> dict:
+def _final_evaluation(config, run_dir, model, splits, state, planned_steps, verbose, chief) -> dict:
     test = evaluate.evaluate_model(model, splits.test, splits.class_names)
     rows = layout.read_metrics(run_dir)
     examples = sum(row["examples_per_second"] * row["seconds"] for row in rows)
@@ -229,7 +250,8 @@ def _final_evaluation(config, run_dir, model, splits, state, planned_steps, verb
     }
     if not math.isfinite(summary["test_loss"]):
         raise TrainingDivergedError("the trained model gives a NaN or infinite test loss")
-    layout.evaluation_path(run_dir).write_text(json.dumps(summary, indent=2) + "\n")
+    if chief:
+        layout.evaluation_path(run_dir).write_text(json.dumps(summary, indent=2) + "\n")
     if verbose:
         print(f"test accuracy {test['accuracy']:.4f} on {test['examples']} images ({splits.name})")
     return summary

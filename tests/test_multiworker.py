@@ -1,0 +1,74 @@
+"""Multi-worker training: two worker processes on localhost, configured by TF_CONFIG."""
+
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+from tests.conftest import write_idx_data_set
+from tf_mlp import config as config_module
+from tf_mlp import run_dir as layout
+from tf_mlp.data import load_splits
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def _train_command(idx_dir, data_dir, run_dir, strategy):
+    return [
+        sys.executable, "-m", "tf_mlp.cli", "train", "--data", "idx", "--source-dir", str(idx_dir),
+        "--data-dir", str(data_dir), "--validation-size", "128", "--hidden", "32", "--epochs", "2",
+        "--batch-size", "64", "--optimizer", "momentum", "--learning-rate", "0.05", "--l2", "0.0001",
+        "--checkpoint-every", "10", "--strategy", strategy, "--run-dir", str(run_dir),
+    ]
+
+
+def test_two_workers_match_one_worker_at_the_same_global_batch(tmp_path, tiny_splits):
+    idx_dir = write_idx_data_set(tmp_path / "idx", tiny_splits)
+    data_dir = tmp_path / "tfds"
+    # Prepare the data set once, before two processes would race to do it.
+    load_splits(config_module.DataConfig(name="idx", source_dir=str(idx_dir), data_dir=str(data_dir), validation_size=128))
+    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+
+    single = subprocess.run(_train_command(idx_dir, data_dir, tmp_path / "single", "default"),
+                            env=environment, capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-3000:]
+
+    worker_directories_before = set(pathlib.Path(tempfile.gettempdir()).glob("tf-mlp-worker-*"))
+    ports = _free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    workers = []
+    for index in range(2):
+        worker_environment = dict(environment, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
+        log = (tmp_path / f"worker-{index}.log").open("w")
+        command = _train_command(idx_dir, data_dir, tmp_path / "multi", "multiworker")
+        workers.append((subprocess.Popen(command, env=worker_environment, stdout=log, stderr=subprocess.STDOUT), log))
+    for process, log in workers:
+        process.wait(timeout=300)
+        log.close()
+    for index, (process, _) in enumerate(workers):
+        assert process.returncode == 0, (tmp_path / f"worker-{index}.log").read_text()[-3000:]
+
+    single_rows, multi_rows = layout.read_metrics(tmp_path / "single"), layout.read_metrics(tmp_path / "multi")
+    assert [row["step"] for row in multi_rows] == [row["step"] for row in single_rows] == [8, 16]
+    np.testing.assert_allclose([row["train_loss"] for row in multi_rows], [row["train_loss"] for row in single_rows], rtol=1e-4)
+    single_evaluation, multi_evaluation = layout.read_evaluation(tmp_path / "single"), layout.read_evaluation(tmp_path / "multi")
+    assert abs(multi_evaluation["test_accuracy"] - single_evaluation["test_accuracy"]) <= 1 / 128
+    # Chief-only outputs: the run directory has one set of checkpoints, and the
+    # other worker's temporary checkpoint directory is gone.
+    assert layout.latest_checkpoint(tmp_path / "multi").endswith("ckpt-16")
+    assert set(pathlib.Path(tempfile.gettempdir()).glob("tf-mlp-worker-*")) == worker_directories_before
+    assert "epoch 1" in (tmp_path / "worker-0.log").read_text()
+    assert "epoch 1" not in (tmp_path / "worker-1.log").read_text()  # only the chief reports
