@@ -226,3 +226,18 @@ def test_metrics(server):
     assert ':tensorflow:serving:request_latency_bucket{model_name="tf_mlp",API="predict",entrypoint="REST",le="+Inf"}' \
         in text
     assert ':tensorflow:serving:request_latency_count{model_name="tf_mlp",API="predict",entrypoint="REST"}' in text
+
+
+def test_bytes_outputs_are_b64_and_non_finite_floats_are_tokens():
+    """MakeJsonFromTensors' rules for outputs our model does not have: *_bytes strings, NaN and infinities."""
+    from tf_mlp.server import json_tensors
+
+    outputs = {
+        "thumbnail_bytes": np.array([b"\x00\xff"], dtype=object),
+        "name": np.array([b"boot"], dtype=object),
+        "score": np.array([[np.nan, np.inf, -np.inf, 0.5]], dtype=np.float32),
+    }
+    rows = json_tensors.predict_response(outputs, json_tensors.ROW)
+    assert rows == b'{"predictions":[{"name":"boot","score":[NaN,Infinity,-Infinity,0.5],"thumbnail_bytes":{"b64":"AP8="}}]}'
+    columns = json_tensors.predict_response({"thumbnail_bytes": outputs["thumbnail_bytes"]}, json_tensors.COLUMNAR)
+    assert columns == b'{"outputs":[{"b64":"AP8="}]}'
