@@ -238,6 +238,7 @@ def test_bytes_outputs_are_b64_and_non_finite_floats_are_tokens():
         "score": np.array([[np.nan, np.inf, -np.inf, 0.5]], dtype=np.float32),
     }
     rows = json_tensors.predict_response(outputs, json_tensors.ROW)
-    assert rows == b'{"predictions":[{"name":"boot","score":[NaN,Infinity,-Infinity,0.5],"thumbnail_bytes":{"b64":"AP8="}}]}'
+    assert rows == (b'{"predictions":[{"name":"boot","score":[NaN,Infinity,-Infinity,0.5],'
+                    b'"thumbnail_bytes":{"b64":"AP8="}}]}')
     columns = json_tensors.predict_response({"thumbnail_bytes": outputs["thumbnail_bytes"]}, json_tensors.COLUMNAR)
     assert columns == b'{"outputs":[{"b64":"AP8="}]}'
