@@ -104,7 +104,8 @@ def test_hot_loading_under_concurrent_requests_has_no_failures(tmp_path):
         serving_helpers.wait_for(lambda: _states(server) == {3: "AVAILABLE", 2: "END", 1: "END"},
                                  message="version 3 replacing 2")
         checkpoint = answered[0]
-        serving_helpers.wait_for(lambda: answered[0] > checkpoint + 10, message="requests after the switches")
+        serving_helpers.wait_for(lambda: 3 in seen, message="version 3 answering")
+        serving_helpers.wait_for(lambda: answered[0] > checkpoint + 10, message="REST requests after the switches")
     finally:
         stop.set()
         for client in clients:
