@@ -1,0 +1,41 @@
+import json
+
+from click.testing import CliRunner
+
+from tf_mlp import reproduce
+from tf_mlp.cli import main
+from tf_mlp.config import DataConfig
+
+
+def test_reproduce_writes_the_results_table_overfitting_and_overlap(tmp_path, tiny_idx_dir, monkeypatch):
+    # Shrink the experiment: 2 batches of 128 for 3 epochs instead of 5 for 100.
+    monkeypatch.setattr(reproduce, "OVERFIT_BATCHES", 2)
+    monkeypatch.setattr(reproduce, "OVERFIT_EPOCHS", 3)
+    data = DataConfig(name="idx", source_dir=str(tiny_idx_dir), data_dir=str(tmp_path / "tfds"), validation_size=128)
+    results = reproduce.reproduce(data, tmp_path / "out", runs_root=tmp_path / "runs", presets=["logistic", "mlp"],
+                                  epochs=1, verbose=False)
+    assert [row["run"] for row in results["presets"]] == ["logistic", "mlp"]
+    assert results["presets"][0]["parameters"] == 7850 and results["presets"][1]["parameters"] == 814090
+    assert [row["run"] for row in results["overfitting"]] == ["overfit_mlp", "overfit_mlp_dropout"]
+    assert all(row["train_examples"] == 256 for row in results["overfitting"])
+    assert results["overlap"]["test_images"] == 128
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert saved["best_run"] == results["best_run"]
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert "| logistic | none | 7,850 |" in table and "Overlap:" in table
+    for name in ("learning_curves.png", "confusion_matrix.png", "misclassified.png", "report.md"):
+        assert (tmp_path / "out" / "best" / name).stat().st_size > 0
+
+    # A second reproduction reuses the finished runs rather than training again.
+    again = reproduce.reproduce(data, tmp_path / "out", runs_root=tmp_path / "runs", presets=["logistic", "mlp"],
+                                epochs=1, verbose=False)
+    assert [row["test_accuracy"] for row in again["presets"]] == [row["test_accuracy"] for row in results["presets"]]
+
+    reproduce.write_results_page(tmp_path / "RESULTS.md", [results], "tf-mlp reproduce --data idx")
+    page = (tmp_path / "RESULTS.md").read_text()
+    assert "tf-mlp reproduce --data idx" in page and "results/idx/best/learning_curves.png" in page
+
+
+def test_reproduce_command_rejects_an_unknown_data_set():
+    result = CliRunner().invoke(main, ["reproduce", "--data", "cifar10"])
+    assert result.exit_code == 2 and "Invalid value for '--data'" in result.output
