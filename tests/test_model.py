@@ -57,3 +57,12 @@ def test_training_memory_estimate_counts_optimizer_slots():
     assert sgd["weights"] == 814090 * 4
     assert adam["optimizer_slots"] == 2 * 814090 * 4 and sgd["optimizer_slots"] == 0
     assert adam["total"] == sum(value for key, value in adam.items() if key != "total")
+
+
+def test_input_dropout_drops_pixels_only_in_training_and_adds_no_parameters():
+    config = ModelConfig(hidden_units=(16,), input_dropout_rate=0.5)
+    model = model_module.build_model(config)
+    assert model.count_params() == model_module.parameter_count(config)
+    images = np.full((8, 28, 28), 200, np.uint8)
+    np.testing.assert_array_equal(model(images, training=False), model(images, training=False))
+    assert not np.allclose(model(images, training=True), model(images, training=False))

@@ -142,3 +142,13 @@ def test_mirrored_strategy_on_two_logical_cpus_matches_one_device(tmp_path):
     np.testing.assert_allclose(runs["mirrored"]["losses"], runs["default"]["losses"], rtol=1e-4)
     for mirrored, single in zip(runs["mirrored"]["weights"], runs["default"]["weights"]):
         np.testing.assert_allclose(mirrored, single, rtol=1e-4, atol=1e-5)
+
+
+def test_label_smoothing_raises_the_training_loss_floor(tmp_path, tiny_config, tiny_splits):
+    config = tiny_config.override("train", epochs=2)
+    train.train_and_evaluate(config, tmp_path / "plain", splits=tiny_splits, verbose=False)
+    train.train_and_evaluate(config.override("train", label_smoothing=0.2), tmp_path / "smooth", splits=tiny_splits, verbose=False)
+    plain, smooth = layout.read_metrics(tmp_path / "plain")[-1], layout.read_metrics(tmp_path / "smooth")[-1]
+    # Smoothed targets can never be matched exactly, so the loss stays well above the one-hot loss.
+    assert smooth["train_loss"] > plain["train_loss"] + 0.1
+    assert smooth["validation_accuracy"] > 0.9

@@ -60,6 +60,8 @@ def config_options(function):
         click.option("--drop-overlap/--keep-overlap", default=None, help="Drop validation/test images that duplicate a training image."),
         click.option("--hidden", "hidden_units", help="Hidden layer widths, comma-separated (e.g. 1024,512); 'none' for the logistic classifier."),
         click.option("--dropout", "dropout_rate", type=float, help="Dropout rate after each hidden layer."),
+        click.option("--input-dropout", "input_dropout_rate", type=float, help="Dropout rate on the input pixels."),
+        click.option("--label-smoothing", type=float, help="Label smoothing of the training targets (0: none)."),
         click.option("--l2", type=float, help="L2 penalty on the kernels: l2 * sum(w**2)."),
         click.option("--epochs", type=int, help="Epochs to train."),
         click.option("--batch-size", type=int, help="Global minibatch size."),
@@ -89,9 +91,9 @@ def resolve_config(preset, config_file, **options) -> config_module.Config:
     config = config_module.Config.load(config_file) if config_file else config_module.preset(preset or config_module.DEFAULT_PRESET)
     sections = {
         "data": ("name", "source_dir", "data_dir", "validation_size", "drop_overlap"),
-        "model": ("hidden_units", "dropout_rate", "l2"),
+        "model": ("hidden_units", "dropout_rate", "input_dropout_rate", "l2"),
         "train": ("epochs", "batch_size", "optimizer", "learning_rate", "momentum", "decay_rate", "decay_steps",
-                  "early_stopping_patience", "flip", "shift", "checkpoint_every_steps", "seed", "xla", "mixed_precision", "strategy"),
+                  "early_stopping_patience", "label_smoothing", "flip", "shift", "checkpoint_every_steps", "seed", "xla", "mixed_precision", "strategy"),
     }
     options["hidden_units"] = _hidden_units(options.get("hidden_units"))
     for section, keys in sections.items():

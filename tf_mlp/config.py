@@ -55,6 +55,8 @@ class ModelConfig:
     """Widths of the hidden Dense+ReLU layers; () is the logistic classifier."""
     dropout_rate: float = 0.0
     """Dropout after every hidden layer, active only in training."""
+    input_dropout_rate: float = 0.0
+    """Dropout on the input pixels, active only in training (Hinton et al. used 0.2)."""
     l2: float = 0.0
     """L2 penalty l2 * sum(w**2) on every kernel (not biases)."""
     num_classes: int = 10
@@ -77,6 +79,8 @@ class TrainConfig:
     early_stopping_patience: int = 0
     """Stop after this many epochs without a better validation accuracy (0: never);
     the best epoch's weights are kept."""
+    label_smoothing: float = 0.0
+    """Train against targets (1 - s) one-hot + s / K: discourages over-confident logits."""
     flip: bool = False
     """Augmentation: mirror each training image left-right with probability 1/2."""
     shift: int = 0
@@ -110,7 +114,9 @@ class Config:
         _check(0.0 < self.data.test_fraction < 1.0, "data.test_fraction must be between 0 and 1")
         _check(all(width > 0 for width in self.model.hidden_units), "model.hidden_units must be positive widths")
         _check(0.0 <= self.model.dropout_rate < 1.0, "model.dropout_rate must be in [0, 1)")
+        _check(0.0 <= self.model.input_dropout_rate < 1.0, "model.input_dropout_rate must be in [0, 1)")
         _check(self.model.l2 >= 0.0, "model.l2 must be >= 0")
+        _check(0.0 <= self.train.label_smoothing < 1.0, "train.label_smoothing must be in [0, 1)")
         _check(self.train.epochs >= 1, "train.epochs must be >= 1")
         _check(self.train.batch_size >= 1, "train.batch_size must be >= 1")
         _check(self.train.optimizer in OPTIMIZERS, f"train.optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.train.optimizer!r}")

@@ -28,6 +28,8 @@ def build_model(config: ModelConfig, *, seed: int = 0, mixed_precision: bool = F
     images = keras.Input(shape=(contract.IMAGE_SIZE, contract.IMAGE_SIZE), dtype="uint8", name="images")
     x = keras.layers.Rescaling(1.0 / 255.0, dtype=hidden_dtype, name="scale")(images)
     x = keras.layers.Flatten(name="flatten")(x)
+    if config.input_dropout_rate > 0:
+        x = keras.layers.Dropout(config.input_dropout_rate, seed=seed + 2000, name="input_dropout")(x)
     for index, width in enumerate(config.hidden_units):
         x = keras.layers.Dense(
             width,

@@ -47,7 +47,9 @@ def current_learning_rate(optimizer: keras.optimizers.Optimizer) -> float:
     return float(keras.ops.convert_to_numpy(inner.learning_rate))
 
 
-def make_train_function(model, optimizer, strategy: tf.distribute.Strategy, global_batch_size: int, *, jit_compile: bool):
+def make_train_function(
+    model, optimizer, strategy: tf.distribute.Strategy, global_batch_size: int, *, jit_compile: bool, label_smoothing: float = 0.0
+):
     """train(iterator, num_steps) -> [data-loss sum, correct, count, regularization loss].
 
     Several steps run inside one tf.function call so that the Python loop is
@@ -57,7 +59,13 @@ def make_train_function(model, optimizer, strategy: tf.distribute.Strategy, glob
     def replica_step(images, labels):
         with tf.GradientTape() as tape:
             logits = model(images, training=True)
-            per_example_loss = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+            if label_smoothing:
+                targets = tf.one_hot(labels, tf.shape(logits)[-1])
+                per_example_loss = keras.losses.categorical_crossentropy(
+                    targets, logits, from_logits=True, label_smoothing=label_smoothing
+                )
+            else:
+                per_example_loss = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
             loss = tf.nn.compute_average_loss(per_example_loss, global_batch_size=global_batch_size)
             regularization = tf.add_n(model.losses) if model.losses else tf.constant(0.0)
             loss += tf.nn.scale_regularization_loss(regularization)

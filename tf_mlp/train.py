@@ -118,7 +118,9 @@ def train_and_evaluate(config: Config, run_dir, *, splits: DataSplits | None = N
     if chief:
         _keep_metrics_up_to(run_dir, int(state.step))
 
-    train_function = steps.make_train_function(model, optimizer, strategy, batch_size, jit_compile=train_config.xla)
+    train_function = steps.make_train_function(
+        model, optimizer, strategy, batch_size, jit_compile=train_config.xla, label_smoothing=train_config.label_smoothing
+    )
     evaluate_batch = steps.make_eval_function(model)
     writers = {name: tf.summary.create_file_writer(str(run_dir / layout.LOGS_DIR / name)) for name in ("train", "validation")} if chief else None
     try:
