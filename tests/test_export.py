@@ -88,7 +88,7 @@ def test_export_publishes_version_1_with_labels_warmup_and_model_card(exported, 
     assert model_card["git_commit"] is None or len(model_card["git_commit"]) == 40
     assert model_card["exported_at"].endswith("+00:00") and model_card["export_seconds"] > 0
     assert model_card["verification"]["images"] == 64
-    assert set(model_card["signatures"]) == {"serving_default", "predict_encoded", "predict_images", "classify"}
+    assert set(model_card["signatures"]) == {"serving_default", "predict_encoded", "predict_raw", "predict_images", "classify"}
 
 
 def test_git_state_is_none_outside_a_checkout(tmp_path):
@@ -104,7 +104,8 @@ def test_describe_signatures_reads_like_saved_model_cli(exported):
     assert "    inputs['images'] tensor_info:\n        dtype: DT_UINT8\n        shape: (-1, 28, 28)\n" in text
     assert "    inputs['image_bytes'] tensor_info:\n        dtype: DT_STRING\n        shape: (-1)\n" in text
     assert "    outputs['scores'] tensor_info:\n        dtype: DT_FLOAT\n        shape: (-1, 10)\n" in text
-    assert text.count("Method name is: tensorflow/serving/predict") == 3
+    assert "    inputs['pixels_bytes'] tensor_info:\n        dtype: DT_STRING\n        shape: (-1)\n" in text
+    assert text.count("Method name is: tensorflow/serving/predict") == 4
     assert text.count("Method name is: tensorflow/serving/classify") == 1
     assert "__saved_model_init_op" not in text
     assert result.signatures == text
@@ -194,6 +195,23 @@ def test_corrupt_image_is_an_invalid_argument_naming_the_image(exported, splits)
     assert _encoded(loaded, [good])["class_ids"].shape == (1,)
 
 
+def test_raw_signature_gives_serving_default_results(exported, splits):
+    _, loaded = exported
+    pixels = splits.test.images[:8]
+    expected = _serve(loaded, pixels)
+    raw = tf.constant([image.tobytes() for image in pixels], dtype=tf.string)
+    outputs = loaded.signatures[contract.RAW_SIGNATURE](pixels_bytes=raw)
+    np.testing.assert_array_equal(outputs["probabilities"], expected["probabilities"])
+    np.testing.assert_array_equal(outputs["class_names"], expected["class_names"])
+
+
+def test_raw_signature_names_an_input_of_the_wrong_length(exported, splits):
+    _, loaded = exported
+    raw = [splits.test.images[0].tobytes(), b"\0" * 783]
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"pixels_bytes\[1\] holds 783 bytes; expected 784"):
+        loaded.signatures[contract.RAW_SIGNATURE](pixels_bytes=tf.constant(raw))
+
+
 def test_predict_images_takes_the_mnist_example_float_pixels(exported, splits):
     _, loaded = exported
     pixels = splits.test.images[:32]
@@ -220,7 +238,7 @@ def test_classify_signature_takes_serialized_tf_examples(exported, splits):
 def test_warmup_file_holds_prediction_logs_that_run_against_the_model(exported):
     result, loaded = exported
     logs = warmup.read_requests(result.path / "assets.extra" / contract.WARMUP_FILE)
-    assert len(logs) == 4 * len(warmup.BATCH_SIZES)
+    assert len(logs) == 5 * len(warmup.BATCH_SIZES)
     kinds = {}
     for log in logs:
         kind = log.WhichOneof("log_type")
@@ -236,6 +254,7 @@ def test_warmup_file_holds_prediction_logs_that_run_against_the_model(exported):
     assert kinds == {
         "serving_default": {"predict_log"},
         "predict_encoded": {"predict_log"},
+        "predict_raw": {"predict_log"},
         "predict_images": {"predict_log"},
         "classify": {"classify_log"},
     }

@@ -16,6 +16,7 @@ Signatures (tf_mlp.export.signatures; names in tf_mlp.contract):
 
     serving_default   images uint8 [-1, 28, 28] -> probabilities, class_ids, class_names
     predict_encoded   image_bytes string [-1] (PNG/JPEG bytes) -> probabilities, class_ids, class_names
+    predict_raw       pixels_bytes string [-1] (784 raw uint8 pixels per image) -> the same three outputs
     predict_images    images float32 [-1, 784] in [0, 1] -> scores   (TensorFlow Serving's MNIST example)
     classify          inputs string [-1] (serialized tf.Example) -> classes, scores
                       method tensorflow/serving/classify; the tf.Example carries one bytes feature

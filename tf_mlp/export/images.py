@@ -25,6 +25,14 @@ WebP file fail with InvalidArgumentError "image_bytes[i] is not a decodable
 image ..."; a file with a valid header but corrupt data fails with the
 decoder's own InvalidArgumentError (e.g. "Invalid PNG data").
 
+Raw pixels (the `predict_raw` signature)
+----------------------------------------
+Each element is exactly 784 bytes, the uint8 pixels of one 28x28 image in
+row-major order (numpy's `images.tobytes()` per image), reinterpreted with
+`tf.io.decode_raw`: no image decoder, no copies beyond the one into the
+batch. Any other length fails with InvalidArgumentError "pixels_bytes[i]
+holds N bytes; expected 784 ...".
+
 Float pixels (the `predict_images` signature)
 ---------------------------------------------
 TensorFlow Serving's MNIST example sends float32 [batch, 784] in [0, 1].
@@ -108,6 +116,24 @@ def decode_images(encoded: tf.Tensor, input_name: str = contract.ENCODED_INPUT) 
         (encoded, indices),
         fn_output_signature=tf.TensorSpec([contract.IMAGE_SIZE, contract.IMAGE_SIZE], tf.uint8),
     )
+
+
+def pixels_from_raw_bytes(raw: tf.Tensor, input_name: str = contract.RAW_INPUT) -> tf.Tensor:
+    """string [batch] of 784 raw uint8 pixels each -> uint8 [batch, 28, 28]."""
+    lengths = tf.strings.length(raw)
+    wrong = tf.where(tf.not_equal(lengths, contract.NUM_PIXELS))
+    # decode_raw's own error ("DecodeRaw requires input strings to all be the same
+    # size") names neither the input nor the expected size: check first.
+    first_wrong = tf.concat([tf.reshape(wrong, [-1]), [-1]], axis=0)[0]
+    message = tf.strings.format(
+        input_name + "[{}] holds {} bytes; expected " + str(contract.NUM_PIXELS)
+        + " (the 28x28 uint8 pixels of one image, row-major)",
+        (first_wrong, tf.gather(tf.concat([lengths, [0]], axis=0), tf.maximum(first_wrong, 0))),
+    )
+    check = tf.debugging.Assert(tf.equal(tf.size(wrong), 0), [message], name="check_raw_length")
+    with tf.control_dependencies([check]):
+        flat = tf.io.decode_raw(raw, tf.uint8)
+    return tf.reshape(flat, [-1, contract.IMAGE_SIZE, contract.IMAGE_SIZE])
 
 
 def pixels_from_unit_floats(images: tf.Tensor) -> tf.Tensor:

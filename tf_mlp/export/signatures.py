@@ -4,6 +4,9 @@
                       -> probabilities float32 [None, K], class_ids int64 [None], class_names string [None]
     predict_encoded   image_bytes string [None] (PNG/JPEG file bytes; {"b64": ...} in JSON)
                       -> the same three outputs
+    predict_raw       pixels_bytes string [None] (784 raw uint8 pixels, row-major; {"b64": ...} in JSON)
+                      -> the same three outputs; the compact form for REST (a third of the JSON
+                      of nested pixel lists, and base64 decodes far faster than 784 JSON numbers)
     predict_images    images float32 [None, 784] in [0, 1]   (TensorFlow Serving's MNIST example)
                       -> scores float32 [None, K]
     classify          inputs string [None] (serialized tf.Example, bytes feature "image" = PNG/JPEG bytes)
@@ -31,12 +34,14 @@ from tf_mlp.export import images
 SIGNATURE_NAMES = (
     contract.SERVING_SIGNATURE,
     contract.ENCODED_SIGNATURE,
+    contract.RAW_SIGNATURE,
     contract.MNIST_EXAMPLE_SIGNATURE,
     contract.CLASSIFY_SIGNATURE,
 )
 
 _PIXELS = tf.TensorSpec([None, contract.IMAGE_SIZE, contract.IMAGE_SIZE], tf.uint8, name=contract.IMAGES_INPUT)
 _ENCODED = tf.TensorSpec([None], tf.string, name=contract.ENCODED_INPUT)
+_RAW = tf.TensorSpec([None], tf.string, name=contract.RAW_INPUT)
 _UNIT_FLOATS = tf.TensorSpec([None, contract.NUM_PIXELS], tf.float32, name=contract.IMAGES_INPUT)
 _EXAMPLES = tf.TensorSpec([None], tf.string, name=contract.CLASSIFY_INPUT)
 
@@ -77,6 +82,10 @@ class ServingModule(tf.Module):
     def serve_encoded(self, image_bytes):
         return self._predict(images.decode_images(image_bytes, contract.ENCODED_INPUT))
 
+    @tf.function(input_signature=[_RAW])
+    def serve_raw(self, pixels_bytes):
+        return self._predict(images.pixels_from_raw_bytes(pixels_bytes, contract.RAW_INPUT))
+
     @tf.function(input_signature=[_UNIT_FLOATS])
     def serve_unit_floats(self, images_float):
         probabilities = self._predict(images.pixels_from_unit_floats(images_float))[contract.PROBABILITIES_OUTPUT]
@@ -100,6 +109,7 @@ class ServingModule(tf.Module):
         return {
             contract.SERVING_SIGNATURE: self.serve_pixels,
             contract.ENCODED_SIGNATURE: self.serve_encoded,
+            contract.RAW_SIGNATURE: self.serve_raw,
             contract.MNIST_EXAMPLE_SIGNATURE: self.serve_unit_floats,
             contract.CLASSIFY_SIGNATURE: self.serve_examples,
         }

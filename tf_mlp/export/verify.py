@@ -94,6 +94,10 @@ def verify_saved_model(saved_model_dir, model, class_names, pixels: np.ndarray) 
         contract.ENCODED_SIGNATURE, outputs, expected, class_names
     )
 
+    raw = tf.constant([image.tobytes() for image in pixels], dtype=tf.string)
+    outputs = _call(loaded, contract.RAW_SIGNATURE, **{contract.RAW_INPUT: raw})
+    differences[contract.RAW_SIGNATURE] = _check_predictions(contract.RAW_SIGNATURE, outputs, expected, class_names)
+
     unit_floats = pixels.reshape(len(pixels), contract.NUM_PIXELS).astype(np.float32) / 255.0
     outputs = _call(loaded, contract.MNIST_EXAMPLE_SIGNATURE, **{contract.IMAGES_INPUT: tf.constant(unit_floats)})
     differences[contract.MNIST_EXAMPLE_SIGNATURE] = _compare(

@@ -7,7 +7,7 @@ which is why the export replays them itself before publishing. Format, as
 TensorFlow Serving's SavedModel Warmup guide specifies it: a TFRecord file,
 each record one serialized `tensorflow.serving.PredictionLog`, at most 1000
 records. Built here with the `tensorflow-serving-api` protobuf classes:
-PredictRequests for the three predict signatures and ClassificationRequests
+PredictRequests for the four predict signatures and ClassificationRequests
 for the classify signature, at a few batch sizes each (batch size matters to
 the server's batching and to any shape-specialized kernels).
 """
@@ -66,6 +66,8 @@ def build_requests(pixels: np.ndarray) -> list[prediction_log_pb2.PredictionLog]
         pngs = encode_png(batch)
         logs.append(_predict_log(contract.SERVING_SIGNATURE, contract.IMAGES_INPUT, batch))
         logs.append(_predict_log(contract.ENCODED_SIGNATURE, contract.ENCODED_INPUT, np.array(pngs, dtype=object)))
+        raw = np.array([image.tobytes() for image in batch], dtype=object)
+        logs.append(_predict_log(contract.RAW_SIGNATURE, contract.RAW_INPUT, raw))
         unit_floats = batch.reshape(batch_size, contract.NUM_PIXELS).astype(np.float32) / 255.0
         logs.append(_predict_log(contract.MNIST_EXAMPLE_SIGNATURE, contract.IMAGES_INPUT, unit_floats))
         logs.append(_classify_log(pngs))
