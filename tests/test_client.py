@@ -185,7 +185,8 @@ def test_backends_agree_on_status_metadata_and_class_names(targets):
         assert status.available == [1], name
         assert metadata.version == 1 and metadata.model == contract.MODEL_NAME, name
         assert set(metadata.signatures) == {contract.SERVING_SIGNATURE, contract.ENCODED_SIGNATURE,
-                                            contract.MNIST_EXAMPLE_SIGNATURE, contract.CLASSIFY_SIGNATURE}, name
+                                            contract.RAW_SIGNATURE, contract.MNIST_EXAMPLE_SIGNATURE,
+                                            contract.CLASSIFY_SIGNATURE}, name
         images_input = metadata.signatures[contract.SERVING_SIGNATURE].inputs[contract.IMAGES_INPUT]
         assert (images_input.dtype, images_input.shape) == ("DT_UINT8", [-1, 28, 28]), name
         assert class_names == tuple(str(index) for index in range(10)), name

@@ -5,8 +5,13 @@
     GET  /v1/models/NAME[/versions/N]                       status (GetModelStatusResponse)
     GET  /v1/models/NAME[/versions/N | /labels/L]/metadata  metadata (GetModelMetadataResponse)
 
-Requests use the row format: `instances` is the uint8 pixel batch as nested
-lists, or one `{"b64": ...}` object per encoded image. Errors come back as
+Requests use the row format: one `{"b64": ...}` object per image, holding
+its 784 raw pixels (the predict_raw signature) or its PNG/JPEG file. Pixel
+arrays go to predict_raw when no signature is named, because nested lists of
+784 numbers per image cost the server most of its time in JSON decoding
+(docs/PERFORMANCE.md); a model without predict_raw (one not exported by this
+project) is answered "signature not found", after which this client sends
+nested lists to serving_default, as any TensorFlow Serving client does. Errors come back as
 `{"error": "..."}` with an HTTP status; the message is kept in the raised
 ClientError. This module imports neither TensorFlow nor its protobufs, so a
 REST client starts in well under a second.
@@ -43,6 +48,8 @@ class RestClient(Client):
         self._pool = urllib3.HTTPConnectionPool(
             target.host, target.port, maxsize=max_connections, block=True, retries=False,
             timeout=urllib3.Timeout(connect=min(timeout, 10.0), read=timeout))
+        self._raw_signature = True
+        """Send pixel arrays to predict_raw; False once the model turned out not to have it."""
 
     def close(self) -> None:
         self._pool.close()
@@ -51,10 +58,20 @@ class RestClient(Client):
 
     def _run(self, signature: str, kind: str, batch) -> dict:
         if kind == ENCODED:
-            instances = [{"b64": base64.b64encode(data).decode("ascii")} for data in batch]
-            body = orjson.dumps({"signature_name": signature, "instances": instances})
+            body = _base64_body(signature, batch)
+        elif self.spec.signature is None and self._raw_signature:
+            try:
+                return self._predictions(_base64_body(contract.RAW_SIGNATURE, (image.tobytes() for image in batch)))
+            except errors.RequestError as error:
+                if f'"{contract.RAW_SIGNATURE}" not found' not in str(error):
+                    raise
+                self._raw_signature = False  # not one of our exports: fall back to nested lists from now on
+            body = orjson.dumps({"signature_name": signature, "instances": batch}, option=orjson.OPT_SERIALIZE_NUMPY)
         else:
             body = orjson.dumps({"signature_name": signature, "instances": batch}, option=orjson.OPT_SERIALIZE_NUMPY)
+        return self._predictions(body)
+
+    def _predictions(self, body: bytes) -> dict:
         answer = self._call("POST", self._model_path() + ":predict", body)
         predictions = answer.get("predictions")
         if not isinstance(predictions, list):
@@ -119,6 +136,12 @@ class RestClient(Client):
         if 400 <= response.status < 500:
             raise errors.RequestError(target, status, message)
         raise errors.ServerError(target, status, message)
+
+
+def _base64_body(signature: str, items) -> bytes:
+    """A row-format predict body of one {"b64": ...} object per bytes item."""
+    instances = [{"b64": base64.b64encode(data).decode("ascii")} for data in items]
+    return orjson.dumps({"signature_name": signature, "instances": instances})
 
 
 def _quote(text: str) -> str:

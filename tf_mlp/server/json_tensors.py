@@ -157,6 +157,28 @@ def _fast(value, dtype):
     return array.astype(tensors.numpy_dtype(dtype), copy=False)
 
 
+def _fast_base64(instances: list):
+    """A list of {"b64": ...} objects (the _bytes signatures' row form) as a 1-D bytes array, or None.
+
+    The same tensor as the exact walk, without its per-element shape checks
+    and stacking; anything else (or bad base64) takes the walk and its messages.
+    """
+    values = []
+    for value in instances:
+        if type(value) is not dict or len(value) != 1:
+            return None
+        text = value.get("b64")
+        if type(text) is not str:
+            return None
+        try:
+            values.append(base64.b64decode(text, validate=True))
+        except (binascii.Error, ValueError):
+            return None
+    array = np.empty(len(values), dtype=object)
+    array[:] = values
+    return array
+
+
 def to_tensor(value, dtype, name: str, may_be_fast: bool = True) -> np.ndarray:
     """A JSON value (scalar or nested lists) as an ndarray of dtype, or INVALID_ARGUMENT."""
     if may_be_fast and dtype != types_pb2.DT_STRING:
@@ -203,6 +225,10 @@ def _rows(document: dict, instances: list, input_specs: dict, may_be_fast: bool)
     if not objects and may_be_fast and input_specs[first_name].dtype != types_pb2.DT_STRING:
         array = _fast(instances, input_specs[first_name].dtype)
         if array is not None and array.ndim >= 1:
+            return {first_name: array}
+    if not objects and input_specs[first_name].dtype == types_pb2.DT_STRING:
+        array = _fast_base64(instances)
+        if array is not None:
             return {first_name: array}
     columns = {}
     shapes = {}

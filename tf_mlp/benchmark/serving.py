@@ -1,0 +1,224 @@
+"""Serving-side measurements: in-process inference (the ceiling), the embedded server over REST and
+gRPC with the batch runner for each input signature, single-image latency, server-side batching
+under 32 concurrent single-image clients, and the server's peak memory.
+
+The server runs in a subprocess (`tf-mlp serve`), as it is deployed: the clients measured here then
+do not share its interpreter lock, and its peak RSS is its own. Both share this machine's cores, as
+a client and a server on one host do. The model is the default preset trained for one epoch on the
+real data: inference speed does not depend on how well it was trained.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import pathlib
+import statistics
+import tempfile
+import time
+
+import numpy as np
+
+from tf_mlp import config as config_module, contract
+from tf_mlp.benchmark import serving_load
+from tf_mlp.data.splits import DataSplits
+
+BATCH_SIZES = (64, 256, 1024, 4096)
+"""In-process request batch sizes: the best one is the ceiling; all of them are the scaling curve."""
+BATCHING_CONFIG = pathlib.Path(__file__).resolve().parents[2] / "serving" / "batching.config"
+SIGNATURE_RUNS = {
+    # name: (protocol, signature to name, input kind)
+    "rest_uint8_lists": ("rest", contract.SERVING_SIGNATURE, "pixels"),
+    "rest_png_b64": ("rest", contract.ENCODED_SIGNATURE, "png"),
+    "rest_raw_b64": ("rest", None, "pixels"),  # the client's default for pixel arrays: predict_raw
+    "grpc_uint8_tensor": ("grpc", None, "pixels"),
+    "grpc_png": ("grpc", contract.ENCODED_SIGNATURE, "png"),
+}
+
+
+def export_model(splits: DataSplits, work: pathlib.Path) -> pathlib.Path:
+    """Train the default preset for one epoch and export it; return the model base path."""
+    from tf_mlp import export
+    from tf_mlp.train import train_and_evaluate
+
+    config = config_module.preset("mlp").override("train", epochs=1)
+    train_and_evaluate(config, work / "run", splits=splits, verbose=False)
+    result = export.export_run(work / "run", work / "models", verification_images=splits.test.images[:100])
+    return result.path.parent
+
+
+def in_process_rates(version_dir, images: np.ndarray, batch_sizes, repetitions: int) -> dict:
+    """{batch size: images/s} of serving_default called directly, outputs fetched as numpy."""
+    import tensorflow as tf
+
+    function = tf.saved_model.load(str(version_dir)).signatures[contract.SERVING_SIGNATURE]
+
+    def one_pass(batch_size: int) -> float:
+        start = time.perf_counter()
+        for offset in range(0, len(images), batch_size):
+            outputs = function(images=tf.constant(images[offset:offset + batch_size]))
+            [value.numpy() for value in outputs.values()]
+        return len(images) / (time.perf_counter() - start)
+
+    rates = {}
+    for batch_size in batch_sizes:
+        one_pass(batch_size)  # trace and warm up this shape
+        rates[batch_size] = statistics.median(one_pass(batch_size) for _ in range(repetitions))
+    return rates
+
+
+def write_pngs(images: np.ndarray, directory: pathlib.Path) -> pathlib.Path:
+    """One grayscale PNG per image (zero-padded names keep the input order)."""
+    from PIL import Image
+
+    directory.mkdir(parents=True)
+    for index, image in enumerate(images):
+        Image.fromarray(image, mode="L").save(directory / f"{index:05d}.png")
+    return directory
+
+
+def batch_rate(server, protocol: str, signature, inputs, output: pathlib.Path) -> float:
+    """Images/s of the batch runner (default chunk size and concurrency) over one protocol."""
+    from tf_mlp import batch, client
+
+    target = server.rest_target if protocol == "rest" else server.grpc_target
+    with client.connect(target, signature=signature, max_connections=batch.DEFAULT_CONCURRENCY) as model:
+        start = time.perf_counter()
+        summary = batch.run_batch(model, inputs, output, progress=False, restart=True)
+        seconds = time.perf_counter() - start
+    if summary.to_dict().get("errors"):
+        raise RuntimeError(f"batch run {protocol} {signature} had errors: {summary.to_dict()}")
+    return len(inputs) / seconds
+
+
+def batch_rates(server, splits: DataSplits, count: int, repetitions: int, work: pathlib.Path) -> dict:
+    from tf_mlp import batch
+
+    images = splits.test.images[:count]
+    sources = {"pixels": batch.open_inputs(str(_save_npz(images, splits.test.labels[:count], work))),
+               "png": batch.open_inputs(str(write_pngs(images, work / "png")))}
+    results = {}
+    for name, (protocol, signature, kind) in SIGNATURE_RUNS.items():
+        output = work / f"{name}.csv"
+        batch_rate(server, protocol, signature, sources[kind], output)  # warm connections and shapes
+        results[name] = statistics.median(
+            batch_rate(server, protocol, signature, sources[kind], output) for _ in range(repetitions))
+    return results
+
+
+def _save_npz(images, labels, work: pathlib.Path) -> pathlib.Path:
+    path = work / "test.npz"
+    np.savez(path, images=images, labels=labels)
+    return path
+
+
+def latencies(server, image: np.ndarray, concurrency: int, requests: int) -> dict:
+    """p50 / p99 in milliseconds of single-image predicts through the REST client, `concurrency` at once."""
+    from tf_mlp import client
+
+    with client.connect(server.rest_target, max_connections=concurrency) as model:
+        for _ in range(20):
+            model.predict(image)  # connections open, shapes traced
+
+        def one_client(count: int) -> list:
+            times = []
+            for _ in range(count):
+                start = time.perf_counter()
+                model.predict(image)
+                times.append(time.perf_counter() - start)
+            return times
+
+        with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
+            runs = pool.map(one_client, [requests // concurrency] * concurrency)
+            seconds = np.concatenate([np.asarray(times) for times in runs]) * 1000
+    return {"p50_ms": float(np.percentile(seconds, 50)), "p99_ms": float(np.percentile(seconds, 99))}
+
+
+def run_serving_benchmarks(splits: DataSplits, repetitions: int = 3, quick: bool = False) -> dict:
+    """Every serving figure, measured side by side on one exported model."""
+    from tf_mlp import batch
+
+    count = 2000 if quick else len(splits.test.images)
+    images = splits.test.images[:count]
+    load_seconds = 2.0 if quick else 5.0
+    results = {"images": count}
+    with tempfile.TemporaryDirectory(prefix="tf-mlp-bench-") as directory:
+        work = pathlib.Path(directory)
+        base = export_model(splits, work)
+        version_dir = next(path for path in base.iterdir() if path.name.isdigit())
+        rates = in_process_rates(version_dir, images, BATCH_SIZES[:2] + BATCH_SIZES[-1:] if quick else BATCH_SIZES,
+                                 repetitions)
+        results["scaling_request_batch"] = rates
+        results["in_process_images_per_second"] = max(rates.values())
+        results["in_process_best_batch"] = max(rates, key=rates.get)
+
+        with serving_load.ServerProcess(base) as server:
+            results["batch_images_per_second"] = batch_rates(server, splits, count, repetitions, work)
+            requests = 200 if quick else 2000
+            results["latency_concurrency_1"] = latencies(server, images[0], 1, requests)
+            results["latency_concurrency_8"] = latencies(server, images[0], 8, requests)
+            results["unbatched_32_clients_rps"] = statistics.median(
+                serving_load.concurrent_rate(server, images[0], 32, load_seconds) for _ in range(repetitions))
+            results["server_peak_rss_mb"] = server.peak_rss_megabytes()
+
+        pixel_inputs = batch.open_inputs(str(work / "test.npz"))  # written by batch_rates
+        with serving_load.ServerProcess(base, batching_config=BATCHING_CONFIG) as server:
+            results["batched_32_clients_rps"] = statistics.median(
+                serving_load.concurrent_rate(server, images[0], 32, load_seconds) for _ in range(repetitions))
+            results["batching_config_max_batch_size"] = serving_load.max_batch_size(BATCHING_CONFIG)
+            results["batched_server_rest_raw_images_per_second"] = statistics.median(
+                batch_rate(server, "rest", None, pixel_inputs, work / "batched.csv")
+                for _ in range(repetitions))
+    results["batching_speedup"] = results["batched_32_clients_rps"] / results["unbatched_32_clients_rps"]
+    ceiling = results["in_process_images_per_second"]
+    results["rest_over_in_process"] = results["batch_images_per_second"]["rest_raw_b64"] / ceiling
+    results["grpc_over_in_process"] = results["batch_images_per_second"]["grpc_uint8_tensor"] / ceiling
+    return results
+
+
+def as_table_rows(results: dict) -> list[tuple[str, str]]:
+    ceiling = results["in_process_images_per_second"]
+    rows = [(f"inference in-process, best batch ({results['in_process_best_batch']})", f"{ceiling:,.0f} images/s")]
+    names = {
+        "rest_uint8_lists": "REST, serving_default, uint8 nested lists",
+        "rest_png_b64": "REST, predict_encoded, PNG as b64",
+        "rest_raw_b64": "REST, predict_raw, 784 raw bytes as b64 (client default)",
+        "grpc_uint8_tensor": "gRPC, serving_default, uint8 tensor_content",
+        "grpc_png": "gRPC, predict_encoded, PNG bytes",
+    }
+    for key, name in names.items():
+        rate = results["batch_images_per_second"][key]
+        rows.append((f"batch script on {results['images']:,} test images: {name}",
+                     f"{rate:,.0f} images/s ({rate / ceiling:.2f}x in-process)"))
+    rows.append((f"batch script, REST predict_raw, batching server (max_batch_size "
+                 f"{results['batching_config_max_batch_size']})",
+                 f"{results['batched_server_rest_raw_images_per_second']:,.0f} images/s"))
+    for concurrency in (1, 8):
+        latency = results[f"latency_concurrency_{concurrency}"]
+        rows.append((f"single-image REST latency, concurrency {concurrency}",
+                     f"p50 {latency['p50_ms']:.2f} ms, p99 {latency['p99_ms']:.2f} ms"))
+    rows += [
+        ("32 concurrent single-image REST clients, no batching", f"{results['unbatched_32_clients_rps']:,.0f} requests/s"),
+        ("32 concurrent single-image REST clients, batching", f"{results['batched_32_clients_rps']:,.0f} requests/s "
+                                                              f"({results['batching_speedup']:.2f}x)"),
+        ("server peak RSS (`tf-mlp serve`, after every run above)", f"{results['server_peak_rss_mb']:,.0f} MB"),
+    ]
+    rows += [(f"in-process inference at request batch {size}", f"{rate:,.0f} images/s")
+             for size, rate in results["scaling_request_batch"].items()]
+    return rows
+
+
+def targets(results: dict) -> list[str]:
+    """Issue 7's serving targets, each marked met or not by this run's numbers."""
+    def mark(met: bool) -> str:
+        return "met" if met else "NOT met"
+
+    rest, grpc = results["rest_over_in_process"], results["grpc_over_in_process"]
+    latency = results["latency_concurrency_1"]
+    speedup = results["batching_speedup"]
+    return [
+        f"batch inference over REST >= 0.5x in-process: {rest:.2f}x ({mark(rest >= 0.5)})",
+        f"batch inference over gRPC >= 0.7x in-process: {grpc:.2f}x ({mark(grpc >= 0.7)})",
+        f"single-image REST latency at concurrency 1, p50 <= 2 ms: {latency['p50_ms']:.2f} ms "
+        f"({mark(latency['p50_ms'] <= 2)}); p99 <= 10 ms: {latency['p99_ms']:.2f} ms ({mark(latency['p99_ms'] <= 10)})",
+        f"batching with 32 single-image clients >= 2x no batching: {speedup:.2f}x ({mark(speedup >= 2)})",
+    ]
