@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import orjson
@@ -90,6 +91,12 @@ def parse(body: bytes) -> dict:
             raise _parse_error(text, slow_error) from None
         except RecursionError:
             raise invalid_argument(f"JSON Parse error: Nesting deeper than {MAX_DEPTH} levels at offset: 0") from None
+        except ValueError:
+            # Python refuses integers of more than sys.get_int_max_str_digits() digits (a ValueError, not a
+            # JSONDecodeError); RapidJSON refuses them too, as numbers too big for a double.
+            too_long = re.search(rb"[0-9]{1000,}", body)
+            raise invalid_argument("JSON Parse error: Number too big to be stored in double. at offset: "
+                                   f"{too_long.start() if too_long else 0}") from None
     if not isinstance(document, dict):
         raise invalid_argument(f"JSON Value: {value_to_string(document)} Is not object")
     return document

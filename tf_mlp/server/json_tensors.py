@@ -28,6 +28,8 @@ ROW, COLUMNAR = "row", "columnar"
 BYTES_SUFFIX = "_bytes"
 MAX_RANK = 254
 """TensorShape's largest rank; deeper lists cannot be a tensor."""
+NUMPY_MAX_RANK = 64
+"""numpy's largest number of dimensions (numpy 2)."""
 
 _INTEGER_RANGES = {
     types_pb2.DT_INT8: (-(1 << 7), (1 << 7) - 1),
@@ -190,6 +192,10 @@ def to_tensor(value, dtype, name: str, may_be_fast: bool = True) -> np.ndarray:
         raise invalid_argument(f"tensor parsing error: {name}")
     values = []
     _fill(value, 0, shape, dtype, values)
+    if len(shape) > NUMPY_MAX_RANK:
+        # A valid TensorShape (TensorFlow Serving would fail the signature's rank check next), but numpy
+        # cannot hold it, and no signature takes it: refused here instead of failing in reshape (a 500).
+        raise invalid_argument(f"{name}: a tensor of rank {len(shape)} is not supported (at most {NUMPY_MAX_RANK})")
     if dtype == types_pb2.DT_STRING:
         array = np.empty(len(values), dtype=object)
         array[:] = values
