@@ -1,0 +1,87 @@
+"""`tf-mlp serve` as a real subprocess, for tests that SIGKILL it or watch its memory.
+
+The ports are picked free beforehand and passed as flags, so a restarted
+server comes back on the same ports and a client that keeps its URL finds it.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import requests
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class ServerProcess:
+    def __init__(self, log_path: pathlib.Path, *flags: str):
+        self.rest_port, self.grpc_port = free_port(), free_port()
+        self.flags = [f"--port={self.grpc_port}", f"--rest_api_port={self.rest_port}", *flags]
+        self.log_path = log_path
+        self.process = None
+        self.starts = 0
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://127.0.0.1:{self.rest_port}"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def start(self, timeout: float = 120) -> "ServerProcess":
+        """Start and wait until the model answers its status request."""
+        self.starts += 1
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "tf_mlp.cli", "serve", *self.flags], stdout=log, stderr=subprocess.STDOUT,
+                env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+        deadline = time.monotonic() + timeout
+        while True:
+            assert self.process.poll() is None, f"the server exited: {self.log()[-3000:]}"
+            try:
+                if requests.get(f"{self.rest_url}/v1/models/tf_mlp", timeout=5).status_code == 200:
+                    return self
+            except requests.ConnectionError:
+                pass
+            assert time.monotonic() < deadline, f"the server did not come up: {self.log()[-3000:]}"
+            time.sleep(0.1)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.alive():
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def rss_bytes(self) -> int:
+        """Resident set size from /proc/<pid>/status (VmRSS is in kB)."""
+        for line in pathlib.Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError("no VmRSS line")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
