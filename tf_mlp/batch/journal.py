@@ -1,8 +1,12 @@
 """The append-only journal of finished chunks that makes a batch run resumable.
 
 While a run is in progress its results live in `<output>.journal`, one JSON
-line per finished chunk, appended with a single write and fsync'ed before
-the run goes on: a chunk is on disk whole or not at all. The first line is a
+line per finished chunk, appended with a single write: a chunk is in the
+file whole or not at all, and a killed process loses nothing the kernel has.
+Against power loss the file is fsync'ed at most once a second
+(SYNC_INTERVAL_SECONDS) and on close, not after every chunk: one fsync took
+about 4 ms here, 10-20% of a 10,000-image gRPC run, and a crash loses at most
+the last second of chunks, which --resume simply redoes. The first line is a
 header naming the inputs (count and fingerprint) so that --resume refuses a
 journal written for other inputs. A SIGKILL can at worst cut the last line
 short; loading drops that fragment (its chunk is simply redone), so no row
@@ -15,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import pathlib
+import time
 
 import orjson
 
@@ -24,6 +29,8 @@ from tf_mlp.errors import ConfigError, DataError
 log = logging.getLogger(__name__)
 
 FORMAT = "tf-mlp-batch-journal/1"
+SYNC_INTERVAL_SECONDS = 1.0
+"""Longest time a finished chunk may sit in the kernel's cache only (see the module docstring)."""
 
 
 def journal_path(output) -> pathlib.Path:
@@ -35,6 +42,8 @@ class Journal:
     def __init__(self, path: pathlib.Path, descriptor: int):
         self.path = path
         self._descriptor = descriptor
+        self._synced_at = time.monotonic()
+        self._unsynced = False
 
     @staticmethod
     def check(path, resume: bool, restart: bool) -> None:
@@ -63,15 +72,24 @@ class Journal:
         return cls(path, descriptor), done
 
     def append(self, rows: list) -> None:
-        """Record one finished chunk's rows durably (one line, one write, fsync)."""
+        """Record one finished chunk's rows (one line, one write; fsync at most once a second)."""
         line = orjson.dumps({"rows": rows}) + b"\n"
         view = memoryview(line)
         while view:
             view = view[os.write(self._descriptor, view):]
+        self._unsynced = True
+        if time.monotonic() - self._synced_at >= SYNC_INTERVAL_SECONDS:
+            self._sync()
+
+    def _sync(self) -> None:
         os.fsync(self._descriptor)
+        self._synced_at = time.monotonic()
+        self._unsynced = False
 
     def close(self) -> None:
         if self._descriptor is not None:
+            if self._unsynced:
+                self._sync()
             os.close(self._descriptor)
             self._descriptor = None
 

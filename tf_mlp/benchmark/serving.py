@@ -90,7 +90,8 @@ def batch_rate(server, protocol: str, signature, inputs, output: pathlib.Path) -
     return len(inputs) / seconds
 
 
-def batch_rates(server, splits: DataSplits, count: int, repetitions: int, work: pathlib.Path) -> dict:
+def batch_rates(server, splits: DataSplits, count: int, repetitions: int, work: pathlib.Path,
+                quick: bool = False) -> dict:
     from tf_mlp import batch
 
     images = splits.test.images[:count]
@@ -99,7 +100,8 @@ def batch_rates(server, splits: DataSplits, count: int, repetitions: int, work: 
     results = {}
     for name, (protocol, signature, kind) in SIGNATURE_RUNS.items():
         output = work / f"{name}.csv"
-        batch_rate(server, protocol, signature, sources[kind], output)  # warm connections and shapes
+        if not quick:
+            batch_rate(server, protocol, signature, sources[kind], output)  # warm connections and shapes
         results[name] = statistics.median(
             batch_rate(server, protocol, signature, sources[kind], output) for _ in range(repetitions))
     return results
@@ -137,9 +139,9 @@ def run_serving_benchmarks(splits: DataSplits, repetitions: int = 3, quick: bool
     """Every serving figure, measured side by side on one exported model."""
     from tf_mlp import batch
 
-    count = 2000 if quick else len(splits.test.images)
+    count = 1000 if quick else len(splits.test.images)
     images = splits.test.images[:count]
-    load_seconds = 2.0 if quick else 5.0
+    load_seconds = 1.0 if quick else 5.0
     results = {"images": count}
     with tempfile.TemporaryDirectory(prefix="tf-mlp-bench-") as directory:
         work = pathlib.Path(directory)
@@ -152,8 +154,8 @@ def run_serving_benchmarks(splits: DataSplits, repetitions: int = 3, quick: bool
         results["in_process_best_batch"] = max(rates, key=rates.get)
 
         with serving_load.ServerProcess(base) as server:
-            results["batch_images_per_second"] = batch_rates(server, splits, count, repetitions, work)
-            requests = 200 if quick else 2000
+            results["batch_images_per_second"] = batch_rates(server, splits, count, repetitions, work, quick)
+            requests = 80 if quick else 2000
             results["latency_concurrency_1"] = latencies(server, images[0], 1, requests)
             results["latency_concurrency_8"] = latencies(server, images[0], 8, requests)
             results["unbatched_32_clients_rps"] = statistics.median(
