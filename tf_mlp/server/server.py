@@ -195,8 +195,13 @@ class Server:
                 grpc_server = await self._start_grpc(runner)
             if self.options.rest_api_port != DISABLED_PORT:
                 rest = RestApi(self.core, runner, self.metrics, self._executor, self.options, prometheus_path)
+                # A connection must bring a whole request within the request timeout of opening (or of its
+                # last answer), else it is closed: aiohttp's own default (an hour) let clients that stall
+                # in the middle of their headers hold a connection for that long.
+                idle = self.options.rest_api_timeout_in_ms / 1000 if self.options.rest_api_timeout_in_ms > 0 else 75
                 rest_runner = web.AppRunner(rest.application(), access_log=None, handle_signals=False,
-                                            shutdown_timeout=self.options.shutdown_grace_seconds)
+                                            shutdown_timeout=self.options.shutdown_grace_seconds,
+                                            keepalive_timeout=idle)
                 await rest_runner.setup()
                 sock = self._listening_socket(self.options.rest_api_port)
                 self.rest_port = sock.getsockname()[1]
