@@ -7,12 +7,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 RUN_DIR ?= runs/demo
 
-.PHONY: demo test data clean
+.PHONY: demo test data clean audit
 
 $(BIN)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,beam]'
 	touch $@
 
 data:
@@ -24,5 +24,12 @@ demo: $(BIN)/.installed data
 test: $(BIN)/.installed data
 	$(BIN)/pytest
 
+# pip-audit of requirements.lock (`pip freeze --all --exclude-editable` of a fresh `pip install -e '.[test,beam]'`),
+# from its own venv. --strict: a package that could not be checked fails the audit instead of passing unseen.
+audit:
+	$(PYTHON) -m venv .venv-audit
+	.venv-audit/bin/pip install --quiet pip-audit
+	.venv-audit/bin/pip-audit --strict --disable-pip --no-deps -r requirements.lock
+
 clean:
-	rm -rf $(VENV) runs models
+	rm -rf $(VENV) .venv-audit runs models

@@ -1,0 +1,167 @@
+"""Batch inference on Apache Beam: the same file as the batch script, byte for byte, on the DirectRunner with
+two workers (processes and threads); error rows for bad images; one-line errors before the job starts.
+
+Skipped where the `beam` extra is not installed; `make test` installs it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import pathlib
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+pytest.importorskip("apache_beam")
+
+from tests import serving_helpers, synthetic  # noqa: E402
+from tf_mlp import batch  # noqa: E402
+from tf_mlp import beam as tf_mlp_beam  # noqa: E402
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+COUNT = 120
+CHUNK = 25
+"""Five chunks of 25 and one of 20: several chunks for two workers, and a short last one."""
+TWO_PROCESSES = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+TWO_THREADS = ["--direct_num_workers=2", "--direct_running_mode=multi_threading"]
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(f"script_{name}", REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+batch_script = load_script("batch_predict")
+beam_script = load_script("beam_predict")
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def run_batch_script(*arguments):
+    return CliRunner().invoke(batch_script.main, ["--no-progress", *map(str, arguments)])
+
+
+def run_beam_script(*arguments):
+    return CliRunner().invoke(beam_script.main, list(map(str, arguments)))
+
+
+@pytest.fixture(scope="module")
+def model_base(tmp_path_factory):
+    """<tmp>/models/tf_mlp with version 1: the tiny exported model the server tests use."""
+    return serving_helpers.model_base(tmp_path_factory.mktemp("beam"))
+
+
+@pytest.fixture(scope="module")
+def npy_inputs(tmp_path_factory):
+    dataset = synthetic.make_split(COUNT, seed=31)
+    directory = tmp_path_factory.mktemp("npy")
+    np.save(directory / "images.npy", dataset.images)
+    np.save(directory / "labels.npy", dataset.labels)
+    return directory / "images.npy", directory / "labels.npy"
+
+
+@pytest.mark.parametrize("output_name, workers", [("out.csv", TWO_PROCESSES), ("out.jsonl", TWO_THREADS)])
+def test_two_workers_write_the_batch_scripts_file_byte_for_byte(tmp_path, model_base, npy_inputs, output_name,
+                                                                workers):
+    images, labels = npy_inputs
+    expected, output = tmp_path / f"batch-{output_name}", tmp_path / output_name
+    reference = run_batch_script(images, "--labels", labels, "-o", expected, "--target", f"local:{model_base}",
+                                 "--chunk-size", CHUNK)
+    assert reference.exit_code == 0, reference.output
+    result = run_beam_script(images, "--labels", labels, "-o", output, "--model-path", model_base, "--chunk-size",
+                             CHUNK, *workers)
+    assert result.exit_code == 0, result.output
+    assert output.read_bytes() == expected.read_bytes()
+    rows = batch.read_rows(output)
+    assert [row["index"] for row in rows] == list(range(COUNT)) and all(row["error"] is None for row in rows)
+    correct = sum(row["label"] == row["class_id"] for row in rows)
+    assert result.output.startswith(f"wrote {COUNT} rows to {output}\nfailures     0\n")
+    assert f"accuracy     {correct / COUNT:.4f} ({correct} of {COUNT} labelled)" in result.output
+
+
+def test_bad_images_get_the_batch_scripts_error_rows(tmp_path, model_base):
+    images = synthetic.make_split(6, seed=5).images
+    folder = tmp_path / "images"
+    for index, image in enumerate(images):
+        (folder / str(index % 2)).mkdir(parents=True, exist_ok=True)
+        (folder / str(index % 2) / f"{index}.png").write_bytes(png_bytes(image))
+    (folder / "1" / "2b-corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n but the rest is junk")
+    (folder / "0" / "4b-gone.png").symlink_to(tmp_path / "deleted.png")
+    expected, output = tmp_path / "batch.csv", tmp_path / "beam.csv"
+    # Chunks of 4: the corrupt image shares its chunk, which the model refuses and which is halved to find it.
+    reference = run_batch_script(folder, "-o", expected, "--target", f"local:{model_base}", "--chunk-size", 4)
+    assert reference.exit_code == batch_script.EXIT_FAILED_INPUTS, reference.output
+    result = run_beam_script(folder, "-o", output, "--model-path", model_base, "--chunk-size", 4, *TWO_THREADS)
+    assert result.exit_code == beam_script.EXIT_FAILED_INPUTS, result.output
+    assert output.read_bytes() == expected.read_bytes()
+    errors = {row["id"]: row["error"] for row in batch.read_rows(output) if row["error"]}
+    assert set(errors) == {"1/2b-corrupt.png", "0/4b-gone.png"}
+    assert errors["0/4b-gone.png"] == "cannot read 0/4b-gone.png: No such file or directory"
+    assert errors["1/2b-corrupt.png"].startswith(f"local:{model_base}: INVALID_ARGUMENT: ")
+    assert "failures     2" in result.output and "accuracy     " in result.output
+
+
+def test_a_model_url_is_copied_to_each_worker_and_staged_inputs_are_deleted(tmp_path, model_base, npy_inputs):
+    images, _ = npy_inputs
+    expected, output = tmp_path / "batch.csv", tmp_path / "beam.csv"
+    staging = tmp_path / "temp-location"
+    staging.mkdir()
+    reference = run_batch_script(images, "-o", expected, "--target", f"local:{model_base}")
+    assert reference.exit_code == 0, reference.output
+    summary = tf_mlp_beam.run(str(images), str(output), f"file://{model_base}/1",
+                              [f"--temp_location={staging}"])
+    assert output.read_bytes() == expected.read_bytes()
+    assert (summary.rows, summary.failures, summary.labelled) == (COUNT, 0, COUNT)  # labels.npy found beside
+    assert list(staging.iterdir()) == []
+
+
+def test_a_pipeline_that_lost_a_row_writes_nothing(tmp_path):
+    rows = [{"index": index} for index in (0, 1, 3)]
+    with pytest.raises(tf_mlp_beam.MissingRowsError, match="gave 3 rows for 4 inputs"):
+        tf_mlp_beam.pipeline.write_rows(rows, str(tmp_path / "out.csv"), "csv", 4)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["{missing}/images.npy", "-o", "{tmp}/out.csv", "--model-path", "{model}"], "no such file or directory"),
+    (["{images}", "-o", "{tmp}/out.txt", "--model-path", "{model}"], "cannot tell the output format"),
+    (["{images}", "-o", "{missing}/out.csv", "--model-path", "{model}"], "no such directory for the output"),
+    (["{images}", "-o", "{tmp}/out.csv", "--model-path", "{missing}"], "does not exist"),
+    (["{images}", "-o", "{tmp}/out.csv", "--model-path", "{model}", "--version", "7"], "no version 7 of model"),
+    (["{images}", "-o", "{tmp}/out.csv", "--model-path", "file://{missing}"], "no saved_model.pb there"),
+])
+def test_bad_options_are_one_line_errors_before_the_job(tmp_path, model_base, npy_inputs, arguments, message):
+    values = {"missing": tmp_path / "missing", "tmp": tmp_path, "model": model_base, "images": npy_inputs[0]}
+    result = run_beam_script(*[argument.format(**values) for argument in arguments])
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("Error: ") and message in result.output
+    assert result.output.count("\n") == 1
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_no_images_is_an_error_not_an_empty_job(tmp_path, model_base):
+    np.save(tmp_path / "empty.npy", np.zeros((0, 28, 28), np.uint8))
+    result = run_beam_script(tmp_path / "empty.npy", "-o", tmp_path / "out.csv", "--model-path", model_base)
+    assert result.exit_code == 1 and result.output == f"Error: {tmp_path / 'empty.npy'}: no images to classify\n"
+
+
+def test_worker_copy_of_a_model_url_is_a_complete_version(tmp_path, model_base):
+    from tf_mlp.beam import handler
+
+    # __wrapped__: past the per-process cache, so this copy is this test's own to delete.
+    local = pathlib.Path(handler.stage_locally.__wrapped__(f"file://{model_base}/1"))
+    copied = sorted(path.relative_to(local).as_posix() for path in local.rglob("*") if path.is_file())
+    original = sorted(path.relative_to(model_base / "1").as_posix()
+                      for path in (model_base / "1").rglob("*") if path.is_file())
+    assert copied == original and "saved_model.pb" in copied
+    shutil.rmtree(local)

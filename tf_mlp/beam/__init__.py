@@ -1,0 +1,20 @@
+"""Distributed batch inference on Apache Beam's RunInference (the optional `beam` extra).
+
+    from tf_mlp import beam as tf_mlp_beam
+
+    summary = tf_mlp_beam.run("tfds:fashion_mnist/test", "predictions.csv", "models/tf_mlp",
+                              ["--direct_num_workers=2", "--direct_running_mode=multi_processing"])
+    print(summary.format())
+
+Same inputs, rows and file as scripts/batch_predict.py with --target
+local:MODEL; any Beam runner (DirectRunner, Dataflow, Flink, Spark) through
+the usual pipeline options. Modules: handler (the RunInference model
+handler), staging (inputs into the job as chunk files), pipeline (the
+steps, and run).
+"""
+
+from tf_mlp.beam.handler import Example, SavedModelHandler
+from tf_mlp.beam.pipeline import BeamSummary, MissingRowsError, ModelLocation, build_pipeline, locate_model, run
+
+__all__ = ["BeamSummary", "Example", "MissingRowsError", "ModelLocation", "SavedModelHandler", "build_pipeline",
+           "locate_model", "run"]
