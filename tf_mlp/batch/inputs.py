@@ -7,7 +7,8 @@
                                                  the first subfolder of each file is its true class name
     open_inputs("tfds:fashion_mnist/test")       a split of one of the project's data sets (tf_mlp.data)
 
-Pixel arrays are sent as they are (serving_default); image files are sent as
+Pixel arrays are sent as they are (over REST as 784 raw bytes per image to
+predict_raw, over gRPC as one uint8 tensor to serving_default); image files are sent as
 their bytes (predict_encoded) and read only when their chunk is sent, so a
 file that cannot be read fails alone, as an error row.
 """

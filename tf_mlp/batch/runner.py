@@ -36,7 +36,8 @@ from tf_mlp.errors import ConfigError, TfMlpError
 
 DEFAULT_CHUNK_SIZE = 256
 """Inputs per request: on 2 cores, 256 pixel images per gRPC or in-process call run ~40% faster than 128;
-REST is bound by JSON either way. Halving a refused chunk of 256 takes at most 16 extra requests."""
+REST is bound by JSON either way. Halving a refused chunk of 256 takes at most 16 extra requests, so a batching
+server must accept 256 per request (serving/batching.config: max_batch_size 256)."""
 DEFAULT_CONCURRENCY = 2
 """One request in flight while the other is answered keeps a 2-core server busy; more only queue."""
 STARTUP_ATTEMPTS = 3
