@@ -21,6 +21,8 @@ from tf_mlp.server.status import invalid_argument
 
 MAX_ELEMENTS = 1 << 28
 """Largest tensor a request may describe (1 GiB of float32); far beyond any batch of images."""
+NUMPY_MAX_RANK = 64
+"""numpy's largest number of dimensions (numpy 2)."""
 
 # DataType -> (numpy dtype, TensorProto field holding its values, DataTypeString name).
 _TYPES = {
@@ -81,7 +83,9 @@ def to_numpy(proto: tensor_pb2.TensorProto, alias: str) -> np.ndarray:
     if any(size < 0 for size in dims):
         raise parse_error
     count = math.prod(dims)
-    if count > MAX_ELEMENTS:
+    if count > MAX_ELEMENTS or len(dims) > NUMPY_MAX_RANK or any(size > MAX_ELEMENTS for size in dims):
+        # Beyond the last two numpy cannot shape even an empty array (reshape raised ValueError, a 500);
+        # TensorFlow could, and would then fail the signature's shape check: INVALID_ARGUMENT either way.
         raise parse_error
     numpy_type = numpy_dtype(proto.dtype)
     if proto.tensor_content and proto.dtype != types_pb2.DT_STRING:
