@@ -253,9 +253,9 @@ def test_export_sigkilled_at_random_points_never_shows_the_polling_server_a_part
     outcomes = collections.Counter()
     try:
         with _Clients(server, rest_paths=(":predict", ":predict"), grpc_threads=1) as clients:
-            # Four exports killed a random time after their staging directory appears (while the SavedModel,
+            # Three exports killed a random time after their staging directory appears (while the SavedModel,
             # warmup, verification or card is being written), then one left to finish.
-            for delay in [schedule.uniform(0, 2.5) for _ in range(4)] + [None]:
+            for delay in [schedule.uniform(0, 2.5) for _ in range(3)] + [None]:
                 before = set(model_dir.iterdir())
                 process = subprocess.Popen(command, env=ENVIRONMENT, stdout=subprocess.PIPE,
                                            stderr=subprocess.STDOUT, text=True)
