@@ -256,7 +256,7 @@ def test_export_sigkilled_at_random_points_never_shows_the_polling_server_a_part
             # Three exports killed a random time after their staging directory appears (while the SavedModel,
             # warmup, verification or card is being written), then one left to finish.
             for delay in [schedule.uniform(0, 2.5) for _ in range(3)] + [None]:
-                before = set(model_dir.iterdir())
+                before, before_versions = set(model_dir.iterdir()), versions.list_versions(export_base)
                 process = subprocess.Popen(command, env=ENVIRONMENT, stdout=subprocess.PIPE,
                                            stderr=subprocess.STDOUT, text=True)
                 staged = _wait(lambda: [path for path in set(model_dir.iterdir()) - before
@@ -265,13 +265,14 @@ def test_export_sigkilled_at_random_points_never_shows_the_polling_server_a_part
                 if delay is None:
                     output = process.communicate(timeout=300)[0]
                     assert process.returncode == 0, output[-2000:]
-                    outcomes["finished"] += 1
-                    continue
-                assert staged, "the export ended before it staged anything: " + process.communicate()[0][-2000:]
-                time.sleep(delay)
-                process.send_signal(signal.SIGKILL)
-                output = process.communicate()[0]
-                outcomes["killed mid-export" if process.returncode == -signal.SIGKILL else "finished"] += 1
+                else:
+                    assert staged, "the export ended before it staged anything: " + process.communicate()[0][-2000:]
+                    time.sleep(delay)
+                    process.send_signal(signal.SIGKILL)
+                    process.communicate()
+                # A kill after the rename (while the signatures are printed) still published a version.
+                published = len(versions.list_versions(export_base)) > len(before_versions)
+                outcomes["published" if published else "killed mid-export"] += 1
             published = versions.list_versions(export_base)
             serving_helpers.wait_for(lambda: published[-1] in clients.versions_answering,
                                      message=f"version {published[-1]} answering")
@@ -284,14 +285,15 @@ def test_export_sigkilled_at_random_points_never_shows_the_polling_server_a_part
     # Every version the server ever reported is a complete, published one, and none failed to load.
     complete = {version for version in published
                 if (versions.version_dir(export_base, version) / "assets.extra" / "model_card.json").is_file()}
-    assert complete == set(published) == set(range(1, outcomes["finished"] + 2))
+    assert complete == set(published) == set(range(1, outcomes["published"] + 2))
     assert {version for version, _, _ in clients.status_seen} <= complete
     assert {code for _, _, code in clients.status_seen} == {"OK"}
     # What the kills left behind is staging directories, none of them with a numeric name.
     leftovers = [path.name for path in model_dir.iterdir() if not path.name.isdigit()]
     assert len(leftovers) <= outcomes["killed mid-export"]
     assert all(name.startswith(versions.STAGING_PREFIX) for name in leftovers)
-    FAULTS["export SIGKILL while a server polls"] += outcomes["killed mid-export"]
+    FAULTS["export SIGKILL while a server polls"] += 3
+    FAULTS["(export kills that landed before the version was published)"] += outcomes["killed mid-export"]
 
 
 # ---- the server killed under the batch script ------------------------------------------------------------
