@@ -61,9 +61,11 @@ NOTES = [
     "- Bugs found and fixed in tf_mlp/server/: a JSON tensor of rank 65-254 and an integer of over 4300",
     "  digits were 500s (now 400); a gRPC tensor of more than 64 dimensions, or a huge dimension beside a",
     "  zero, was UNKNOWN (now INVALID_ARGUMENT); stalled headers were never timed out (now closed).",
-    "- Training kills: `tf.train.CheckpointManager.save` deletes the oldest checkpoint before it rewrites the",
-    "  `checkpoint` state file, so a kill between the two leaves the file naming a deleted checkpoint (the",
-    "  'stale entries' row; the next save drops it). The newest checkpoint and every one on disk always read.",
+    "- Training kills: every checkpoint the `checkpoint` state file lists, which is what a restart restores,",
+    "  read back whole after every kill. Two leftovers are counted, not failed: `CheckpointManager.save`",
+    "  deletes the oldest checkpoint before it rewrites the state file, so a kill between the two leaves an",
+    "  entry naming deleted files ('stale'; the next save drops it); a kill while TensorFlow merges a new",
+    "  checkpoint's shards leaves a half-written, unlisted `.index` ('torn'; the resumed run rewrites it).",
 ]
 
 
