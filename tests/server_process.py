@@ -83,5 +83,25 @@ class ServerProcess:
                 return int(line.split()[1]) * 1024
         raise AssertionError("no VmRSS line")
 
+    def listening_addresses(self) -> set:
+        """(ip, port) of every socket the server process listens on, from /proc (no psutil needed)."""
+        inodes = set()
+        for descriptor in pathlib.Path(f"/proc/{self.pid}/fd").iterdir():
+            target = os.readlink(descriptor)
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:["):-1])
+        found = set()
+        for table, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
+            for line in pathlib.Path(f"/proc/{self.pid}/net/{table}").read_text().splitlines()[1:]:
+                fields = line.split()
+                local, state, inode = fields[1], fields[3], fields[9]
+                if state != "0A" or inode not in inodes:  # 0A: TCP_LISTEN
+                    continue
+                address, port = local.split(":")
+                # /proc prints each 32-bit word of the address in host (little-endian) byte order.
+                raw = b"".join(bytes.fromhex(address[start:start + 8])[::-1] for start in range(0, len(address), 8))
+                found.add((socket.inet_ntop(family, raw), int(port, 16)))
+        return found
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
