@@ -109,8 +109,8 @@ def _send(server, method: str, path: str, body: bytes | None = None, headers: di
         response.read()
         return response.status
     except (ConnectionResetError, BrokenPipeError):
-        # The server may answer 413 and close before the whole body is sent: read what it said.
-        return 413 if method == "POST" and len(body or b"") > MAX_BODY else -1
+        # The server may answer 413 and close before the whole body is sent; counted as what it is.
+        return "reset while sending"
     finally:
         connection.close()
 
@@ -118,9 +118,9 @@ def _send(server, method: str, path: str, body: bytes | None = None, headers: di
 def _record(kind: str, status, allowed=None):
     ANSWERS[kind][status] += 1
     if allowed is not None:
-        assert status in allowed, f"{kind}: answered {status}, expected one of {sorted(allowed)}"
-    assert isinstance(status, int) and status > 0, f"{kind}: no HTTP answer ({status})"
-    assert status < 500 or status in ALLOWED_5XX, f"{kind}: answered {status}"
+        assert status in allowed, f"{kind}: answered {status}, expected one of {allowed}"
+    assert isinstance(status, int) or status in (allowed or ()), f"{kind}: no HTTP answer ({status})"
+    assert not isinstance(status, int) or status < 500 or status in ALLOWED_5XX, f"{kind}: answered {status}"
 
 
 def _png(image: np.ndarray) -> bytes:
@@ -231,7 +231,7 @@ def test_oversized_bodies(server, baseline, extra, chunked, lie):
         status = _send(server, "POST", PREDICT, body[:MAX_BODY // 2], headers)
         _record("oversized bodies", status, {400})
         return
-    _record("oversized bodies", _send(server, "POST", PREDICT, body, headers), {413})
+    _record("oversized bodies", _send(server, "POST", PREDICT, body, headers), {413, "reset while sending"})
 
 
 @_settings(100)
