@@ -41,7 +41,7 @@ def test_batching_config_is_batching_parameters():
     assert list(parameters.allowed_batch_sizes)[-1] == parameters.max_batch_size.value
     assert parameters.DESCRIPTOR.full_name == "tensorflow.serving.BatchingParameters"
     settings = BatchingSettings.from_parameters(parameters)
-    assert settings.max_batch_size == 32 and settings.allowed_batch_sizes == (4, 8, 16, 32)
+    assert settings.max_batch_size == 256 and settings.allowed_batch_sizes == (4, 8, 16, 32, 64, 128, 256)
 
 
 def test_monitoring_config_enables_prometheus():
