@@ -475,3 +475,28 @@ def test_classify_usage_errors(image_files):
     assert _classify().exit_code == 2
     missing = _classify("--server", "local:/nowhere", "/no/such/image.png")
     assert missing.exit_code == 1 and "Error:" in missing.output
+
+
+def test_rest_client_falls_back_to_nested_lists_for_a_model_without_predict_raw(tmp_path, images):
+    # A SavedModel with serving_default only, as any model not exported by this project.
+    import tensorflow as tf
+
+    class OnlyDefault(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 28, 28], tf.uint8, name=contract.IMAGES_INPUT)])
+        def serve(self, pixels):
+            class_ids = tf.cast(pixels[:, 0, 0], tf.int64) % contract.NUM_CLASSES
+            return {contract.PROBABILITIES_OUTPUT: tf.one_hot(class_ids, contract.NUM_CLASSES),
+                    contract.CLASS_IDS_OUTPUT: class_ids}
+
+    module = OnlyDefault()
+    version = tmp_path / "models" / contract.MODEL_NAME / "1"
+    tf.saved_model.save(module, str(version), signatures={contract.SERVING_SIGNATURE: module.serve})
+    server = serving_helpers.start_server(model_base_path=str(version.parent))
+    try:
+        with client.connect(f"rest://127.0.0.1:{server.rest_port}", retry=FAST_RETRIES) as model:
+            for _ in range(2):  # the first call finds predict_raw missing, the second goes straight to lists
+                prediction = model.predict(images)
+                np.testing.assert_array_equal(prediction.class_ids, images[:, 0, 0] % contract.NUM_CLASSES)
+            assert model.stats.as_dict()["failures"] == 1
+    finally:
+        server.stop()
