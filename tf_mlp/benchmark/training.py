@@ -26,19 +26,24 @@ from tf_mlp.pipeline import ResidentSplit
 MEASURED_STEPS = 200
 
 
-def matmul_flops_per_second(size: int = 2048, repetitions: int = 5) -> float:
-    """The machine's float32 matrix-multiply rate: the ceiling for a Dense network."""
+def matmul_flops_per_second(size: int = 4096, repetitions: int = 7) -> float:
+    """The machine's float32 matrix-multiply peak: the ceiling for a Dense network.
+
+    A peak, so the best of the repetitions rather than their median: on a
+    shared machine the median measures the other jobs, and a "peak" below
+    what training itself reaches makes the fraction meaningless.
+    """
     a = tf.random.normal([size, size])
     b = tf.random.normal([size, size])
-    multiply = tf.function(lambda a, b: tf.reduce_sum(tf.matmul(a, b)))
+    # Several products per call, each consumed, so the multiply dominates and nothing is skipped.
+    multiply = tf.function(lambda a, b: tf.reduce_sum(tf.matmul(a, b)) + tf.reduce_sum(tf.matmul(b, a)))
     multiply(a, b).numpy()
     rates = []
     for _ in range(repetitions):
         start = time.perf_counter()
-        for _ in range(10):
-            multiply(a, b).numpy()
-        rates.append(10 * 2 * size**3 / (time.perf_counter() - start))
-    return statistics.median(rates)
+        multiply(a, b).numpy()
+        rates.append(2 * 2 * size**3 / (time.perf_counter() - start))
+    return max(rates)
 
 
 def flops_per_example(hidden_units, num_classes: int = 10) -> int:
@@ -130,7 +135,7 @@ def run_training_benchmarks(splits: DataSplits, repetitions: int = 3, quick: boo
     """Every training figure, measured side by side."""
     base = config_module.preset("mlp")
     steps_count = 50 if quick else MEASURED_STEPS
-    results = {"matmul_gflops": matmul_flops_per_second(1024 if quick else 2048) / 1e9}
+    results = {"matmul_gflops": matmul_flops_per_second(1024 if quick else 4096) / 1e9}
     flops = flops_per_example(base.model.hidden_units)
     for xla in (False, True):
         config = base.override("train", xla=xla)
