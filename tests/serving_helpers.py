@@ -78,3 +78,21 @@ def wait_for(predicate, timeout: float = 30.0, message: str = "condition"):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {message}")
         time.sleep(POLL_SECONDS)
+
+
+def serving_default_outputs(images) -> dict:
+    """serving_default's outputs for the images, computed in-process: what every server path must return."""
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(exported_version_dir()))
+    outputs = loaded.signatures[contract.SERVING_SIGNATURE](images=tf.constant(images))
+    return {name: tensor.numpy() for name, tensor in outputs.items()}
+
+
+def client_targets(server: Server) -> dict:
+    """The same model reached three ways: REST and gRPC on the server, and in-process."""
+    return {
+        "rest": f"rest://127.0.0.1:{server.rest_port}",
+        "grpc": f"grpc://127.0.0.1:{server.grpc_port}",
+        "local": f"local:{exported_version_dir()}",
+    }

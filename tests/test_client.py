@@ -66,11 +66,7 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def targets(server):
-    return {
-        "rest": f"rest://127.0.0.1:{server.rest_port}",
-        "grpc": f"grpc://127.0.0.1:{server.grpc_port}",
-        "local": f"local:{serving_helpers.exported_version_dir()}",
-    }
+    return serving_helpers.client_targets(server)
 
 
 @pytest.fixture(scope="module")

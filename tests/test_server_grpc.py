@@ -14,7 +14,6 @@ from tensorflow_serving.apis import (
 )
 
 from tests import serving_helpers
-from tf_mlp import contract
 from tf_mlp.export import warmup
 
 
@@ -44,9 +43,7 @@ def images():
 
 @pytest.fixture(scope="module")
 def expected(images):
-    loaded = tf.saved_model.load(str(serving_helpers.exported_version_dir()))
-    outputs = loaded.signatures[contract.SERVING_SIGNATURE](images=tf.constant(images))
-    return {name: tensor.numpy() for name, tensor in outputs.items()}
+    return serving_helpers.serving_default_outputs(images)
 
 
 def _request(signature_name="", **inputs) -> predict_pb2.PredictRequest:

@@ -9,10 +9,8 @@ import base64
 import numpy as np
 import pytest
 import requests
-import tensorflow as tf
 
 from tests import serving_helpers
-from tf_mlp import contract
 from tf_mlp.export import warmup
 
 MAX_BODY = 1024 * 1024
@@ -38,9 +36,7 @@ def images():
 @pytest.fixture(scope="module")
 def expected(images):
     """serving_default's outputs for the images, computed in-process."""
-    loaded = tf.saved_model.load(str(serving_helpers.exported_version_dir()))
-    outputs = loaded.signatures[contract.SERVING_SIGNATURE](images=tf.constant(images))
-    return {name: tensor.numpy() for name, tensor in outputs.items()}
+    return serving_helpers.serving_default_outputs(images)
 
 
 def _post(server, path, payload=None, data=None):
