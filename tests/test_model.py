@@ -66,3 +66,14 @@ def test_input_dropout_drops_pixels_only_in_training_and_adds_no_parameters():
     images = np.full((8, 28, 28), 200, np.uint8)
     np.testing.assert_array_equal(model(images, training=False), model(images, training=False))
     assert not np.allclose(model(images, training=True), model(images, training=False))
+
+
+def test_flop_count_matches_a_hand_computation_for_two_layer_shapes():
+    # 784-1024-10: forward 2*(784*1024 + 1024*10); backward twice that but the first layer's input gradient.
+    mlp = config_module.ModelConfig(hidden_units=(1024,))
+    forward = 2 * (784 * 1024 + 1024 * 10)
+    assert model_module.training_flops_per_example(mlp) == 3 * forward - 2 * 784 * 1024 == 3_272_704
+    # Logistic 784-10: one layer, so backward is only the weight gradient, equal to the forward.
+    logistic = config_module.ModelConfig(hidden_units=())
+    (layer,) = model_module.flops_by_layer(logistic)
+    assert (layer.forward, layer.weight_gradient, layer.input_gradient) == (2 * 7840, 2 * 7840, 0)

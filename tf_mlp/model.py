@@ -9,6 +9,8 @@ in the exported signatures.
 
 from __future__ import annotations
 
+import dataclasses
+
 import keras
 
 from tf_mlp import contract
@@ -70,6 +72,47 @@ def parameters_by_layer(config: ModelConfig) -> list[tuple[str, int, int, int]]:
         (name, fan_in, fan_out, (fan_in + 1) * fan_out)
         for name, fan_in, fan_out in zip(names, widths[:-1], widths[1:])
     ]
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerFlops:
+    """Matrix-multiply FLOPs of one Dense layer per example (2 per multiply-add).
+
+    Only the products count: bias adds, ReLUs and the softmax are a few
+    operations per unit against fan_in per unit for the product.
+    """
+
+    name: str
+    fan_in: int
+    fan_out: int
+    forward: int
+    weight_gradient: int
+    input_gradient: int
+
+    @property
+    def backward(self) -> int:
+        return self.weight_gradient + self.input_gradient
+
+
+def flops_by_layer(config: ModelConfig) -> list[LayerFlops]:
+    """Forward and backward FLOPs per example for each Dense layer, in order.
+
+    Forward: x @ W, 2 * fan_in * fan_out. Backward: the weight gradient
+    x^T @ dy costs the same again, and the input gradient dy @ W^T once more,
+    except for the first layer, whose input (the pixels) nothing upstream
+    consumes, so backprop never computes it. Hence backward is about twice the
+    forward for a deep stack, and exactly equal to it for the logistic model.
+    """
+    layers = []
+    for index, (name, fan_in, fan_out, _) in enumerate(parameters_by_layer(config)):
+        product = 2 * fan_in * fan_out
+        layers.append(LayerFlops(name, fan_in, fan_out, product, product, 0 if index == 0 else product))
+    return layers
+
+
+def training_flops_per_example(config: ModelConfig) -> int:
+    """Forward plus backward FLOPs of one training example (the optimizer update not counted)."""
+    return sum(layer.forward + layer.backward for layer in flops_by_layer(config))
 
 
 def training_memory_bytes(config: ModelConfig, batch_size: int, optimizer: str) -> dict[str, int]:

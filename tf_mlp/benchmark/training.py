@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from tf_mlp import config as config_module, steps
 from tf_mlp.data.splits import DataSplits
-from tf_mlp.model import build_model
+from tf_mlp.model import build_model, training_flops_per_example
 from tf_mlp.pipeline import ResidentSplit
 
 MEASURED_STEPS = 200
@@ -44,13 +44,6 @@ def matmul_flops_per_second(size: int = 4096, repetitions: int = 7) -> float:
         multiply(a, b).numpy()
         rates.append(2 * 2 * size**3 / (time.perf_counter() - start))
     return max(rates)
-
-
-def flops_per_example(hidden_units, num_classes: int = 10) -> int:
-    """Forward (2 per multiply-add) plus backward (twice the forward) over the Dense layers."""
-    widths = [784, *hidden_units, num_classes]
-    multiply_adds = sum(fan_in * fan_out for fan_in, fan_out in zip(widths[:-1], widths[1:]))
-    return 3 * 2 * multiply_adds
 
 
 def trainer_examples_per_second(splits: DataSplits, config, steps_count: int = MEASURED_STEPS) -> float:
@@ -136,7 +129,7 @@ def run_training_benchmarks(splits: DataSplits, repetitions: int = 3, quick: boo
     base = config_module.preset("mlp")
     steps_count = 50 if quick else MEASURED_STEPS
     results = {"matmul_gflops": matmul_flops_per_second(1024 if quick else 4096) / 1e9}
-    flops = flops_per_example(base.model.hidden_units)
+    flops = training_flops_per_example(base.model)
     for xla in (False, True):
         config = base.override("train", xla=xla)
         suffix = "_xla" if xla else ""
