@@ -46,8 +46,13 @@ def _fail(what: str, detail: str):
     raise ExportError(f"verification failed, version not published: {what}: {detail}")
 
 
+_PREAMBLES = ("Graph execution error:", "Detected at node")
+"""Lines a Session's errors start with that say nothing about the failure."""
+
+
 def _first_line(error: Exception) -> str:
-    lines = str(error).strip().splitlines()
+    message = error.message if isinstance(error, tf.errors.OpError) else str(error)
+    lines = [line.strip() for line in message.splitlines() if line.strip() and not line.strip().startswith(_PREAMBLES)]
     return lines[0] if lines else type(error).__name__
 
 
