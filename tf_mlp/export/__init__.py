@@ -27,9 +27,10 @@ Signatures (tf_mlp.export.signatures; names in tf_mlp.contract):
 Encoded images are converted to grayscale and, if not 28x28, stretched to
 28x28 with area interpolation and rounded (details in tf_mlp.export.images).
 
-Versions are written to a non-numeric staging directory, verified, and
-renamed into place in one step; see tf_mlp.export.versions for overwrite and
-pruning.
+Versions are written with Keras's ExportArchive to a non-numeric staging
+directory, verified through the session loader TensorFlow Serving uses and
+through tf.saved_model.load (tf_mlp.export.verify), and renamed into place in
+one step; see tf_mlp.export.versions for overwrite and pruning.
 """
 
 from tf_mlp.export.describe import describe_signatures

@@ -144,7 +144,9 @@ def read_verification_images(path) -> np.ndarray:
     from tf_mlp.client.base import PIXELS
 
     if not pathlib.Path(path).is_file():
-        raise ExportError(f"--verify-on {path}: no such file (give an .npy, .npz or IDX file of uint8 [N, 28, 28] images)")
+        raise ExportError(
+            f"--verify-on {path}: no such file (give an .npy, .npz or IDX file of uint8 [N, 28, 28] images)"
+        )
     inputs = open_inputs(str(path))
     if inputs.kind != PIXELS or not len(inputs):
         raise ExportError(f"--verify-on {path}: holds no images")

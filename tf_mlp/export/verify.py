@@ -130,13 +130,6 @@ def _check_predictions(what: str, outputs: dict, expected: np.ndarray, class_nam
     return difference
 
 
-def _run(loaded, loader: str, signature: str, inputs: dict) -> dict:
-    what = f"signature {signature!r} ({loader})"
-    try:
-        outputs = loaded.run(signature, inputs)
-    except (tf.errors.OpError, TypeError, ValueError, KeyError) as error:
-        _fail(what, _first_line(error))
-    return outputs
 
 
 def check_signatures(loaded, loader: str, pixels: np.ndarray, expected: np.ndarray, class_names) -> dict:
@@ -149,7 +142,11 @@ def check_signatures(loaded, loader: str, pixels: np.ndarray, expected: np.ndarr
 
     def check(signature, inputs, outputs_check):
         what = f"signature {signature!r} ({loader})"
-        differences[signature] = outputs_check(what, _run(loaded, loader, signature, inputs))
+        try:
+            outputs = loaded.run(signature, inputs)
+        except (tf.errors.OpError, TypeError, ValueError, KeyError) as error:
+            _fail(what, _first_line(error))
+        differences[signature] = outputs_check(what, outputs)
 
     def predictions(what, outputs):
         return _check_predictions(what, outputs, expected, class_names)
