@@ -62,6 +62,11 @@ class SessionModel:
     def __init__(self, saved_model_dir):
         self.graph = tf.Graph()
         self.session = tf.compat.v1.Session(graph=self.graph)
+        logger = tf.get_logger()
+        level = logger.level
+        # The loader logs that it is deprecated in favour of tf.saved_model.load;
+        # it is used on purpose, as the Python twin of TensorFlow Serving's loader.
+        logger.setLevel("ERROR")
         try:
             with self.graph.as_default():
                 meta_graph = tf.compat.v1.saved_model.loader.load(
@@ -70,6 +75,8 @@ class SessionModel:
         except BaseException:
             self.close()
             raise
+        finally:
+            logger.setLevel(level)
         self.signature_defs = dict(meta_graph.signature_def)
 
     @property
