@@ -73,19 +73,20 @@ def _signature_inputs(pixels):
     }
 
 
-def _run_in_session(saved_model_dir, feeds: dict) -> dict:
-    """TensorFlow Serving's way: v1 loader in a fresh graph and session, run by the SignatureDefs' tensor names."""
-    results = {}
+def _run_in_session(saved_model_dir, requests: list) -> list:
+    """TensorFlow Serving's way: v1 loader in a fresh graph and session, run by the SignatureDefs' tensor names.
+
+    requests: [(signature name, {input key: ndarray})]; returns [{output key: ndarray}] in the same order.
+    """
+    results = []
     graph = tf.Graph()
     with graph.as_default(), tf.compat.v1.Session(graph=graph) as session:
         meta_graph = tf.compat.v1.saved_model.loader.load(session, ["serve"], str(saved_model_dir))
-        definitions = meta_graph.signature_def
-        assert set(feeds) <= set(definitions)
-        for name, inputs in feeds.items():
-            definition = definitions[name]
+        for name, inputs in requests:
+            definition = meta_graph.signature_def[name]
             assert set(definition.inputs) == set(inputs), name
             feed = {definition.inputs[key].name: value for key, value in inputs.items()}
-            results[name] = session.run({key: info.name for key, info in definition.outputs.items()}, feed)
+            results.append(session.run({key: info.name for key, info in definition.outputs.items()}, feed))
     return results
 
 
@@ -93,8 +94,9 @@ def test_every_signature_runs_under_the_session_loader(exported, model, splits):
     pixels = splits.test.images[:24]
     expected = _expected(model, pixels)
     expected_ids = np.argmax(expected, axis=-1)
-    results = _run_in_session(exported.path, _signature_inputs(pixels))
-    assert set(results) == set(signatures.SIGNATURE_NAMES)
+    requests = _signature_inputs(pixels)
+    assert set(requests) == set(signatures.SIGNATURE_NAMES)
+    results = dict(zip(requests, _run_in_session(exported.path, list(requests.items()))))
     for name in ("serving_default", "predict_encoded", "predict_raw"):
         np.testing.assert_allclose(results[name]["probabilities"], expected, atol=1e-6, rtol=0, err_msg=name)
         np.testing.assert_array_equal(results[name]["class_ids"], expected_ids, err_msg=name)
@@ -107,10 +109,10 @@ def test_every_signature_runs_under_the_session_loader(exported, model, splits):
 
 def test_warmup_requests_run_under_the_session_loader(exported):
     logs = warmup.read_requests(exported.path / "assets.extra" / contract.WARMUP_FILE)
-    for log in logs:
-        signature, inputs = warmup.request_inputs(log)
-        outputs = _run_in_session(exported.path, {signature: inputs})[signature]
-        assert next(iter(outputs.values())).shape[0] == next(iter(inputs.values())).shape[0]
+    requests = [warmup.request_inputs(log) for log in logs]
+    assert {signature for signature, _ in requests} == set(signatures.SIGNATURE_NAMES)
+    for (signature, inputs), outputs in zip(requests, _run_in_session(exported.path, requests)):
+        assert next(iter(outputs.values())).shape[0] == next(iter(inputs.values())).shape[0], signature
 
 
 def test_the_export_also_loads_with_tf_saved_model_load(exported, model, splits):
@@ -175,7 +177,7 @@ def test_verification_refuses_an_export_the_session_loader_cannot_run(model, spl
     np.testing.assert_allclose(outputs["probabilities"], _expected(model, pixels), atol=1e-6, rtol=0)
     # ...and fails as TensorFlow Serving would run it.
     with pytest.raises(tf.errors.FailedPreconditionError, match="Could not find variable"):
-        _run_in_session(broken, {"serving_default": {"images": pixels}})
+        _run_in_session(broken, [("serving_default", {"images": pixels})])
 
     base = tmp_path / "models"
     refusal = r"verification failed, version not published: signature 'serving_default' \(session\): Could not find"
