@@ -241,6 +241,12 @@ def beam_predict(context, input_spec, output, output_format, labels, source_dir,
         pipeline_args.append(QUIET_WORKERS)
 
     def run():
+        from tf_mlp.batch import writers
+
+        # Checked before Beam is even imported: a job must never run only to fail at its last step.
+        writers.format_for(output, output_format)
+        if "://" not in output:
+            writers.check_output_location(output)
         try:
             from tf_mlp import beam as tf_mlp_beam
         except ImportError as error:
