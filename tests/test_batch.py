@@ -30,7 +30,6 @@ from tf_mlp.batch import journal as journal_module
 from tf_mlp.data import idx
 from tf_mlp.errors import ConfigError
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 BATCH_COMMAND = [sys.executable, "-m", "tf_mlp.cli", "batch-predict"]
 FASHION_MNIST_DIR = pathlib.Path("/usr/share/datasets/fashion-mnist")
 FAST_RETRIES = client.RetryPolicy(max_attempts=6, initial_backoff=0.01, max_backoff=0.05)

@@ -21,7 +21,6 @@ from tests import serving_helpers, synthetic  # noqa: E402
 from tf_mlp import batch, predict_cli  # noqa: E402
 from tf_mlp import beam as tf_mlp_beam  # noqa: E402
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 COUNT = 120
 CHUNK = 25
 """Five chunks of 25 and one of 20: several chunks for two workers, and a short last one."""

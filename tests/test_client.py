@@ -28,7 +28,6 @@ from tf_mlp.client import retry as retry_module
 from tf_mlp.client.results import Prediction
 from tf_mlp.errors import ConfigError
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 FAST_RETRIES = client.RetryPolicy(max_attempts=4, initial_backoff=0.01, max_backoff=0.05)
 
 
@@ -95,6 +94,8 @@ def test_parse_target_local_forms():
     ("rest://host:8501/v1/models", None, "has a path"),
     ("local:", None, "needs a path"),
     ("host", "ftp", "unknown protocol"),
+    ("models/nowhere", None, "models/nowhere: no such directory"),
+    ("run:", None, "needs a path"),
 ])
 def test_parse_target_rejects(text, protocol, message):
     with pytest.raises(ConfigError, match=message):

@@ -144,8 +144,9 @@ def test_bad_sources_give_one_line_errors(tmp_path):
     raises_one_line(
         r"other: no notMNIST archives .* or IDX files found", load, tmp_path, tmp_path / "other", name="notmnist"
     )
-    with pytest.raises(DataError, match="'notmnist' needs --source-dir"):
-        data.load_splits(DataConfig(name="notmnist", data_dir=str(tmp_path / "tfds")))
+    # notMNIST has its packaged sample; a plain IDX data set has no default place.
+    raises_one_line(r"data set 'idx' needs --source-dir \(a directory of IDX files\)", data.load_splits,
+                    DataConfig(name="idx", data_dir=str(tmp_path / "tfds")))
 
 
 def test_half_a_pair_and_count_mismatch_name_the_files(tmp_path):

@@ -41,6 +41,6 @@ from tf_mlp.batch.writers import (
 __all__ = [
     "COLUMNS", "DEFAULT_CHUNK_SIZE", "DEFAULT_CONCURRENCY", "FORMATS", "STARTUP_ATTEMPTS",
     "BatchAborted", "BatchSummary", "InputSource",
-    "check_output_location", "classify_chunk", "error_row", "format_summary", "journal_path", "open_inputs", "prediction_row", "read_rows",
-    "render", "run_batch", "unmatched_warning",
+    "check_output_location", "classify_chunk", "error_row", "format_summary", "journal_path", "open_inputs",
+    "prediction_row", "read_rows", "render", "run_batch", "unmatched_warning",
 ]

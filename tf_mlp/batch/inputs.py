@@ -76,7 +76,8 @@ class InputSource:
         """Use `polarity` (None: the default for this kind of input); part of the fingerprint, so --resume
         never mixes rows made under two polarities."""
         if polarity is None:
-            polarity = polarity_module.DEFAULT_FOR_ENCODED if self.kind == ENCODED else polarity_module.DEFAULT_FOR_PIXELS
+            encoded = self.kind == ENCODED
+            polarity = polarity_module.DEFAULT_FOR_ENCODED if encoded else polarity_module.DEFAULT_FOR_PIXELS
         if polarity not in polarity_module.POLARITIES:
             raise DataError(f"unknown polarity {polarity!r}; choose one of {', '.join(polarity_module.POLARITIES)}")
         if polarity != self.polarity:

@@ -39,7 +39,7 @@ _INTEGER_COLUMNS = ("index", "label", "class_id")
 
 def prediction_row(index: int, identifier: str, label: int | None, label_name: str | None, class_id: int,
                    class_name: str, probability) -> dict:
-    """The row of a classified input (what the batch script and any other batch runner must write)."""
+    """The row of a classified input (what tf-mlp batch-predict and any other batch runner must write)."""
     return {"index": index, "id": identifier, "label": label, "label_name": label_name, "class_id": int(class_id),
             "class_name": class_name, "probability": float32_value(probability), "error": None}
 

@@ -1,14 +1,14 @@
-"""The Beam pipeline: the batch script's inputs in, its output file out, RunInference in between.
+"""The Beam pipeline: batch-predict's inputs in, its output file out, RunInference in between.
 
-    inputs (read by the launcher, cut into the batch script's chunks, staged as files)
+    inputs (read by the launcher, cut into batch-predict's chunks, staged as files)
         ─> chunk files spread over the workers ─> RunInference ─> rows
-        ─> gathered, sorted by index, checked for gaps ─> one CSV/JSONL file, as the batch script writes it
+        ─> gathered, sorted by index, checked for gaps ─> one CSV/JSONL file, as batch-predict writes it
 
 The launcher opens the inputs with tf_mlp.batch.open_inputs, as the batch
 script does, and cuts them into the same chunks (--chunk-size, default
 256), staged as files (tf_mlp.beam.staging); each worker loads the model
 once and classifies whole chunks; one worker writes the file. The output
-therefore equals, byte for byte, `batch_predict.py INPUT --target
+therefore equals, byte for byte, `tf-mlp batch-predict INPUT --target
 local:MODEL -o OUTPUT` with the same chunk size.
 """
 
@@ -113,7 +113,7 @@ def build_pipeline(pipeline: beam.Pipeline, chunk_paths: list, kind: str, count:
 
 
 def write_rows(rows, output: str, output_format: str, count: int) -> None:
-    """Write rows sorted by index, as the batch script does; refuse to write a file with gaps or duplicates."""
+    """Write rows sorted by index, as batch-predict does; refuse to write a file with gaps or duplicates."""
     rows = sorted(rows, key=lambda row: row["index"])
     if [row["index"] for row in rows] != list(range(count)):
         raise MissingRowsError(f"the pipeline gave {len(rows)} rows for {count} inputs, not one per input; "
@@ -140,7 +140,7 @@ def run(input_spec: str, output: str, model_path: str, pipeline_args=(), output_
         chunk_size: int = DEFAULT_CHUNK_SIZE, polarity: str | None = None) -> BeamSummary:
     """Run the job with Beam options `pipeline_args` (e.g. --runner=FlinkRunner) and wait for it to finish.
 
-    `polarity` as the batch script's --polarity (None: auto for image files, as-is for pixel arrays); it is
+    `polarity` as batch-predict's --polarity (None: as-is); it is
     applied by the launcher as the inputs are staged.
     """
     if chunk_size < 1:
@@ -154,7 +154,7 @@ def run(input_spec: str, output: str, model_path: str, pipeline_args=(), output_
     inputs = open_inputs(input_spec, labels=labels, source_dir=source_dir, data_dir=data_dir)
     inputs.set_polarity(polarity)
     if not len(inputs):
-        # The batch script writes a header-only file; a job would write nothing (no row reaches the writer).
+        # batch-predict writes a header-only file; a job would write nothing (no row reaches the writer).
         raise DataError(f"{inputs.description}: no images to classify")
     model = locate_model(model_path, model_name, version)
     inputs.name_labels(model.class_names)

@@ -71,6 +71,9 @@ def parse_target(text: str, protocol: str | None = None) -> Target:
         directory = pathlib.Path(text)
         is_run = all((directory / name).is_file() for name in _RUN_FILES)
         return Target("run" if is_run else "local", path=text)
+    if protocol is None and "://" not in text and ("/" in text or text.startswith(".")):
+        raise ConfigError(f"{text}: no such directory (a model on disk is a training run or an export "
+                          f"directory; a server is {_EXAMPLES.split(', local:')[0]})")
 
     scheme, separator, rest = text.partition("://")
     if separator:
