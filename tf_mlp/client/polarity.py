@@ -10,8 +10,9 @@ opposite, and the model then answers confidently with an arbitrary class.
 
 Why `as-is` stays the default: see DEFAULT_FOR_ENCODED.
 
-The rule for `auto` (one function, `border_is_light`; the web page applies
-the same rule in JavaScript, so change both or neither):
+The rule for `auto` (one function, `border_is_light`; every other client
+that offers `auto`, such as a web page in JavaScript, must apply exactly
+this rule, so a change here is a change of the contract):
 
 1. Convert the image to 8-bit grayscale at its original resolution: the
    gray levels of a grayscale image as they are, colour as
