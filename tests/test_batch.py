@@ -7,7 +7,6 @@ directly on the same pixels.
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import os
@@ -26,20 +25,16 @@ from PIL import Image
 
 from tests import serving_helpers, synthetic
 from tests.flaky_proxy import FlakyProxy
-from tf_mlp import batch, client
+from tf_mlp import batch, client, predict_cli
 from tf_mlp.batch import journal as journal_module
 from tf_mlp.data import idx
 from tf_mlp.errors import ConfigError
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "scripts" / "batch_predict.py"
+BATCH_COMMAND = [sys.executable, "-m", "tf_mlp.cli", "batch-predict"]
 FASHION_MNIST_DIR = pathlib.Path("/usr/share/datasets/fashion-mnist")
 FAST_RETRIES = client.RetryPolicy(max_attempts=6, initial_backoff=0.01, max_backoff=0.05)
 COUNT = 120
 
-_spec = importlib.util.spec_from_file_location("script_batch_predict", SCRIPT)
-batch_script = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(batch_script)
 
 
 def free_port() -> int:
@@ -55,7 +50,7 @@ def png_bytes(image: np.ndarray) -> bytes:
 
 
 def run_script(*arguments):
-    return CliRunner().invoke(batch_script.main, ["--no-progress", *map(str, arguments)])
+    return CliRunner().invoke(predict_cli.batch_predict, ["--no-progress", *map(str, arguments)])
 
 
 @pytest.fixture(scope="module")
@@ -267,7 +262,7 @@ def test_unreadable_and_corrupt_images_get_error_rows_and_the_others_are_classif
     (tmp_path / "images" / "4b-gone.png").symlink_to(tmp_path / "deleted.png")
     output = tmp_path / "out.csv"
     result = run_script(tmp_path / "images", "-o", output, "--target", targets["rest"], "--chunk-size", 4)
-    assert result.exit_code == batch_script.EXIT_FAILED_INPUTS, result.output
+    assert result.exit_code == predict_cli.EXIT_FAILED_INPUTS, result.output
     rows = batch.read_rows(output)
     assert [row["id"] for row in rows] == ["0.png", "1.png", "2.png", "2b-corrupt.png", "3.png", "4.png",
                                            "4b-gone.png", "5.png"]
@@ -382,7 +377,7 @@ def test_resume_after_sigkill_has_no_gaps_and_no_duplicates(tmp_path, server, np
     journal = batch.journal_path(output)
     with FlakyProxy(server.rest_url, lambda number, request: "slow", delay=0.1) as proxy:
         process = subprocess.Popen(
-            [sys.executable, str(SCRIPT), str(images), "--labels", str(labels), "-o", str(output), "--target",
+            [*BATCH_COMMAND, str(images), "--labels", str(labels), "-o", str(output), "--target",
              proxy.url, "--chunk-size", "5", "--concurrency", "1", "--no-progress"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
         try:
@@ -416,7 +411,7 @@ def test_ctrl_c_stops_with_a_resume_hint(tmp_path, server, npy_inputs):
     journal = batch.journal_path(output)
     with FlakyProxy(server.rest_url, lambda number, request: "slow", delay=0.1) as proxy:
         process = subprocess.Popen(
-            [sys.executable, str(SCRIPT), str(npy_inputs[0]), "-o", str(output), "--target", proxy.url,
+            [*BATCH_COMMAND, str(npy_inputs[0]), "-o", str(output), "--target", proxy.url,
              "--chunk-size", "5", "--concurrency", "1", "--no-progress"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
@@ -482,3 +477,144 @@ def test_fashion_mnist_accuracy_over_rest_equals_the_in_process_evaluation(tmp_p
     assert (summary["inputs"], summary["failures"], summary["labelled"]) == (10000, 0, 10000)
     assert summary["correct"] == round(evaluation["test_accuracy"] * 10000)
     assert summary["accuracy"] == evaluation["test_accuracy"]
+
+
+# ---- class folders, the summary, polarity --------------------------------------------------------------------
+
+
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                   "Ankle boot")
+
+
+def test_class_folders_match_class_names_by_the_documented_rule(tmp_path, dataset):
+    folders = {"T-shirt_top": 0, "t-shirt top": 0, "ANKLE_BOOT": 9, "ankle-boot": 9, "Bag": 8, "Socks": None}
+    for position, folder in enumerate(folders):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / f"{position}.png").write_bytes(png_bytes(dataset.images[position]))
+    (tmp_path / "top-level.png").write_bytes(png_bytes(dataset.images[9]))
+    inputs = batch.open_inputs(str(tmp_path))
+    inputs.name_labels(FASHION_CLASSES)
+    by_folder = {identifier.split("/")[0]: (label, name) for identifier, label, name in
+                 zip(inputs.ids, inputs.label_ids, inputs.label_names)}
+    for folder, class_id in folders.items():
+        expected_name = FASHION_CLASSES[class_id] if class_id is not None else folder
+        assert by_folder[folder] == (class_id, expected_name), folder
+    assert by_folder["top-level.png"] == (None, None)  # no folder, no label: not "unmatched"
+    assert inputs.unmatched_folders() == {"Socks": 1}
+    assert batch.inputs.folder_key("T-shirt/top") == "t_shirt_top"
+
+
+def test_unmatched_folders_are_counted_in_the_summary_and_warned_about(tmp_path, targets, dataset):
+    for index in range(6):
+        folder = tmp_path / "images" / ("3" if index < 3 else "seven")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{index}.png").write_bytes(png_bytes(dataset.images[index]))
+    result = run_script(tmp_path / "images", "-o", tmp_path / "out.csv", "--target", targets["local"],
+                        "--summary", tmp_path / "summary.json")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        "warning: 3 inputs are in folders that match no class name ('seven'); they have no true label and are "
+        "left out of accuracy (folder names match class names ignoring case, with any run of other characters "
+        "such as '/', ' ', '-' written as '_')"]
+    assert "unmatched    3 inputs in folders named after no class (seven)" in result.stdout.splitlines()
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert (summary["labelled"], summary["unmatched"], summary["unmatched_folders"]) == (3, 3, ["seven"])
+    rows = batch.read_rows(tmp_path / "out.csv")
+    assert [(row["label"], row["label_name"]) for row in rows] == [(3, "3")] * 3 + [(None, "seven")] * 3
+
+
+def test_confusion_matrix_has_one_labelled_column_per_class_and_nothing_else():
+    from tf_mlp.batch import summary as summary_module
+
+    rows = [{"label": label, "class_id": predicted, "error": None, "label_name": FASHION_CLASSES[label], "id": "x"}
+            for label, predicted in [(0, 0), (0, 6), (9, 9), (6, 0)]]
+    summary = summary_module.summarize(rows, "out.csv", 0, 4, 1.0, [0.01], {}, FASHION_CLASSES)
+    lines = batch.format_summary(summary).splitlines()
+    start = lines.index("confusion matrix (rows: true class, columns: predicted class)")
+    header, *matrix = lines[start + 1:]
+    assert header.split() == [str(index) for index in range(10)]
+    assert len(matrix) == 10
+    for class_id, line in enumerate(matrix):
+        assert line.startswith(f"{class_id} {FASHION_CLASSES[class_id]} ")
+        counts = line[len(f"{class_id} {FASHION_CLASSES[class_id]}"):].split()
+        assert len(counts) == 10 and len(line) == len(header), line  # as many numbers as headed columns
+    assert matrix[0].split()[-10:] == ["1", "0", "0", "0", "0", "0", "1", "0", "0", "0"]
+
+
+def test_polarity_invert_gives_a_dark_on_light_folder_the_originals_predictions(tmp_path, local_model, dataset,
+                                                                               reference):
+    for index in range(8):
+        (tmp_path / "ink").mkdir(exist_ok=True)
+        (tmp_path / "ink" / f"{index}.png").write_bytes(png_bytes(255 - dataset.images[index]))
+    for polarity in ("invert", "auto"):
+        inputs = batch.open_inputs(str(tmp_path / "ink"))
+        inputs.set_polarity(polarity)
+        batch.run_batch(local_model, inputs, tmp_path / f"{polarity}.csv", progress=False)
+        rows = batch.read_rows(tmp_path / f"{polarity}.csv")
+        assert [row["class_id"] for row in rows] == list(reference[0][:8])
+        assert [row["probability"] for row in rows] == [float(str(value)) for value in reference[1][:8]]
+
+
+def test_resume_refuses_a_journal_written_under_another_polarity(tmp_path, dataset):
+    np.save(tmp_path / "x.npy", dataset.images[:4])
+    headers = {}
+    for polarity in ("as-is", "invert"):
+        inputs = batch.open_inputs(str(tmp_path / "x.npy"))
+        inputs.set_polarity(polarity)
+        headers[polarity] = {"inputs": inputs.description, "count": len(inputs), "fingerprint": inputs.fingerprint}
+    path = tmp_path / "out.csv.journal"
+    journal, _ = journal_module.Journal.open(path, headers["as-is"], resume=False, restart=False)
+    journal.close()
+    with pytest.raises(ConfigError, match="was written for other inputs"):
+        journal_module.Journal.open(path, headers["invert"], resume=True, restart=False)
+
+
+# ---- the output is checked before any work --------------------------------------------------------------------
+
+
+def _snapshot(directory: pathlib.Path) -> dict:
+    return {path.relative_to(directory).as_posix(): path.read_bytes() if path.is_file() else None
+            for path in sorted(directory.rglob("*"))}
+
+
+def _without_tensorflow_noise(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if not line.startswith(("WARNING: All log messages", "I0000",
+                                                                         "E0000", "W0000"))]
+
+
+def _as_unprivileged(command: list) -> list:
+    """Root ignores directory permissions; without CAP_DAC_OVERRIDE it obeys them, as any user does."""
+    if os.geteuid() != 0:
+        return command
+    import shutil
+
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: a read-only directory cannot be made to refuse writes")
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--", *command]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("output, message", [
+    ("missing/out.csv", "Error: missing: no such directory for the output out.csv"),
+    ("file.txt/out.csv", "Error: file.txt is not a directory; cannot write the output out.csv there"),
+    ("read-only/out.csv", "Error: read-only: cannot create files there for the output out.csv "
+                          "(Permission denied)"),
+    ("read-only", "Error: read-only is a directory; give a file name for the output"),
+])
+def test_an_output_that_cannot_be_written_fails_before_any_work(tmp_path, npy_inputs, output, message):
+    (tmp_path / "file.txt").write_text("a file, not a directory\n")
+    (tmp_path / "read-only").mkdir()
+    (tmp_path / "read-only" / "old.csv").write_text("kept\n")
+    # The model is a directory that holds none: an error about it would mean the output was checked too late.
+    (tmp_path / "no-model").mkdir()
+    os.chmod(tmp_path / "read-only", 0o555)
+    try:
+        before = _snapshot(tmp_path)
+        command = [*BATCH_COMMAND, str(npy_inputs[0]), "-o", output, "--format", "csv", "--target", "no-model"]
+        result = subprocess.run(_as_unprivileged(command), cwd=tmp_path, capture_output=True, text=True,
+                                timeout=120)
+        assert result.returncode == 1, result.stderr
+        assert _without_tensorflow_noise(result.stderr) == [message]
+        assert result.stdout == "" and _snapshot(tmp_path) == before
+    finally:
+        os.chmod(tmp_path / "read-only", 0o755)

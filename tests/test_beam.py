@@ -6,7 +6,6 @@ Skipped where the `beam` extra is not installed; `make test` installs it.
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import pathlib
 import shutil
@@ -19,10 +18,9 @@ from PIL import Image
 pytest.importorskip("apache_beam")
 
 from tests import serving_helpers, synthetic  # noqa: E402
-from tf_mlp import batch  # noqa: E402
+from tf_mlp import batch, predict_cli  # noqa: E402
 from tf_mlp import beam as tf_mlp_beam  # noqa: E402
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 COUNT = 120
 CHUNK = 25
 """Five chunks of 25 and one of 20: several chunks for two workers, and a short last one."""
@@ -30,15 +28,6 @@ TWO_PROCESSES = ["--direct_num_workers=2", "--direct_running_mode=multi_processi
 TWO_THREADS = ["--direct_num_workers=2", "--direct_running_mode=multi_threading"]
 
 
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"script_{name}", REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-batch_script = load_script("batch_predict")
-beam_script = load_script("beam_predict")
 
 
 def png_bytes(image: np.ndarray) -> bytes:
@@ -48,11 +37,11 @@ def png_bytes(image: np.ndarray) -> bytes:
 
 
 def run_batch_script(*arguments):
-    return CliRunner().invoke(batch_script.main, ["--no-progress", *map(str, arguments)])
+    return CliRunner().invoke(predict_cli.batch_predict, ["--no-progress", *map(str, arguments)])
 
 
 def run_beam_script(*arguments):
-    return CliRunner().invoke(beam_script.main, list(map(str, arguments)))
+    return CliRunner().invoke(predict_cli.beam_predict, list(map(str, arguments)))
 
 
 @pytest.fixture(scope="module")
@@ -100,9 +89,9 @@ def test_bad_images_get_the_batch_scripts_error_rows(tmp_path, model_base):
     expected, output = tmp_path / "batch.csv", tmp_path / "beam.csv"
     # Chunks of 4: the corrupt image shares its chunk, which the model refuses and which is halved to find it.
     reference = run_batch_script(folder, "-o", expected, "--target", f"local:{model_base}", "--chunk-size", 4)
-    assert reference.exit_code == batch_script.EXIT_FAILED_INPUTS, reference.output
+    assert reference.exit_code == predict_cli.EXIT_FAILED_INPUTS, reference.output
     result = run_beam_script(folder, "-o", output, "--model-path", model_base, "--chunk-size", 4, *TWO_THREADS)
-    assert result.exit_code == beam_script.EXIT_FAILED_INPUTS, result.output
+    assert result.exit_code == predict_cli.EXIT_FAILED_INPUTS, result.output
     assert output.read_bytes() == expected.read_bytes()
     errors = {row["id"]: row["error"] for row in batch.read_rows(output) if row["error"]}
     assert set(errors) == {"1/2b-corrupt.png", "0/4b-gone.png"}
@@ -165,3 +154,44 @@ def test_worker_copy_of_a_model_url_is_a_complete_version(tmp_path, model_base):
                       for path in (model_base / "1").rglob("*") if path.is_file())
     assert copied == original and "saved_model.pb" in copied
     shutil.rmtree(local)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("output, message", [
+    ("read-only/out.csv", "Error: read-only: cannot create files there for the output out.csv (Permission denied)"),
+    ("file.txt/out.csv", "Error: file.txt is not a directory; cannot write the output out.csv there"),
+])
+def test_an_unwritable_output_fails_before_the_job_runs(tmp_path, npy_inputs, output, message):
+    import os
+    import subprocess
+    import sys
+
+    from tests.test_batch import _as_unprivileged, _snapshot, _without_tensorflow_noise
+
+    (tmp_path / "file.txt").write_text("a file\n")
+    (tmp_path / "read-only").mkdir()
+    (tmp_path / "no-model").mkdir()  # an error about the model would mean the output was checked after it
+    os.chmod(tmp_path / "read-only", 0o555)
+    try:
+        before = _snapshot(tmp_path)
+        command = [sys.executable, "-m", "tf_mlp.cli", "beam-predict", str(npy_inputs[0]), "-o", output,
+                   "--model-path", "no-model"]
+        result = subprocess.run(_as_unprivileged(command), cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 1, result.stderr
+        assert _without_tensorflow_noise(result.stderr) == [message]
+        assert result.stdout == "" and _snapshot(tmp_path) == before
+    finally:
+        os.chmod(tmp_path / "read-only", 0o755)
+
+
+def test_polarity_is_applied_as_the_batch_command_applies_it(tmp_path, model_base, npy_inputs):
+    images, _ = npy_inputs
+    expected, output = tmp_path / "expected.csv", tmp_path / "out.csv"
+    reference = run_batch_script(images, "-o", expected, "--target", f"local:{model_base}", "--polarity", "invert")
+    assert reference.exit_code == 0, reference.output
+    result = run_beam_script(images, "-o", output, "--model-path", model_base, "--polarity", "invert", *TWO_THREADS)
+    assert result.exit_code == 0, result.output
+    assert output.read_bytes() == expected.read_bytes()
+    plain = tmp_path / "plain.csv"
+    assert run_batch_script(images, "-o", plain, "--target", f"local:{model_base}").exit_code == 0
+    assert plain.read_bytes() != expected.read_bytes()

@@ -9,7 +9,6 @@ servicer that fails on purpose before forwarding.
 from __future__ import annotations
 
 import concurrent.futures
-import importlib.util
 import io
 import json
 import pathlib
@@ -24,23 +23,14 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from tests import serving_helpers
 from tests.flaky_proxy import FlakyProxy
-from tf_mlp import client, contract
+from tf_mlp import client, contract, predict_cli
 from tf_mlp.client import retry as retry_module
 from tf_mlp.client.results import Prediction
 from tf_mlp.errors import ConfigError
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 FAST_RETRIES = client.RetryPolicy(max_attempts=4, initial_backoff=0.01, max_backoff=0.05)
 
 
-def _load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"script_{name}", REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-classify_script = _load_script("classify")
 
 
 def png_bytes(image: np.ndarray) -> bytes:
@@ -104,6 +94,8 @@ def test_parse_target_local_forms():
     ("rest://host:8501/v1/models", None, "has a path"),
     ("local:", None, "needs a path"),
     ("host", "ftp", "unknown protocol"),
+    ("models/nowhere", None, "models/nowhere: no such directory"),
+    ("run:", None, "needs a path"),
 ])
 def test_parse_target_rejects(text, protocol, message):
     with pytest.raises(ConfigError, match=message):
@@ -378,7 +370,7 @@ def test_grpc_does_not_retry_refusals(failing_grpc, images, code, error):
     assert servicer.calls == 1
 
 
-# ---- the online client (scripts/classify.py) ------------------------------------------------------------------
+# ---- the online client (tf-mlp predict) --------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -393,7 +385,7 @@ def image_files(tmp_path_factory, images):
 
 
 def _classify(*arguments, input=None):
-    return CliRunner().invoke(classify_script.main, [str(argument) for argument in arguments], input=input)
+    return CliRunner().invoke(predict_cli.predict, [str(argument) for argument in arguments], input=input)
 
 
 def test_classify_prints_top_k_table_identical_over_rest_and_grpc(targets, image_files, images):
@@ -496,3 +488,161 @@ def test_rest_client_falls_back_to_nested_lists_for_a_model_without_predict_raw(
             assert model.stats.as_dict()["failures"] == 1
     finally:
         server.stop()
+
+
+# ---- polarity: dark-on-light images ---------------------------------------------------------------------------
+
+
+def _ring_image(border: int, inside: int, shape=(28, 28)) -> np.ndarray:
+    image = np.full(shape, inside, dtype=np.uint8)
+    image[0, :] = image[-1, :] = image[:, 0] = image[:, -1] = border
+    return image
+
+
+def test_auto_inverts_exactly_when_the_outermost_ring_mean_is_above_127():
+    from tf_mlp.client import polarity
+
+    assert not polarity.border_is_light(_ring_image(127, 255))  # mean 127 is not "above 127"
+    assert polarity.border_is_light(_ring_image(128, 0))
+    # Only the one-pixel ring counts, each pixel once: 4 * 27 ring pixels, 54 of them 255 and 54 of them 0.
+    half = _ring_image(0, 0)
+    half[0, :] = 255
+    half[1:, -1] = 255
+    assert np.concatenate([half[0], half[-1], half[1:-1, 0], half[1:-1, -1]]).mean() > 127
+    assert polarity.border_is_light(half)
+    assert polarity.border_is_light(np.full((1, 1), 200, np.uint8))
+    assert not polarity.border_is_light(np.array([[255, 0], [0, 0]], np.uint8))  # 2x2: every pixel is ring
+    assert polarity.should_invert(_ring_image(0, 0), "invert") and not polarity.should_invert(_ring_image(255, 0),
+                                                                                             "as-is")
+
+
+def _encode(array: np.ndarray, mode=None, image_format="PNG") -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array, mode).save(buffer, format=image_format)
+    return buffer.getvalue()
+
+
+def test_auto_sends_light_on_dark_images_unchanged_and_inverts_dark_on_light_at_full_size():
+    from tf_mlp.client import polarity
+
+    rng = np.random.default_rng(0)
+    dark = rng.integers(0, 60, size=(40, 30), dtype=np.uint8)
+    dark[10:30, 10:20] = 250
+    original = _encode(dark)
+    assert polarity.apply_to_encoded(original, "auto") == original
+    light = _encode(255 - dark)
+    sent = polarity.apply_to_encoded(light, "auto")
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(sent))), dark)  # 40x30: the server resizes
+    assert polarity.apply_to_encoded(light, "as-is") == light
+    # Colour: the luma the exported model uses, alpha ignored.
+    rgba = np.zeros((5, 6, 4), np.uint8)
+    rgba[..., 0], rgba[..., 1], rgba[..., 2], rgba[..., 3] = 250, 240, 230, 0
+    gray = round(0.2989 * 250 + 0.5870 * 240 + 0.1140 * 230)
+    inverted = np.asarray(Image.open(io.BytesIO(polarity.apply_to_encoded(_encode(rgba), "auto"))))
+    assert inverted.shape == (5, 6) and (inverted == 255 - gray).all()
+    for not_for_the_model in (b"not an image", _encode(255 - dark, image_format="TIFF")):
+        assert polarity.apply_to_encoded(not_for_the_model, "invert") == not_for_the_model
+
+
+def test_predict_polarity_makes_a_dark_on_light_file_classify_as_its_original(targets, images, tmp_path):
+    normal, inverted = tmp_path / "normal.png", tmp_path / "inverted.png"
+    normal.write_bytes(png_bytes(images[0]))
+    inverted.write_bytes(png_bytes(255 - images[0]))
+    answers = {}
+    for polarity in ("as-is", "auto", "invert"):
+        result = _classify("--server", targets["local"], "--json", "-k", 10, "--polarity", polarity, normal, inverted)
+        assert result.exit_code == 0, result.output
+        answers[polarity] = json.loads(result.stdout)["results"]
+    assert answers["auto"][0] == answers["as-is"][0]  # light-on-dark: untouched
+    assert answers["auto"][1]["predictions"] == answers["as-is"][0]["predictions"]
+    assert answers["invert"][1]["predictions"] == answers["as-is"][0]["predictions"]
+    default = _classify("--server", targets["local"], normal, inverted)
+    assert default.stderr.splitlines() == [
+        f"note: {inverted} has a light border, so it is probably dark on light; the model knows light-on-dark "
+        "images: try --polarity auto or --polarity invert"]
+
+
+def test_predict_from_a_run_directory_matches_its_export(image_files):
+    run = serving_helpers.exported_version_dir().parents[2] / "run"
+    export_base = serving_helpers.exported_version_dir().parents[1]
+    outputs = {}
+    for target in (str(run), f"run:{run}", str(export_base)):
+        result = _classify("--server", target, "--json", "-k", 3, *image_files)
+        assert result.exit_code == 0, result.output
+        outputs[target] = json.loads(result.stdout)["results"]
+    assert outputs[str(run)] == outputs[f"run:{run}"]
+    for from_run, from_export in zip(outputs[str(run)], outputs[str(export_base)]):
+        assert [ranked["class_id"] for ranked in from_run["predictions"]] == \
+            [ranked["class_id"] for ranked in from_export["predictions"]]
+        for ranked_run, ranked_export in zip(from_run["predictions"], from_export["predictions"]):
+            assert ranked_run["probability"] == pytest.approx(ranked_export["probability"], abs=1e-6)
+    assert client.parse_target(str(run)) == client.Target("run", path=str(run))
+    assert client.parse_target(str(export_base)) == client.Target("local", path=str(export_base))
+
+
+# ---- tf-mlp as a user runs it: one-line errors, exit codes, nothing written ----------------------------------
+
+
+def snapshot(directory: pathlib.Path) -> dict:
+    return {path.relative_to(directory).as_posix(): path.read_bytes() if path.is_file() else None
+            for path in sorted(directory.rglob("*"))}
+
+
+def tf_mlp_command(*arguments, cwd):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "tf_mlp.cli", *map(str, arguments)], cwd=cwd, capture_output=True,
+                          text=True, timeout=120)
+
+
+def _error_lines(stderr: str) -> list[str]:
+    # TensorFlow's C++ start-up lines (absl, oneDNN, CUDA probing) are not the command's own words.
+    return [line for line in stderr.splitlines() if not line.startswith(("WARNING: All log messages", "I0000",
+                                                                         "E0000", "W0000"))]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arguments, code, message", [
+    (["exports", "nowhere"], 1, "Error: nowhere does not exist"),
+    (["exports", "empty"], 1, "Error: no SavedModel in empty (expected empty/saved_model.pb, empty/<version>/ "
+                              "or empty/tf_mlp/<version>/)"),
+    (["exports", "broken"], 1, "Error: broken/saved_model.pb: not a readable SavedModel protocol buffer"),
+    (["predict", "image.png", "--target", "empty"], 1, "Error: local:empty: not found: no SavedModel in empty "
+                                                       "(expected empty/saved_model.pb, empty/<version>/ or "
+                                                       "empty/tf_mlp/<version>/)"),
+    (["predict", "image.png", "--polarity", "upside-down", "--target", "empty"], 2, None),
+])
+def test_prediction_commands_fail_with_one_line_and_touch_nothing(tmp_path, image_files, arguments, code, message):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "saved_model.pb").write_bytes(b"\xff\xff not a protocol buffer")
+    (tmp_path / "image.png").write_bytes(pathlib.Path(image_files[0]).read_bytes())
+    before = snapshot(tmp_path)
+    result = tf_mlp_command(*arguments, cwd=tmp_path)
+    assert result.returncode == code, result.stderr
+    lines = _error_lines(result.stderr)
+    if message is None:
+        assert "Invalid value for '--polarity'" in lines[-1]
+    else:
+        assert lines == [message]
+    assert result.stdout == "" and snapshot(tmp_path) == before
+
+
+@pytest.mark.slow
+def test_exports_lists_versions_signatures_and_model_cards(tmp_path):
+    from tf_mlp.export.describe import signature_summary
+
+    base = serving_helpers.model_base(tmp_path, versions=(1, 3))
+    result = tf_mlp_command("exports", tmp_path / "models", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    listed = json.loads(result.stdout)
+    assert [entry["version"] for entry in listed] == [1, 3]
+    assert listed[1]["signatures"] == signature_summary(base / "3")
+    assert listed[1]["signatures"]["serving_default"]["inputs"] == {"images": {"dtype": "DT_UINT8",
+                                                                               "shape": [-1, 28, 28]}}
+    assert listed[0]["class_names"] == [str(index) for index in range(10)]
+    assert listed[0]["model_card"]["version"] == 1 and "test_accuracy" in listed[0]["model_card"]
+    text = tf_mlp_command("exports", base / "3", cwd=tmp_path).stdout
+    assert text.splitlines()[0] == f"version 3  {base / '3'}"
+    assert "    input  images: DT_UINT8 [-1, 28, 28]" in text and "  model card: data_set synthetic" in text

@@ -2,13 +2,15 @@
 
 Everything runs on a few dozen generated images in temporary directories and
 a temporary TFDS data dir; nothing reaches the network or ~/tensorflow_datasets.
-Tests on the shared notMNIST sample skip when it is absent; the full
-Fashion-MNIST test is marked real_data.
+The notMNIST sample's IDX pair ships in the package (tf_mlp/data/notmnist_sample);
+only the test of its archive layout, which is not shipped, needs ../shared and
+skips without it. The full Fashion-MNIST test is marked real_data.
 """
 
 import gzip
 import logging
 import os
+import pathlib
 
 import numpy as np
 import pytest
@@ -22,8 +24,9 @@ from tf_mlp.data import idx, local_builder, notmnist_builder, overlap, sources
 from tf_mlp.data.splits import DataSplits, Split
 from tf_mlp.errors import DataError
 
-needs_sample = pytest.mark.skipif(
-    not fixtures.SHARED_SAMPLE.is_dir(), reason=f"notMNIST sample not found at {fixtures.SHARED_SAMPLE}"
+needs_sample_archive = pytest.mark.skipif(
+    not (fixtures.SHARED_SAMPLE / "notMNIST_sample.tar.gz").is_file(),
+    reason=f"the notMNIST sample's archive layout (not shipped in the package) is not at {fixtures.SHARED_SAMPLE}",
 )
 
 
@@ -141,8 +144,9 @@ def test_bad_sources_give_one_line_errors(tmp_path):
     raises_one_line(
         r"other: no notMNIST archives .* or IDX files found", load, tmp_path, tmp_path / "other", name="notmnist"
     )
-    with pytest.raises(DataError, match="'notmnist' needs --source-dir"):
-        data.load_splits(DataConfig(name="notmnist", data_dir=str(tmp_path / "tfds")))
+    # notMNIST has its packaged sample; a plain IDX data set has no default place.
+    raises_one_line(r"data set 'idx' needs --source-dir \(a directory of IDX files\)", data.load_splits,
+                    DataConfig(name="idx", data_dir=str(tmp_path / "tfds")))
 
 
 def test_half_a_pair_and_count_mismatch_name_the_files(tmp_path):
@@ -350,26 +354,58 @@ def test_large_and_small_archives_give_course_sizes(tmp_path):
 # --- The shared notMNIST sample and the real Fashion-MNIST ------------------------------------
 
 
-@needs_sample
-def test_sample_idx_and_archive_layouts_hold_the_same_images(tmp_path):
+@needs_sample_archive
+def test_sample_archive_layout_holds_the_packaged_idx_images(tmp_path):
     archive = local_builder.prepare(notmnist_builder.NotmnistArchives, fixtures.SHARED_SAMPLE, str(tmp_path / "tfds"))
-    idx_images = load(tmp_path, fixtures.SHARED_SAMPLE, name="idx")  # the same directory read as IDX files
     archive_images, archive_labels = local_builder.read_split(archive, "train")
     assert archive_images.shape == (8000, 28, 28) and np.bincount(archive_labels).tolist() == [800] * 10
-    everything = [
-        np.concatenate([split.images for split in (idx_images.train, idx_images.validation, idx_images.test)]),
-        np.concatenate([split.labels for split in (idx_images.train, idx_images.validation, idx_images.test)]),
-    ]
-    assert fixtures.sorted_pairs(archive_images, archive_labels) == fixtures.sorted_pairs(*everything)
+    packaged_images = idx.read_idx(sources.PACKAGED_NOTMNIST / "images-idx3-ubyte.gz")
+    packaged_labels = idx.read_idx(sources.PACKAGED_NOTMNIST / "labels-idx1-ubyte.gz", kind="labels")
+    assert fixtures.sorted_pairs(archive_images, archive_labels) == fixtures.sorted_pairs(packaged_images,
+                                                                                       packaged_labels)
 
 
-@needs_sample
-def test_sample_split_policy_and_overlap(tmp_path):
-    splits = load(tmp_path, fixtures.SHARED_SAMPLE, name="notmnist")
+def test_packaged_sample_is_the_default_notmnist_source_offline(tmp_path, monkeypatch):
+    monkeypatch.setattr(sources, "_reachable", _must_not_connect)
+    splits = data.load_splits(DataConfig(name="notmnist", data_dir=str(tmp_path / "tfds")))
     assert splits.sizes() == {"train": 6120, "validation": 680, "test": 1200}
+    assert splits.class_names == CLASS_NAMES["notmnist"]
     assert np.bincount(splits.test.labels).tolist() == [120] * 10 and splits.skipped_files == 0
     report = overlap.overlap_report(splits)
     assert report["test_in_train"] > 0 and report["within"]["train"] > 0  # the sample has duplicates
+
+
+def test_packaged_sample_ships_with_its_licence_and_attribution():
+    import configparser
+
+    shipped = sorted(path.name for path in sources.PACKAGED_NOTMNIST.iterdir())
+    assert shipped == ["LICENSE", "README.md", "images-idx3-ubyte.gz", "labels-idx1-ubyte.gz"]
+    assert (sources.PACKAGED_NOTMNIST / "LICENSE").read_text().startswith("The MIT License (MIT)\n\nCopyright (c) "
+                                                                          "2016 David Flanagan")
+    assert "davidflanagan/notMNIST-to-MNIST" in (sources.PACKAGED_NOTMNIST / "README.md").read_text()
+    setup = configparser.ConfigParser()
+    setup.read(pathlib.Path(__file__).resolve().parents[1] / "setup.cfg")
+    patterns = setup["options.package_data"]["tf_mlp.data"].split()
+    package_dir = sources.PACKAGED_NOTMNIST.parent
+    for name in shipped:  # every file is matched by a package_data pattern, so wheels carry it
+        assert any((package_dir / "notmnist_sample" / name).match(str(package_dir / pattern)) for pattern in patterns)
+    if fixtures.SHARED_SAMPLE.is_dir():  # copied unchanged
+        for name in ("LICENSE", "images-idx3-ubyte.gz", "labels-idx1-ubyte.gz"):
+            assert (sources.PACKAGED_NOTMNIST / name).read_bytes() == (fixtures.SHARED_SAMPLE / name).read_bytes()
+
+
+@pytest.mark.slow
+def test_train_notmnist_needs_no_source_dir(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "tf_mlp.cli", "train", "--data", "notmnist", "--preset", "logistic", "--epochs", "1",
+         "--data-dir", str(tmp_path / "tfds"), "--run-dir", str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines()[-1].startswith("test accuracy: ")
+    assert "(1200 test images, 7850 parameters" in result.stdout.splitlines()[-1]
 
 
 @pytest.mark.real_data

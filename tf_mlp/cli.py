@@ -269,5 +269,10 @@ def serve(flags):
     server.serve(options)
 
 
+from tf_mlp.predict_cli import add_commands  # noqa: E402 - predict, batch-predict, beam-predict, exports, ...
+
+add_commands(main)
+
+
 if __name__ == "__main__":
     main()

@@ -27,12 +27,20 @@ from tf_mlp.batch.runner import (
     classify_chunk,
     run_batch,
 )
-from tf_mlp.batch.summary import BatchSummary, format_summary
-from tf_mlp.batch.writers import COLUMNS, FORMATS, error_row, prediction_row, read_rows, render
+from tf_mlp.batch.summary import BatchSummary, format_summary, unmatched_warning
+from tf_mlp.batch.writers import (
+    COLUMNS,
+    FORMATS,
+    check_output_location,
+    error_row,
+    prediction_row,
+    read_rows,
+    render,
+)
 
 __all__ = [
     "COLUMNS", "DEFAULT_CHUNK_SIZE", "DEFAULT_CONCURRENCY", "FORMATS", "STARTUP_ATTEMPTS",
     "BatchAborted", "BatchSummary", "InputSource",
-    "classify_chunk", "error_row", "format_summary", "journal_path", "open_inputs", "prediction_row", "read_rows",
-    "render", "run_batch",
+    "check_output_location", "classify_chunk", "error_row", "format_summary", "journal_path", "open_inputs",
+    "prediction_row", "read_rows", "render", "run_batch", "unmatched_warning",
 ]

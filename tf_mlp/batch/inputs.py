@@ -4,13 +4,24 @@
     open_inputs("images.idx", labels="y.idx")    an IDX (or .npy) file of labels given explicitly
     open_inputs("x.npy") / open_inputs("d.npz")  uint8 [N, 28, 28] (or [N, 784]); .npz keys images/x, labels/y
     open_inputs("photos/")                       PNG/JPEG/GIF/BMP/WebP files under a directory, sorted by path;
-                                                 the first subfolder of each file is its true class name
+                                                 the first subfolder of each file names its true class
     open_inputs("tfds:fashion_mnist/test")       a split of one of the project's data sets (tf_mlp.data)
 
 Pixel arrays are sent as they are (over REST as 784 raw bytes per image to
 predict_raw, over gRPC as one uint8 tensor to serving_default); image files are sent as
 their bytes (predict_encoded) and read only when their chunk is sent, so a
 file that cannot be read fails alone, as an error row.
+
+Class folders: a folder name matches a class name when the two are equal
+after lower-casing and writing every run of characters other than letters
+and digits as one "_" (`folder_key`). A class name can hold a "/" that no
+folder name can ("T-shirt/top"), so "T-shirt_top", "t-shirt top" and
+"T_SHIRT_TOP" all name it; "ankle_boot" names "Ankle boot". Files in a
+folder that matches no class keep the folder name as label_name, have no
+label id, and are counted as unmatched (left out of accuracy).
+
+Polarity (tf_mlp.client.polarity) is applied as inputs are read (default
+`as-is` for image files and pixel arrays alike).
 """
 
 from __future__ import annotations
@@ -18,10 +29,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import pathlib
+import re
 
 import numpy as np
 
 from tf_mlp import contract
+from tf_mlp.client import polarity as polarity_module
 from tf_mlp.client.base import ENCODED, PIXELS
 from tf_mlp.errors import DataError
 
@@ -29,6 +42,13 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp"})
 TFDS_PREFIX = "tfds:"
 _IMAGE_KEYS = ("images", "x", "x_test", "x_train")
 _LABEL_KEYS = ("labels", "y", "y_test", "y_train")
+_SEPARATORS = re.compile(r"[\W_]+")
+"""Runs of characters other than letters and digits (\\W is everything but [letters digits _], plus _)."""
+
+
+def folder_key(name: str) -> str:
+    """The form in which folder names and class names are compared: "T-shirt/top" and "t_shirt top" -> "t_shirt_top"."""
+    return _SEPARATORS.sub("_", name.casefold()).strip("_")
 
 
 @dataclasses.dataclass
@@ -46,33 +66,64 @@ class InputSource:
     """Identifies these inputs, so that --resume refuses a journal written for others."""
     images: np.ndarray | None = None
     paths: list | None = None
+    polarity: str = polarity_module.AS_IS
+    """How images are turned around before sending (set with set_polarity)."""
 
     def __len__(self) -> int:
         return len(self.ids)
 
+    def set_polarity(self, polarity: str | None) -> None:
+        """Use `polarity` (None: the default for this kind of input); part of the fingerprint, so --resume
+        never mixes rows made under two polarities."""
+        if polarity is None:
+            encoded = self.kind == ENCODED
+            polarity = polarity_module.DEFAULT_FOR_ENCODED if encoded else polarity_module.DEFAULT_FOR_PIXELS
+        if polarity not in polarity_module.POLARITIES:
+            raise DataError(f"unknown polarity {polarity!r}; choose one of {', '.join(polarity_module.POLARITIES)}")
+        if polarity != self.polarity:
+            self.fingerprint = hashlib.sha256(f"{self.fingerprint} polarity={polarity}".encode()).hexdigest()
+        self.polarity = polarity
+
     def read(self, indices):
         """(readable indices, payload for them, {index: error message}) for a chunk of input indices."""
         if self.kind == PIXELS:
-            return list(indices), self.images[np.asarray(indices)], {}
+            return list(indices), polarity_module.apply_to_pixels(self.images[np.asarray(indices)], self.polarity), {}
         readable, payload, failures = [], [], {}
         for index in indices:
             try:
-                payload.append(self.paths[index].read_bytes())
+                payload.append(polarity_module.apply_to_encoded(self.paths[index].read_bytes(), self.polarity))
                 readable.append(index)
             except OSError as error:
                 failures[index] = f"cannot read {self.ids[index]}: {error.strerror or error}"
         return readable, payload, failures
 
     def name_labels(self, class_names) -> None:
-        """Fill in true class names from ids and ids from names, using the model's class names."""
+        """Fill in true class names from ids and ids from names, using the model's class names.
+
+        Names (class folders) match by folder_key; a matched input's label_name becomes the class name.
+        """
         if not class_names:
             return
-        positions = {name: class_id for class_id, name in enumerate(class_names)}
+        keys = {}
+        for class_id, name in enumerate(class_names):
+            keys.setdefault(folder_key(name), []).append(class_id)
+        exact = {name: class_id for class_id, name in enumerate(class_names)}
         for index, (class_id, name) in enumerate(zip(self.label_ids, self.label_names)):
             if name is None and class_id is not None and 0 <= class_id < len(class_names):
                 self.label_names[index] = class_names[class_id]
             elif class_id is None and name is not None:
-                self.label_ids[index] = positions.get(name)
+                matches = [exact[name]] if name in exact else keys.get(folder_key(name), [])
+                if len(matches) == 1:  # two classes with one key: no folder can tell them apart
+                    self.label_ids[index] = matches[0]
+                    self.label_names[index] = class_names[matches[0]]
+
+    def unmatched_folders(self) -> dict:
+        """{folder name: files} of class folders that name no class (after name_labels)."""
+        counts = {}
+        for class_id, name in zip(self.label_ids, self.label_names):
+            if class_id is None and name is not None:
+                counts[name] = counts.get(name, 0) + 1
+        return counts
 
 
 def open_inputs(spec: str, labels: str | None = None, source_dir: str | None = None,

@@ -63,6 +63,7 @@ def run_batch(model: Client, inputs: InputSource, output, output_format: str | N
     if chunk_size < 1 or concurrency < 1:
         raise ConfigError("chunk size and concurrency must be at least 1")
     output_format = writers.format_for(output, output_format)
+    writers.check_output_location(output)
     path = journal_module.journal_path(output)
     journal_module.Journal.check(path, resume, restart)
     # Asked before any file is made, with few retries: a missing server or an unknown model stops the run here,

@@ -22,6 +22,8 @@ class BatchSummary:
     """Rows with an error instead of a prediction."""
     labelled: int
     """Classified rows whose true class id is known."""
+    unmatched: int
+    """Rows from a class folder whose name matches no class name: no true label, left out of accuracy."""
     correct: int
     accuracy: float | None
     confusion: dict | None
@@ -37,6 +39,8 @@ class BatchSummary:
     """The client's counters: calls, attempts, retries, failures."""
     error_examples: list = dataclasses.field(default_factory=list)
     """Up to five (id, error) pairs."""
+    unmatched_folders: list = dataclasses.field(default_factory=list)
+    """Names of the folders that matched no class, sorted."""
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -47,6 +51,7 @@ def summarize(rows, output, resumed, processed, seconds, latencies, client_stats
     failed = [row for row in rows if row.get("error")]
     scored = [row for row in rows if not row.get("error") and row.get("label") is not None]
     correct = sum(row["label"] == row["class_id"] for row in scored)
+    unmatched = [row for row in rows if row.get("label") is None and row.get("label_name") is not None]
     latency_ms = {}
     if latencies:
         values = np.asarray(latencies) * 1000.0
@@ -59,6 +64,7 @@ def summarize(rows, output, resumed, processed, seconds, latencies, client_stats
         processed=processed,
         failures=len(failed),
         labelled=len(scored),
+        unmatched=len(unmatched),
         correct=int(correct),
         accuracy=correct / len(scored) if scored else None,
         confusion=_confusion(scored, class_names),
@@ -68,7 +74,20 @@ def summarize(rows, output, resumed, processed, seconds, latencies, client_stats
         latency_ms=latency_ms,
         client=client_stats,
         error_examples=[(row["id"], row["error"]) for row in failed[:MAX_ERROR_EXAMPLES]],
+        unmatched_folders=sorted({row["label_name"] for row in unmatched}),
     )
+
+
+def unmatched_warning(summary: BatchSummary) -> str | None:
+    """The one-line warning about inputs whose class folder names no class, or None."""
+    if not summary.unmatched:
+        return None
+    folders = ", ".join(repr(name) for name in summary.unmatched_folders[:MAX_ERROR_EXAMPLES])
+    more = f" and {len(summary.unmatched_folders) - MAX_ERROR_EXAMPLES} more" \
+        if len(summary.unmatched_folders) > MAX_ERROR_EXAMPLES else ""
+    return (f"warning: {summary.unmatched} inputs are in folders that match no class name ({folders}{more}); "
+            "they have no true label and are left out of accuracy (folder names match class names ignoring case, "
+            "with any run of other characters such as '/', ' ', '-' written as '_')")
 
 
 def _confusion(scored, class_names) -> dict | None:
@@ -90,6 +109,10 @@ def format_summary(summary: BatchSummary) -> str:
         lines.append(f"  {identifier}: {error}")
     if summary.accuracy is not None:
         lines.append(f"accuracy     {summary.accuracy:.4f} ({summary.correct} of {summary.labelled} labelled)")
+    if summary.unmatched:
+        lines.append(f"unmatched    {summary.unmatched} inputs in folders named after no class "
+                     f"({', '.join(summary.unmatched_folders[:MAX_ERROR_EXAMPLES])}"
+                     f"{', ...' if len(summary.unmatched_folders) > MAX_ERROR_EXAMPLES else ''})")
     lines.append(f"throughput   {summary.images_per_second:.1f} images/s "
                  f"({summary.processed} in {summary.seconds:.2f} s)")
     if summary.latency_ms:
@@ -104,12 +127,13 @@ def format_summary(summary: BatchSummary) -> str:
 
 
 def _matrix_lines(confusion: dict) -> list[str]:
-    names = [name[:12] for name in confusion["classes"]]
+    """Each row labelled "<id> <name>"; the columns are headed by the same ids, and nothing else is printed."""
+    labels = [f"{index} {name[:12]}" for index, name in enumerate(confusion["classes"])]
     matrix = confusion["matrix"]
-    width = max(max(len(str(value)) for row in matrix for value in row), 3)
-    label_width = max(len(name) for name in names)
-    header = " " * (label_width + 2) + " ".join(f"{index:>{width}}" for index in range(len(names)))
-    lines = [header]
-    for index, (name, row) in enumerate(zip(names, matrix)):
-        lines.append(f"{name:>{label_width}}  " + " ".join(f"{value:>{width}}" for value in row) + f"   {index}")
+    width = max(max(len(str(value)) for row in matrix for value in row), len(str(len(labels) - 1)), 3)
+    label_width = max(len(label) for label in labels)
+    header = " " * label_width + "  " + " ".join(f"{index:>{width}}" for index in range(len(labels)))
+    lines = [header.rstrip()]
+    for label, row in zip(labels, matrix):
+        lines.append(f"{label:<{label_width}}  " + " ".join(f"{value:>{width}}" for value in row))
     return lines

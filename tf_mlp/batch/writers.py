@@ -39,7 +39,7 @@ _INTEGER_COLUMNS = ("index", "label", "class_id")
 
 def prediction_row(index: int, identifier: str, label: int | None, label_name: str | None, class_id: int,
                    class_name: str, probability) -> dict:
-    """The row of a classified input (what the batch script and any other batch runner must write)."""
+    """The row of a classified input (what tf-mlp batch-predict and any other batch runner must write)."""
     return {"index": index, "id": identifier, "label": label, "label_name": label_name, "class_id": int(class_id),
             "class_name": class_name, "probability": float32_value(probability), "error": None}
 
@@ -82,6 +82,30 @@ def render(rows, output_format: str) -> bytes:
     for row in rows:
         writer.writerow(["" if row.get(column) is None else row[column] for column in COLUMNS])
     return text.getvalue().encode("utf-8")
+
+
+def check_output_location(path) -> None:
+    """ConfigError, before any work, if `path` cannot be written: no such directory, not a directory, a
+    directory at `path`, or no permission to create files beside it (the journal and the temporary file).
+
+    Permission is tested by creating and deleting a probe file there, the only test that also covers
+    read-only file systems, ACLs and root squash.
+    """
+    path = pathlib.Path(path)
+    directory = path.parent
+    if path.is_dir():
+        raise ConfigError(f"{path} is a directory; give a file name for the output")
+    if not directory.exists():
+        raise ConfigError(f"{directory}: no such directory for the output {path.name}")
+    if not directory.is_dir():
+        raise ConfigError(f"{directory} is not a directory; cannot write the output {path.name} there")
+    try:
+        descriptor, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=directory)
+    except OSError as error:
+        raise ConfigError(f"{directory}: cannot create files there for the output {path.name} "
+                          f"({error.strerror or error})") from None
+    os.close(descriptor)
+    os.unlink(probe)
 
 
 def write_atomically(path, data: bytes) -> None:

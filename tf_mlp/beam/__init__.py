@@ -6,7 +6,7 @@
                               ["--direct_num_workers=2", "--direct_running_mode=multi_processing"])
     print(summary.format())
 
-Same inputs, rows and file as scripts/batch_predict.py with --target
+Same inputs, rows and file as `tf-mlp batch-predict` with --target
 local:MODEL; any Beam runner (DirectRunner, Dataflow, Flink, Spark) through
 the usual pipeline options. Modules: handler (the RunInference model
 handler), staging (inputs into the job as chunk files), pipeline (the

@@ -1,13 +1,13 @@
-"""A RunInference model handler for the exported SavedModel: examples in, the batch script's rows out.
+"""A RunInference model handler for the exported SavedModel: examples in, batch-predict's rows out.
 
 Beam's own TFModelHandlerNumpy cannot be used: under Keras 3 it loads with
 `tf.keras.models.load_model`, which refuses a SavedModel, and its module
 imports tensorflow_hub. This handler loads the export with
 `tf.saved_model.load` through the in-process client (tf_mlp.client.local),
 so the predictions, and the messages of inputs the model refuses, are
-exactly those of `batch_predict.py --target local:MODEL`.
+exactly those of `tf-mlp batch-predict --target local:MODEL`.
 
-Batches are the batch script's chunks (made by tf_mlp.beam.staging), not
+Batches are batch-predict's chunks (made by tf_mlp.beam.staging), not
 BatchElements' adaptive ones: the model's float32 round-off depends on the
 batch size (measured with TensorFlow 2.21's oneDNN kernels: 457 of 500
 Fashion-MNIST rows change in their last bits between batches of 100 and
@@ -97,7 +97,7 @@ class SavedModelHandler(base.ModelHandler):
             if len(examples) == 1:
                 rows[examples[0].index] = writers.error_row(*examples[0].known(), str(error))
                 return
-            # As the batch script does: a refused batch is halved until the inputs that fail alone are found.
+            # As batch-predict does: a refused batch is halved until the inputs that fail alone are found.
             middle = len(examples) // 2
             self._classify(model, examples[:middle], rows)
             self._classify(model, examples[middle:], rows)

@@ -1,14 +1,14 @@
-"""The Beam pipeline: the batch script's inputs in, its output file out, RunInference in between.
+"""The Beam pipeline: batch-predict's inputs in, its output file out, RunInference in between.
 
-    inputs (read by the launcher, cut into the batch script's chunks, staged as files)
+    inputs (read by the launcher, cut into batch-predict's chunks, staged as files)
         ─> chunk files spread over the workers ─> RunInference ─> rows
-        ─> gathered, sorted by index, checked for gaps ─> one CSV/JSONL file, as the batch script writes it
+        ─> gathered, sorted by index, checked for gaps ─> one CSV/JSONL file, as batch-predict writes it
 
 The launcher opens the inputs with tf_mlp.batch.open_inputs, as the batch
 script does, and cuts them into the same chunks (--chunk-size, default
 256), staged as files (tf_mlp.beam.staging); each worker loads the model
 once and classifies whole chunks; one worker writes the file. The output
-therefore equals, byte for byte, `batch_predict.py INPUT --target
+therefore equals, byte for byte, `tf-mlp batch-predict INPUT --target
 local:MODEL -o OUTPUT` with the same chunk size.
 """
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import pathlib
 import time
 
 import apache_beam as beam
@@ -32,7 +31,7 @@ from tf_mlp.beam import staging
 from tf_mlp.beam.handler import SavedModelHandler, is_url
 from tf_mlp.errors import ConfigError, DataError, TfMlpError
 
-_COUNTERS = ("rows", "failures", "labelled", "correct")
+_COUNTERS = ("rows", "failures", "labelled", "correct", "unmatched")
 
 
 class MissingRowsError(TfMlpError):
@@ -55,6 +54,8 @@ class BeamSummary:
     failures: int
     labelled: int
     correct: int
+    unmatched: int
+    """Inputs in class folders that match no class name (no true label; left out of accuracy)."""
     seconds: float
     """Launch to finish: pipeline start-up, model loading on every worker and the write included."""
 
@@ -66,6 +67,8 @@ class BeamSummary:
         lines = [f"wrote {self.rows} rows to {self.output}", f"failures     {self.failures}"]
         if self.accuracy is not None:
             lines.append(f"accuracy     {self.accuracy:.4f} ({self.correct} of {self.labelled} labelled)")
+        if self.unmatched:
+            lines.append(f"unmatched    {self.unmatched} inputs in folders named after no class")
         rate = self.rows / self.seconds if self.seconds > 0 else 0.0
         lines.append(f"throughput   {rate:.1f} images/s ({self.rows} in {self.seconds:.2f} s, start-up included)")
         return "\n".join(lines)
@@ -110,7 +113,7 @@ def build_pipeline(pipeline: beam.Pipeline, chunk_paths: list, kind: str, count:
 
 
 def write_rows(rows, output: str, output_format: str, count: int) -> None:
-    """Write rows sorted by index, as the batch script does; refuse to write a file with gaps or duplicates."""
+    """Write rows sorted by index, as batch-predict does; refuse to write a file with gaps or duplicates."""
     rows = sorted(rows, key=lambda row: row["index"])
     if [row["index"] for row in rows] != list(range(count)):
         raise MissingRowsError(f"the pipeline gave {len(rows)} rows for {count} inputs, not one per input; "
@@ -125,7 +128,8 @@ def write_rows(rows, output: str, output_format: str, count: int) -> None:
         writers.write_atomically(output, data)
     scored = [row for row in rows if row["error"] is None and row["label"] is not None]
     counts = {"rows": len(rows), "failures": sum(row["error"] is not None for row in rows), "labelled": len(scored),
-              "correct": sum(row["label"] == row["class_id"] for row in scored)}
+              "correct": sum(row["label"] == row["class_id"] for row in scored),
+              "unmatched": sum(row["label"] is None and row["label_name"] is not None for row in rows)}
     for name in _COUNTERS:
         Metrics.counter("tf_mlp", name).inc(counts[name])
 
@@ -133,19 +137,24 @@ def write_rows(rows, output: str, output_format: str, count: int) -> None:
 def run(input_spec: str, output: str, model_path: str, pipeline_args=(), output_format: str | None = None,
         labels: str | None = None, source_dir: str | None = None, data_dir: str | None = None,
         model_name: str = contract.MODEL_NAME, version: int | None = None,
-        chunk_size: int = DEFAULT_CHUNK_SIZE) -> BeamSummary:
-    """Run the job with Beam options `pipeline_args` (e.g. --runner=FlinkRunner) and wait for it to finish."""
+        chunk_size: int = DEFAULT_CHUNK_SIZE, polarity: str | None = None) -> BeamSummary:
+    """Run the job with Beam options `pipeline_args` (e.g. --runner=FlinkRunner) and wait for it to finish.
+
+    `polarity` as batch-predict's --polarity (None: as-is); it is
+    applied by the launcher as the inputs are staged.
+    """
     if chunk_size < 1:
         raise ConfigError("the chunk size must be at least 1")
     output_format = writers.format_for(output, output_format)
     if not is_url(output):
-        # Workers may run in another directory; and a missing directory should fail here, not after the job.
+        # Workers may run in another directory; and an output that cannot be written must fail here, before
+        # the job, not in its last step. (A URL's bucket is the runner's to check: it needs its credentials.)
         output = os.path.abspath(output)
-        if not pathlib.Path(output).parent.is_dir():
-            raise ConfigError(f"{pathlib.Path(output).parent}: no such directory for the output")
+        writers.check_output_location(output)
     inputs = open_inputs(input_spec, labels=labels, source_dir=source_dir, data_dir=data_dir)
+    inputs.set_polarity(polarity)
     if not len(inputs):
-        # The batch script writes a header-only file; a job would write nothing (no row reaches the writer).
+        # batch-predict writes a header-only file; a job would write nothing (no row reaches the writer).
         raise DataError(f"{inputs.description}: no images to classify")
     model = locate_model(model_path, model_name, version)
     inputs.name_labels(model.class_names)

@@ -29,7 +29,7 @@ _CODER = coders.FastPrimitivesCoder()
 
 
 def chunks(inputs: InputSource, chunk_size: int = DEFAULT_CHUNK_SIZE):
-    """The batch script's chunks, in input order: tuples of Examples; unreadable image files carry their error."""
+    """batch-predict's chunks, in input order: tuples of Examples; unreadable image files carry their error."""
     for start in range(0, len(inputs), chunk_size):
         indices = list(range(start, min(start + chunk_size, len(inputs))))
         readable, payloads, failures = inputs.read(indices)

@@ -2,7 +2,7 @@
 
     from tf_mlp import client
 
-    with client.connect("rest://127.0.0.1:8501") as model:        # or grpc://127.0.0.1:8500, local:models
+    with client.connect("rest://127.0.0.1:8501") as model:        # or grpc://127.0.0.1:8500, local:models, run:runs/mlp
         prediction = model.predict(images)                         # uint8 [N, 28, 28]
         prediction = model.predict_encoded([png_bytes, jpeg_bytes])
         prediction.probabilities, prediction.class_ids, prediction.class_names, prediction.top_k(3)
@@ -16,9 +16,10 @@ Failures raise the ClientError subclasses of tf_mlp.client.errors, whose
 one-line message carries the server's own. `model.stats` counts calls,
 retries and failures.
 
-Modules: target (parsing rest://, grpc://, local:), base (the interface),
-rest, grpc_client, local (the back ends), retry, results, errors, online
-(top-k tables for the online client).
+Modules: target (parsing rest://, grpc://, local:, run:), base (the
+interface), rest, grpc_client, local, run (the back ends), retry, results,
+errors, polarity (dark-on-light images), online (top-k tables for the
+online client).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ __all__ = [
 def connect(target: str | Target, model: str = contract.MODEL_NAME, version: int | None = None,
             label: str | None = None, signature: str | None = None, protocol: str | None = None,
             timeout: float = DEFAULT_TIMEOUT, retry: RetryPolicy | None = None, max_connections: int = 8) -> Client:
-    """A client of `model` at `target` (rest://HOST:PORT, grpc://HOST:PORT or local:PATH).
+    """A client of `model` at `target` (rest://HOST:PORT, grpc://HOST:PORT, local:PATH or run:RUN_DIR).
 
     Connecting is lazy for the servers (the first call dials, with retries);
     a local model is loaded here. `max_connections` bounds the REST pool:
@@ -59,6 +60,10 @@ def connect(target: str | Target, model: str = contract.MODEL_NAME, version: int
         from tf_mlp.client.grpc_client import GrpcClient
 
         return GrpcClient(target, spec, timeout, retry)
+    if target.protocol == "run":
+        from tf_mlp.client.run import RunClient
+
+        return RunClient(target, spec, timeout, retry)
     from tf_mlp.client.local import LocalClient
 
     return LocalClient(target, spec, timeout, retry)

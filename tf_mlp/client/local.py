@@ -45,7 +45,7 @@ def resolve_version_dir(path, model_name: str, version: int | None) -> tuple[pat
             raise errors.NotFoundError(target, "not found", f"{path} is version {number}, not {version}")
         return path, number
     for base in (path, path / model_name):
-        versions = _versions(base)
+        versions = versions_in(base)
         if versions:
             chosen = versions[-1] if version is None else version
             if chosen not in versions:
@@ -56,7 +56,8 @@ def resolve_version_dir(path, model_name: str, version: int | None) -> tuple[pat
                                f"{path}/<version>/ or {path}/{model_name}/<version>/)")
 
 
-def _versions(base: pathlib.Path) -> list[int]:
+def versions_in(base: pathlib.Path) -> list[int]:
+    """Version numbers of the complete SavedModels directly under `base`, ascending."""
     if not base.is_dir():
         return []
     return sorted(int(child.name) for child in base.iterdir()
@@ -87,10 +88,10 @@ class LocalClient(Client):
             outputs = function(**{alias: tf.constant(batch, dtype=spec.dtype)})
         except tf.errors.InvalidArgumentError as error:
             self.stats.add(1, failed=True)
-            raise errors.RequestError(str(self.target), "INVALID_ARGUMENT", _clean(error.message)) from None
+            raise errors.RequestError(str(self.target), "INVALID_ARGUMENT", clean_message(error.message)) from None
         except tf.errors.OpError as error:
             self.stats.add(1, failed=True)
-            raise errors.ServerError(str(self.target), type(error).__name__, _clean(error.message)) from None
+            raise errors.ServerError(str(self.target), type(error).__name__, clean_message(error.message)) from None
         self.stats.add(1, failed=False)
         return {name: value.numpy() for name, value in outputs.items()}
 
@@ -121,5 +122,6 @@ class LocalClient(Client):
         return tuple(labels.read_text(encoding="utf-8").splitlines())
 
 
-def _clean(message: str) -> str:
+def clean_message(message: str) -> str:
+    """A TensorFlow error message without the eager wrapping, as a server would send it."""
     return _EAGER_SUFFIX.sub("", _EAGER_PREFIX.sub("", message)).strip()

@@ -5,7 +5,9 @@
 
 All files go in one request; if the server refuses it (one file is not an
 image), each file is sent alone, so the good ones are still classified and
-the bad one carries the server's message.
+the bad one carries the server's message. Dark-on-light images are turned
+around first under the `polarity` rule (tf_mlp.client.polarity; default
+as-is, and an image sent as it is with a light border is flagged).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import dataclasses
 import pathlib
 import sys
 
+from tf_mlp.client import polarity as polarity_module
 from tf_mlp.client.base import Client
 from tf_mlp.client.errors import RequestError
 from tf_mlp.client.results import ModelMetadata, ModelStatus
@@ -36,6 +39,8 @@ class ImageResult:
     top: list
     """Ranked classes, most probable first (empty when the image failed)."""
     error: str | None = None
+    light_border: bool = False
+    """Sent as it is although its border is light: probably dark on light, which the model does not know."""
 
 
 def read_images(sources, stdin=None) -> list[bytes]:
@@ -54,12 +59,20 @@ def read_images(sources, stdin=None) -> list[bytes]:
     return contents
 
 
-def classify_files(model: Client, sources, top_k: int = 3, stdin=None) -> list[ImageResult]:
+def classify_files(model: Client, sources, top_k: int = 3, stdin=None,
+                   polarity: str = polarity_module.DEFAULT_FOR_ENCODED) -> list[ImageResult]:
     """Top-k classes of each image file; an image the server refuses gets its error, the others their classes."""
     if top_k < 1:
         raise ConfigError(f"--top-k must be at least 1, got {top_k}")
+    if polarity not in polarity_module.POLARITIES:
+        raise ConfigError(f"unknown polarity {polarity!r}; choose one of {', '.join(polarity_module.POLARITIES)}")
     sources = list(sources)
-    contents = read_images(sources, stdin)
+    originals = read_images(sources, stdin)
+    contents = [polarity_module.apply_to_encoded(data, polarity) for data in originals]
+    light = [False] * len(originals)
+    if polarity == polarity_module.AS_IS:
+        grays = [polarity_module.encoded_grayscale(data) for data in originals]
+        light = [gray is not None and polarity_module.border_is_light(gray) for gray in grays]
     try:
         predictions = [(model.predict_encoded(contents), None)]
     except RequestError as error:
@@ -67,7 +80,7 @@ def classify_files(model: Client, sources, top_k: int = 3, stdin=None) -> list[I
     names = model.class_names() if top_k > 1 else None
     results = []
     rows = _rows(predictions)
-    for source, (prediction, index, error) in zip(sources, rows):
+    for source, is_light, (prediction, index, error) in zip(sources, light, rows):
         if prediction is None:
             results.append(ImageResult(source, [], " ".join(error.split())))  # one line, for the table
             continue
@@ -78,8 +91,13 @@ def classify_files(model: Client, sources, top_k: int = 3, stdin=None) -> list[I
             else:
                 name = names[class_id] if names and class_id < len(names) else str(class_id)
             top.append(Ranked(class_id, name, probability))
-        results.append(ImageResult(source, top))
+        results.append(ImageResult(source, top, light_border=is_light))
     return results
+
+
+def light_border_note(result: ImageResult) -> str:
+    return (f"note: {result.image} has a light border, so it is probably dark on light; the model knows "
+            "light-on-dark images: try --polarity auto or --polarity invert")
 
 
 def _alone(model: Client, data: bytes):

@@ -1,4 +1,4 @@
-"""Click options that say which model to ask and how, shared by the online and batch scripts.
+"""Click options that say which model to ask and how, shared by `tf-mlp predict` and `tf-mlp batch-predict`.
 
     @click.command()
     @options.connection_options(max_attempts=4, retry_seconds=10)
@@ -21,8 +21,10 @@ def connection_options(max_attempts: int, retry_seconds: float):
     def decorate(function):
         options = [
             click.option("--server", "--target", "server", default=contract.DEFAULT_HOST, show_default=True,
-                         help="Where the model is: rest://HOST:PORT, grpc://HOST:PORT, local:PATH (a SavedModel "
-                              "or export base, no server), or HOST[:PORT] with --protocol."),
+                         help="Where the model is: rest://HOST:PORT or grpc://HOST:PORT (a server); a directory, "
+                              "read in this process: an export (models, models/tf_mlp, models/tf_mlp/3; also "
+                              "local:PATH) or a training run (runs/mlp; also run:PATH); or HOST[:PORT] with "
+                              "--protocol."),
             click.option("--protocol", type=click.Choice(PROTOCOLS),
                          help="Protocol for a bare HOST[:PORT] --server (default rest; port 8501 REST, 8500 gRPC)."),
             click.option("--model", default=contract.MODEL_NAME, show_default=True, help="Model name on the server."),

@@ -1,24 +1,30 @@
-"""Where the model is: `rest://host:8501`, `grpc://host:8500` or `local:PATH`.
+"""Where the model is: `rest://host:8501`, `grpc://host:8500`, `local:PATH` or `run:RUN_DIR`.
 
     parse_target("rest://127.0.0.1:8501")    Target("rest", "127.0.0.1", 8501)
     parse_target("http://models:8501")       the same as rest://
     parse_target("grpc://127.0.0.1")         port defaults to 8500 (8501 for REST), as tensorflow_model_server's
     parse_target("127.0.0.1:8500", "grpc")   a bare host[:port] takes the protocol given (default rest)
     parse_target("local:models")             no server: a SavedModel directory, or an export base
+    parse_target("run:runs/mlp")             no server, no export: a training run directory's newest weights
+    parse_target("models")                   an existing directory without a scheme: run: when it holds a
+                                             run's config.json and labels.txt, else local:
 """
 
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 import urllib.parse
 
 from tf_mlp import contract
 from tf_mlp.errors import ConfigError
 
-PROTOCOLS = ("rest", "grpc", "local")
+PROTOCOLS = ("rest", "grpc", "local", "run")
 DEFAULT_PORTS = {"rest": contract.DEFAULT_REST_PORT, "grpc": contract.DEFAULT_GRPC_PORT}
 _SCHEMES = {"rest": "rest", "http": "rest", "grpc": "grpc"}
-_EXAMPLES = "rest://HOST:8501, grpc://HOST:8500 or local:PATH"
+_EXAMPLES = "rest://HOST:8501, grpc://HOST:8500, local:PATH or run:RUN_DIR"
+_RUN_FILES = ("config.json", "labels.txt")
+"""What makes a directory a training run (tf_mlp.run_dir) rather than an export."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,7 +34,7 @@ class Target:
     host: str = ""
     port: int = 0
     path: str = ""
-    """local only: a SavedModel directory or an export base."""
+    """local: a SavedModel directory or an export base; run: a training run directory."""
 
     @property
     def address(self) -> str:
@@ -37,7 +43,9 @@ class Target:
         return f"{host}:{self.port}"
 
     def __str__(self) -> str:
-        return f"local:{self.path}" if self.protocol == "local" else f"{self.protocol}://{self.address}"
+        if self.protocol in ("local", "run"):
+            return f"{self.protocol}:{self.path}"
+        return f"{self.protocol}://{self.address}"
 
 
 def parse_target(text: str, protocol: str | None = None) -> Target:
@@ -45,16 +53,27 @@ def parse_target(text: str, protocol: str | None = None) -> Target:
     text = (text or "").strip()
     if protocol is not None and protocol not in PROTOCOLS:
         raise ConfigError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
-    if text.startswith("local:"):
-        path = text[len("local:"):]
-        if not path:
-            raise ConfigError("local: needs a path, e.g. local:models/tf_mlp")
-        _check_protocol(protocol, "local", text)
-        return Target("local", path=path)
-    if protocol == "local":
-        if not text:
-            raise ConfigError("--protocol local needs the model's path as the server, e.g. --server models/tf_mlp")
-        return Target("local", path=text)
+    for in_process in ("local", "run"):
+        if text.startswith(f"{in_process}:"):
+            path = text[len(in_process) + 1:]
+            if not path:
+                raise ConfigError(f"{in_process}: needs a path, e.g. {in_process}:"
+                                  + ("models/tf_mlp" if in_process == "local" else "runs/mlp"))
+            _check_protocol(protocol, in_process, text)
+            return Target(in_process, path=path)
+        if protocol == in_process:
+            if not text:
+                raise ConfigError(f"--protocol {in_process} needs a directory as the server, e.g. --server "
+                                  + ("models/tf_mlp" if in_process == "local" else "runs/mlp"))
+            return Target(in_process, path=text)
+    if protocol is None and "://" not in text and text and pathlib.Path(text).is_dir():
+        # A directory named without a scheme: a host name never is one, so the user meant the files.
+        directory = pathlib.Path(text)
+        is_run = all((directory / name).is_file() for name in _RUN_FILES)
+        return Target("run" if is_run else "local", path=text)
+    if protocol is None and "://" not in text and ("/" in text or text.startswith(".")):
+        raise ConfigError(f"{text}: no such directory (a model on disk is a training run or an export "
+                          f"directory; a server is {_EXAMPLES.split(', local:')[0]})")
 
     scheme, separator, rest = text.partition("://")
     if separator:

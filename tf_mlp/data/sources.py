@@ -3,7 +3,9 @@
 - fashion_mnist: Debian's dataset-fashion-mnist files when installed (no
   network needed), else the TFDS catalogue; with --source-dir, that directory.
 - mnist: the TFDS catalogue, or the IDX files of --source-dir.
-- notmnist: --source-dir with the notMNIST archives/folders, or IDX files.
+- notmnist: --source-dir with the notMNIST archives/folders, or IDX files;
+  without it, the 8,000-image sample shipped in the package
+  (tf_mlp/data/notmnist_sample: IDX pair, MIT licence, attribution).
 - idx: any directory of IDX files; class names from its labels.txt if present.
 """
 
@@ -26,6 +28,9 @@ log = logging.getLogger(__name__)
 
 DEBIAN_FASHION_MNIST = pathlib.Path("/usr/share/datasets/fashion-mnist")
 """Where Debian's dataset-fashion-mnist package installs the four IDX files."""
+
+PACKAGED_NOTMNIST = pathlib.Path(__file__).resolve().parent / "notmnist_sample"
+"""The notMNIST sample's IDX pair shipped as package data (see its README.md for source and licence)."""
 
 LABELS_FILE = "labels.txt"
 _IDX_NAMES = "train-images-idx3-ubyte.gz and friends, or images-idx3-ubyte.gz + labels-idx1-ubyte.gz"
@@ -61,6 +66,12 @@ def open_source(config: DataConfig) -> Source:
             return _catalogue(config, "pass --source-dir with the MNIST IDX files")
         return _idx_source(source_dir, config, CLASS_NAMES["mnist"])
 
+    if config.name == "notmnist" and source_dir is None:
+        if not idx_builder.find_idx_files(PACKAGED_NOTMNIST):
+            raise DataError(f"the packaged notMNIST sample is missing from {PACKAGED_NOTMNIST} (a broken install?); "
+                            f"reinstall tf-mlp or pass --source-dir")
+        builder = local_builder.prepare(idx_builder.IdxImages, PACKAGED_NOTMNIST, config.data_dir)
+        return Source(builder, CLASS_NAMES["notmnist"], "the notMNIST sample shipped with tf-mlp")
     if source_dir is None:
         raise DataError(f"data set {config.name!r} needs --source-dir (a directory of {_what(config.name)})")
     if config.name == "notmnist":

@@ -1,0 +1,70 @@
+"""In-process back end over a training run directory: the newest (or best) weights, no export needed.
+
+`run:RUN_DIR` restores the model a run reported (tf_mlp.run_dir.restore_model)
+and wraps it in the exported model's own serving module
+(tf_mlp.export.signatures.ServingModule), so pixels, encoded images and raw
+bytes go through exactly the functions a SavedModel export would contain:
+the same decoding, resizing, softmax and class names. A run has no versions
+and no SignatureDefs on disk: status shows version 0, and metadata is an
+error that says to export the run first.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import tensorflow as tf
+
+from tf_mlp import run_dir as layout
+from tf_mlp.client import errors
+from tf_mlp.client.base import Client, ModelSpec
+from tf_mlp.client.local import clean_message
+from tf_mlp.client.results import ModelMetadata, ModelStatus
+from tf_mlp.client.target import Target
+from tf_mlp.errors import ConfigError
+
+
+class RunClient(Client):
+    def __init__(self, target: Target, spec: ModelSpec, timeout: float = 30.0, retry=None):
+        super().__init__(target, spec, timeout, retry)
+        if spec.version is not None or spec.label is not None:
+            raise ConfigError("a run directory has no versions or labels; export it to choose among versions")
+        from tf_mlp.export.signatures import ServingModule
+
+        self.path = pathlib.Path(target.path)
+        self._names = layout.read_class_names(self.path)
+        _, model = layout.restore_model(self.path)
+        # Kept: the signature functions hold their module only weakly.
+        self._module = ServingModule(model, str(self.path / layout.LABELS_FILE))
+        self._functions = self._module.signatures()
+
+    def _run(self, signature: str, kind: str, batch) -> dict:
+        function = self._functions.get(signature)
+        if function is None:
+            names = ", ".join(sorted(self._functions))
+            raise errors.RequestError(str(self.target), "INVALID_ARGUMENT",
+                                      f'Serving signature name: "{signature}" not found (signatures: {names})')
+        (spec,) = function.input_signature
+        try:
+            outputs = function(tf.constant(batch, dtype=spec.dtype))
+        except tf.errors.InvalidArgumentError as error:
+            self.stats.add(1, failed=True)
+            raise errors.RequestError(str(self.target), "INVALID_ARGUMENT", clean_message(error.message)) from None
+        except tf.errors.OpError as error:
+            self.stats.add(1, failed=True)
+            raise errors.ServerError(str(self.target), type(error).__name__, clean_message(error.message)) from None
+        self.stats.add(1, failed=False)
+        return {name: value.numpy() for name, value in outputs.items()}
+
+    def _status(self) -> ModelStatus:
+        raw = {"model_version_status": [
+            {"version": "0", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+        ]}
+        return ModelStatus.from_json(self.spec.name, raw)
+
+    def _metadata(self) -> ModelMetadata:
+        raise ConfigError(f"{self.path} is a training run, which has no SignatureDefs; export it "
+                          f"(tf-mlp export {self.path}) and ask the export")
+
+    def _labels(self) -> tuple[str, ...] | None:
+        return self._names
