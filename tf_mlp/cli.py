@@ -15,6 +15,7 @@ import click
 
 from tf_mlp import config as config_module
 from tf_mlp.errors import TfMlpError
+from tf_mlp.ui.command import ui_command
 
 
 # TensorFlow's C++ INFO and WARNING lines (oneDNN, CUDA probing) drown the
@@ -255,6 +256,9 @@ def serve(flags):
 
     options = server.parse_flags(flags)
     server.serve(options)
+
+
+main.add_command(ui_command)
 
 
 if __name__ == "__main__":
