@@ -176,12 +176,13 @@ async function predict(pixels, note) {
       JSON.stringify({signature_name: SIGNATURE, instances: [toRows(pixels)]}));
     if (request !== state.pending) return; // a newer input was sent meanwhile
     showMessage("");
-    showPrediction(answer);
+    showPrediction(answer, note);
   } catch (error) {
     if (request !== state.pending) return;
     showMessage(explain(error));
     $("top").textContent = "No prediction: see the message above.";
     delete $("top").dataset.classId;
+    delete $("top").dataset.input;
     $("chart").hidden = true;
     if (error.unreachable || error.status === 404) refreshModel();
   } finally {
@@ -193,7 +194,9 @@ function numbers(value) {
   return Array.isArray(value) && value.length > 0 && value.every((item) => typeof item === "number");
 }
 
-function showPrediction(answer) {
+function showPrediction(answer, note) {
+  // Which input this answer is for (read by people through the note beside the image, and by the tests).
+  $("top").dataset.input = note;
   $("raw").textContent = JSON.stringify(answer, null, 1);
   $("raw-details").hidden = false;
   const prediction = answer.predictions?.[0];

@@ -1,0 +1,313 @@
+"""The `tf-mlp ui` page in a real browser (headless Chromium under Playwright) against a real served export.
+
+A small Fashion-MNIST model is exported by tf_mlp.export and served by `tf-mlp serve` in a subprocess; the page
+by `tf-mlp ui` in another. Each test does what a person would (a mouse stroke, the keyboard, a file picked,
+the server stopped) and checks what the page sent and showed against the model run in-process on the same
+pixels. A screenshot of each state goes to test-artifacts/ui/ (see tests/ui_helpers.py).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+import requests
+
+from tests import ui_helpers
+from tests.server_process import ServerProcess
+from tf_mlp import contract
+
+pytestmark = pytest.mark.slow
+
+PREDICT_TIMEOUT_MS = 60_000
+
+
+@pytest.fixture(scope="module")
+def fashion(tmp_path_factory):
+    ui_helpers.require(ui_helpers.FASHION_MNIST_DIR.is_dir(),
+                       f"{ui_helpers.FASHION_MNIST_DIR} is missing (make data installs it)")
+    root = tmp_path_factory.mktemp("ui-browser")
+    version_dir = ui_helpers.export_fashion_model(root)
+    _, _, test_images, test_labels = ui_helpers.load_fashion_mnist()
+    return {"root": root, "version_dir": version_dir, "images": test_images, "labels": test_labels}
+
+
+@pytest.fixture(scope="module")
+def in_process(fashion):
+    """serving_default of the export, run in this process: the reference every page answer is held to."""
+    import tensorflow as tf
+
+    signature = tf.saved_model.load(str(fashion["version_dir"])).signatures[contract.SERVING_SIGNATURE]
+
+    def predict(pixels: np.ndarray) -> dict:
+        outputs = signature(images=tf.constant(np.asarray(pixels, np.uint8).reshape(-1, 28, 28)))
+        return {name: tensor.numpy() for name, tensor in outputs.items()}
+
+    return predict
+
+
+@pytest.fixture(scope="module")
+def model_server(fashion):
+    server = ServerProcess(fashion["root"] / "serve.log", f"--model_base_path={fashion['version_dir'].parent}")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def page_url(model_server, fashion):
+    ui = ui_helpers.UiProcess(fashion["root"] / "ui.log", "--server", f"rest://{model_server.rest_url[7:]}")
+    yield ui.url
+    ui.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    ui_helpers.require(ui_helpers.CHROMIUM.exists(), f"{ui_helpers.CHROMIUM} is missing (make browser installs it)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        ui_helpers.require(False, "Playwright is not installed (pip install -e '.[test]')")
+    with sync_playwright() as playwright:
+        context = ui_helpers.launch_browser(playwright, tmp_path_factory.mktemp("chromium-profile"))
+        yield context
+        context.close()
+
+
+@pytest.fixture
+def page(browser, page_url):
+    page = browser.new_page()
+    errors = []
+    page.on("pageerror", lambda error: errors.append(error))
+    page.goto(page_url)
+    page.wait_for_selector("body[data-ready]")
+    yield page
+    page.close()
+    assert not errors, f"the page raised: {errors}"
+
+
+def _is_serving_default(request) -> bool:
+    return request.url.endswith(":predict") and json.loads(request.post_data)["signature_name"] == "serving_default"
+
+
+def _predicted(page, action, input_starts: str):
+    """Do action; return (pixels sent, server's answer) once the page shows the answer for that input."""
+    with page.expect_response(lambda response: _is_serving_default(response.request),
+                              timeout=PREDICT_TIMEOUT_MS) as answer:
+        action()
+    document = json.loads(answer.value.request.post_data)
+    assert set(document) == {"signature_name", "instances"} and len(document["instances"]) == 1
+    pixels = np.array(document["instances"][0])
+    assert pixels.shape == (28, 28) and pixels.min() >= 0 and pixels.max() <= 255
+    page.wait_for_function("start => (document.querySelector('#top').dataset.input || '').startsWith(start)",
+                           arg=input_starts, timeout=PREDICT_TIMEOUT_MS)
+    return pixels.astype(np.uint8), answer.value.json()
+
+
+def _shown(page) -> dict:
+    """The page's top class and chart, as shown."""
+    rows = page.locator("#chart tbody tr")
+    return {
+        "class_id": int(page.locator("#top").get_attribute("data-class-id")),
+        "top_text": page.locator("#top").inner_text(),
+        "names": [rows.nth(index).locator("th").inner_text() for index in range(rows.count())],
+        "percent": [float(rows.nth(index).locator("td").first.inner_text().rstrip("%")) for index in range(rows.count())],
+        "top_row": page.locator("#chart tr.top th").inner_text(),
+    }
+
+
+def _check_against_in_process(page, pixels, answer, in_process):
+    expected = in_process(pixels)
+    prediction = answer["predictions"][0]
+    np.testing.assert_allclose(prediction["probabilities"], expected["probabilities"][0], atol=1e-6)
+    shown = _shown(page)
+    assert shown["class_id"] == prediction["class_ids"] == int(expected["class_ids"][0])
+    assert shown["names"] == list(contract.CLASS_NAMES["fashion_mnist"])  # every name, from the model itself
+    assert shown["top_row"] == expected["class_names"][0].decode() == prediction["class_names"]
+    np.testing.assert_allclose(shown["percent"], 100 * expected["probabilities"][0], atol=0.051)
+    return shown
+
+
+def _png(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _upload(page, path):
+    return _predicted(page, lambda: page.set_input_files("#file", str(path)), path.name + ":")
+
+
+# --- Drawing -----------------------------------------------------------------------------------------------
+
+
+def test_a_mouse_stroke_is_mnist_centred_and_gets_the_models_prediction(page, in_process):
+    box = page.locator("#drawing").bounding_box()
+
+    def stroke():
+        # A tall, slanted stroke in the upper left of the canvas: the page must crop, fit and centre it.
+        page.mouse.move(box["x"] + 60, box["y"] + 40)
+        page.mouse.down()
+        for step in range(1, 25):
+            page.mouse.move(box["x"] + 60 + 2 * step, box["y"] + 40 + 6 * step)
+        page.mouse.up()
+
+    pixels, answer = _predicted(page, stroke, "the drawing")
+    _check_against_in_process(page, pixels, answer, in_process)
+    rows, columns = np.nonzero(pixels)
+    assert max(rows.max() - rows.min(), columns.max() - columns.min()) + 1 in (19, 20)  # fitted into 20x20
+    weights = pixels[rows, columns].astype(float)
+    centre = [np.average(rows + 0.5, weights=weights), np.average(columns + 0.5, weights=weights)]
+    np.testing.assert_allclose(centre, [14, 14], atol=0.6)  # centre of mass at the field's centre, whole-pixel shift
+    page.screenshot(path=ui_helpers.artifacts_dir() / "drawing.png", full_page=True)
+
+
+def test_the_canvas_can_be_drawn_and_submitted_with_the_keyboard(page, in_process):
+    page.keyboard.press("Tab")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "drawing"
+    assert page.evaluate("getComputedStyle(document.activeElement).outlineStyle") == "solid"  # visible focus
+
+    def draw_with_keys():
+        page.keyboard.press("Space")  # pen down
+        for _ in range(8):
+            page.keyboard.press("ArrowDown")
+        for _ in range(4):
+            page.keyboard.press("ArrowRight")
+        page.keyboard.press("Space")  # pen up
+        page.keyboard.press("Enter")
+
+    pixels, answer = _predicted(page, draw_with_keys, "the drawing")
+    _check_against_in_process(page, pixels, answer, in_process)
+    assert "pen up" in page.locator("#drawing").get_attribute("aria-label")
+    page.screenshot(path=ui_helpers.artifacts_dir() / "keyboard.png", full_page=True)
+
+
+# --- Uploads -----------------------------------------------------------------------------------------------
+
+
+def test_uploaded_test_images_get_the_same_class_as_the_in_process_model(page, fashion, in_process, tmp_path):
+    # The first test image of every class, as the PNG files a person would drop.
+    agree = 0
+    for label in range(10):
+        index = int(np.flatnonzero(fashion["labels"] == label)[0])
+        image = fashion["images"][index]
+        path = tmp_path / f"test-{index}-{label}.png"
+        path.write_bytes(_png(image))
+        pixels, answer = _upload(page, path)
+        np.testing.assert_array_equal(pixels, image)  # a 28x28 file is used exactly as it is
+        _check_against_in_process(page, pixels, answer, in_process)
+        agree += answer["predictions"][0]["class_ids"] == int(in_process(image)["class_ids"][0])
+        assert page.locator("#seen-note").inner_text() == f"{path.name}: 28×28, used as is; not inverted"
+        if label == 9:
+            page.screenshot(path=ui_helpers.artifacts_dir() / "upload.png", full_page=True)
+    assert agree == 10
+    print(f"page and in-process model agree on {agree}/10 uploaded Fashion-MNIST test images")
+
+
+def test_polarity_and_resizing_follow_the_models_own_image_rules(page, fashion, in_process, tmp_path):
+    import tensorflow as tf
+
+    from tf_mlp.export.images import decode_one
+
+    image = fashion["images"][0]  # an ankle boot on black
+    # Dark on light and three times larger: "auto" sees a light border and inverts; 84 -> 28 by area is exact.
+    light = tmp_path / "light-background.png"
+    light.write_bytes(_png(255 - np.kron(image, np.ones((3, 3), np.uint8))))
+    pixels, answer = _upload(page, light)
+    np.testing.assert_array_equal(pixels, image)
+    _check_against_in_process(page, pixels, answer, in_process)
+    assert "inverted (light border)" in page.locator("#seen-note").inner_text()
+    page.screenshot(path=ui_helpers.artifacts_dir() / "upload-inverted.png", full_page=True)
+
+    # Changing the polarity re-sends the same file.
+    pixels, _ = _predicted(page, lambda: page.get_by_role("radio", name="as is").check(), light.name + ":")
+    np.testing.assert_array_equal(pixels, 255 - image)
+    as_is = tmp_path / "as-is.png"
+    as_is.write_bytes(_png(image))
+    pixels, _ = _predicted(page, lambda: page.get_by_role("radio", name="invert", exact=True).check(), light.name + ":")
+    np.testing.assert_array_equal(pixels, image)
+    pixels, _ = _upload(page, as_is)
+    np.testing.assert_array_equal(pixels, 255 - image)
+
+    # Odd sizes and colour: the page's area resize and luma against the exported model's own (TensorFlow's),
+    # which never inverts.
+    pixels, _ = _predicted(page, lambda: page.get_by_role("radio", name="as is").check(), as_is.name + ":")
+    np.testing.assert_array_equal(pixels, image)
+    random = np.random.default_rng(0)
+    for name, array in (("odd-size.png", random.integers(0, 256, (37, 51), dtype=np.uint8)),
+                        ("colour.png", random.integers(0, 120, (45, 30, 3), dtype=np.uint8))):
+        path = tmp_path / name
+        path.write_bytes(_png(array))
+        pixels, answer = _upload(page, path)
+        reference = decode_one(tf.constant(path.read_bytes()), tf.constant(0), "image").numpy()
+        difference = np.abs(pixels.astype(int) - reference.astype(int))
+        assert difference.max() <= 1 and np.mean(difference == 0) > 0.97, name  # rounding ties only
+        _check_against_in_process(page, pixels, answer, in_process)
+
+
+def test_a_file_that_is_not_an_image_is_named_in_a_message(page, tmp_path):
+    path = tmp_path / "notes.png"
+    path.write_text("not an image")
+    page.set_input_files("#file", str(path))
+    page.wait_for_selector("#message:not([hidden])")
+    assert page.locator("#message").inner_text() == "notes.png is not a PNG or JPEG file."
+
+
+# --- Other models and servers -------------------------------------------------------------------------------
+
+
+def test_a_missing_model_is_named(browser, model_server, fashion):
+    ui = ui_helpers.UiProcess(fashion["root"] / "ui-missing.log", "--server", model_server.rest_url, "--model", "shoes")
+    page = browser.new_page()
+    try:
+        page.goto(ui.url)
+        page.wait_for_selector("body[data-ready]")
+        message = page.locator("#message")
+        assert message.is_visible()
+        assert message.inner_text().startswith(f"The model “shoes” is not on the server at rest://{model_server.rest_url[7:]}:")
+        # The server's own words for the missing model, passed on.
+        servers_error = requests.get(f"{model_server.rest_url}/v1/models/shoes", timeout=30).json()["error"]
+        assert message.inner_text().endswith(servers_error) and "shoes" in servers_error
+        assert page.locator("#model-state").inner_text() == "not found"
+        page.screenshot(path=ui_helpers.artifacts_dir() / "missing-model.png", full_page=True)
+    finally:
+        page.close()
+        ui.stop()
+
+
+def test_the_server_down_message_appears_and_clears_when_it_is_back(page, model_server, in_process):
+    assert page.locator("#model-state").inner_text() == "AVAILABLE"
+    model_server.stop()
+    try:
+        page.get_by_role("button", name="Check again").click()
+        page.wait_for_selector("#message:not([hidden])")
+        message = page.locator("#message").inner_text()
+        assert message.startswith(f"The model server is not reachable: cannot reach the model server at "
+                                  f"rest://{model_server.rest_url[7:]}: Connection refused.")
+        assert page.locator("#model-state").inner_text() == "server unreachable"
+        # Predicting now says the same, and shows no stale answer.
+        page.get_by_role("button", name="Predict drawing").click()  # empty canvas: asks for a drawing first
+        assert page.locator("#message").inner_text() == "Draw something first: the canvas is empty."
+        box = page.locator("#drawing").bounding_box()
+        with page.expect_response(lambda response: _is_serving_default(response.request)) as answer:
+            page.mouse.move(box["x"] + 140, box["y"] + 60)
+            page.mouse.down()
+            page.mouse.move(box["x"] + 140, box["y"] + 220, steps=10)
+            page.mouse.up()
+        assert answer.value.status == 502
+        page.wait_for_function("document.querySelector('#top').textContent.startsWith('No prediction:')")
+        assert page.locator("#message").inner_text() == message
+        assert page.locator("#chart").is_hidden()
+        page.screenshot(path=ui_helpers.artifacts_dir() / "server-down.png", full_page=True)
+    finally:
+        model_server.start()
+    page.get_by_role("button", name="Check again").click()
+    page.wait_for_selector("#message", state="hidden")
+    assert page.locator("#model-state").inner_text() == "AVAILABLE"
+    pixels, answer = _predicted(page, lambda: page.get_by_role("button", name="Predict drawing").click(), "the drawing")
+    _check_against_in_process(page, pixels, answer, in_process)
