@@ -94,8 +94,8 @@ def test_nothing_else_is_forwarded(ui, method, path):
     assert answer.status_code in (403, 404, 405), answer.text
     assert "error" in answer.json()
     if path.startswith("v1/"):
-        assert "forwards only GET /v1/models/tf_mlp, GET /v1/models/tf_mlp/metadata, POST /v1/models/tf_mlp:predict" in \
-            answer.json()["error"]
+        allowed = "GET /v1/models/tf_mlp, GET /v1/models/tf_mlp/metadata, POST /v1/models/tf_mlp:predict"
+        assert f"forwards only {allowed}" in answer.json()["error"]
 
 
 def test_a_version_or_label_is_asked_for_in_every_forwarded_url():

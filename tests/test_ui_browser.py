@@ -58,7 +58,7 @@ def model_server(fashion):
 
 @pytest.fixture(scope="module")
 def page_url(model_server, fashion):
-    ui = ui_helpers.UiProcess(fashion["root"] / "ui.log", "--server", f"rest://{model_server.rest_url[7:]}")
+    ui = ui_helpers.UiProcess(fashion["root"] / "ui.log", "--server", f"rest://127.0.0.1:{model_server.rest_port}")
     yield ui.url
     ui.stop()
 
@@ -109,11 +109,12 @@ def _predicted(page, action, input_starts: str):
 def _shown(page) -> dict:
     """The page's top class and chart, as shown."""
     rows = page.locator("#chart tbody tr")
+    cells = [rows.nth(index) for index in range(rows.count())]
     return {
         "class_id": int(page.locator("#top").get_attribute("data-class-id")),
         "top_text": page.locator("#top").inner_text(),
-        "names": [rows.nth(index).locator("th").inner_text() for index in range(rows.count())],
-        "percent": [float(rows.nth(index).locator("td").first.inner_text().rstrip("%")) for index in range(rows.count())],
+        "names": [row.locator("th").inner_text() for row in cells],
+        "percent": [float(row.locator("td").first.inner_text().rstrip("%")) for row in cells],
         "top_row": page.locator("#chart tr.top th").inner_text(),
     }
 
@@ -269,7 +270,8 @@ def test_a_missing_model_is_named(browser, model_server, fashion):
         page.wait_for_selector("body[data-ready]")
         message = page.locator("#message")
         assert message.is_visible()
-        assert message.inner_text().startswith(f"The model “shoes” is not on the server at rest://{model_server.rest_url[7:]}:")
+        where = f"rest://127.0.0.1:{model_server.rest_port}"
+        assert message.inner_text().startswith(f"The model “shoes” is not on the server at {where}:")
         # The server's own words for the missing model, passed on.
         servers_error = requests.get(f"{model_server.rest_url}/v1/models/shoes", timeout=30).json()["error"]
         assert message.inner_text().endswith(servers_error) and "shoes" in servers_error
@@ -280,6 +282,70 @@ def test_a_missing_model_is_named(browser, model_server, fashion):
         ui.stop()
 
 
+def _generic_model(base, outputs):
+    """A SavedModel that is not a tf-mlp export: serving_default takes the same images, answers `outputs`."""
+    import tensorflow as tf
+
+    class Generic(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 28, 28], tf.uint8, name="images")])
+        def serve(self, images):
+            return outputs(tf.reduce_mean(tf.cast(images, tf.float32), axis=[1, 2]))
+
+    module = Generic()
+    tf.saved_model.save(module, str(base / "1"), signatures={"serving_default": module.serve})
+    return base
+
+
+def _logits(mean):
+    import tensorflow as tf
+
+    return {"logits": tf.stack([mean / 100 - 1, -mean / 50, mean / 30 - 2], axis=1)}
+
+
+def _grid(mean):
+    import tensorflow as tf
+
+    return {"grid": tf.reshape(tf.tile(mean[:, None], [1, 4]), [-1, 2, 2])}
+
+
+@pytest.mark.parametrize("outputs", [_logits, _grid], ids=["scores", "grid"])
+def test_a_generic_models_answer_is_charted_when_it_is_a_score_vector_and_shown_as_is_otherwise(
+        browser, tmp_path, outputs):
+    from tests.serving_helpers import start_server
+    from tf_mlp.ui.server import UiOptions, UiServer
+
+    base = _generic_model(tmp_path / "generic", outputs)
+    server = start_server(model_name="generic", model_base_path=str(base), port=-1)
+    ui = UiServer(UiOptions(server=f"rest://127.0.0.1:{server.rest_port}", model="generic", port=0)).start()
+    page = browser.new_page()
+    try:
+        page.goto(ui.url)
+        page.wait_for_selector("body[data-ready]")
+        assert page.locator("#model-signature").inner_text() == "serving_default: images uint8 [?, 28, 28] → " + \
+            next(iter(outputs(np.zeros([1], np.float32))))
+        image = np.full((28, 28), 90, np.uint8)
+        path = tmp_path / "gray.png"
+        path.write_bytes(_png(image))
+        _, answer = _upload(page, path)
+        if outputs is _logits:
+            scores = answer["predictions"][0]
+            assert scores == pytest.approx([90 / 100 - 1, -90 / 50, 90 / 30 - 2], abs=1e-5)
+            shown = _shown(page)
+            assert shown["names"] == ["class 0", "class 1", "class 2"] and shown["class_id"] == 2
+            assert page.locator("#top").inner_text() == "class 2: 1.000 (scores, not probabilities)"
+        else:
+            assert answer["predictions"][0] == [[90, 90], [90, 90]]
+            assert page.locator("#chart").is_hidden()
+            assert "cannot chart" in page.locator("#top").inner_text()
+            assert json.loads(page.locator("#raw").inner_text()) == answer
+            assert page.locator("#raw").is_visible()
+        page.screenshot(path=ui_helpers.artifacts_dir() / f"generic-{outputs.__name__[1:]}.png", full_page=True)
+    finally:
+        page.close()
+        ui.stop()
+        server.stop()
+
+
 def test_the_server_down_message_appears_and_clears_when_it_is_back(page, model_server, in_process):
     assert page.locator("#model-state").inner_text() == "AVAILABLE"
     model_server.stop()
@@ -288,7 +354,7 @@ def test_the_server_down_message_appears_and_clears_when_it_is_back(page, model_
         page.wait_for_selector("#message:not([hidden])")
         message = page.locator("#message").inner_text()
         assert message.startswith(f"The model server is not reachable: cannot reach the model server at "
-                                  f"rest://{model_server.rest_url[7:]}: Connection refused.")
+                                  f"rest://127.0.0.1:{model_server.rest_port}: Connection refused.")
         assert page.locator("#model-state").inner_text() == "server unreachable"
         # Predicting now says the same, and shows no stale answer.
         page.get_by_role("button", name="Predict drawing").click()  # empty canvas: asks for a drawing first

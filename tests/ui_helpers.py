@@ -61,7 +61,7 @@ def load_fashion_mnist():
 
 
 def export_fashion_model(root: pathlib.Path) -> pathlib.Path:
-    """A small model (64 ReLUs, 2 epochs on 6,000 real training images) exported by tf_mlp.export: <root>/models/tf_mlp/1.
+    """A small model (64 ReLUs, 2 epochs on 6,000 real training images), exported: <root>/models/tf_mlp/1.
 
     About 80% test accuracy: not the best model, but one whose answers differ from class to class.
     """

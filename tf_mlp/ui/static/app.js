@@ -47,7 +47,8 @@ async function api(method, path, body) {
 
 function modelDescription() {
   const {model, version, label} = state.config;
-  return `model “${model}”` + (version !== null ? ` version ${version}` : label !== null ? ` label “${label}”` : "");
+  const which = version !== null ? ` version ${version}` : label !== null ? ` label “${label}”` : "";
+  return `model “${model}”${which}`;
 }
 
 function explain(error) {
@@ -205,7 +206,7 @@ function showPrediction(answer, note) {
   let scores = null, classId = null, topName = null;
   if (numbers(prediction)) {
     scores = prediction;
-  } else if (prediction && typeof prediction === "object") {
+  } else if (prediction && typeof prediction === "object" && !Array.isArray(prediction)) {
     scores = [prediction.probabilities, prediction.scores, ...Object.values(prediction)].find(numbers) || null;
     if (Number.isInteger(prediction.class_ids)) classId = prediction.class_ids;
     if (typeof prediction.class_names === "string") topName = prediction.class_names;
@@ -226,7 +227,8 @@ function showPrediction(answer, note) {
   const largest = Math.max(...scores.map(Math.abs)) || 1;
 
   const top = $("top");
-  top.textContent = `${names[classId]} (class ${classId}): ${shown(scores[classId])}` +
+  const label = names[classId] === `class ${classId}` ? names[classId] : `${names[classId]} (class ${classId})`;
+  top.textContent = `${label}: ${shown(scores[classId])}` +
     (probabilities ? "" : " (scores, not probabilities)");
   top.dataset.classId = String(classId);
   top.dataset.className = names[classId];
