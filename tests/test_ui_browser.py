@@ -251,6 +251,53 @@ def test_polarity_and_resizing_follow_the_models_own_image_rules(page, fashion, 
         _check_against_in_process(page, pixels, answer, in_process)
 
 
+def test_a_jpeg_dropped_on_the_page_is_read_like_tensorflow_reads_it(page, fashion, in_process, tmp_path):
+    import tensorflow as tf
+
+    from tf_mlp.export.images import decode_one
+
+    image = np.kron(fashion["images"][1], np.ones((2, 2), np.uint8))  # a pullover, 56x56
+    jpeg = tf.io.encode_jpeg(image[:, :, None], quality=90).numpy()
+
+    def drop():
+        # What a drag from the file manager delivers: a DataTransfer holding the file, dropped on the zone.
+        transfer = page.evaluate_handle(
+            """bytes => { const transfer = new DataTransfer();
+                          transfer.items.add(new File([new Uint8Array(bytes)], "pullover.jpg", {type: "image/jpeg"}));
+                          return transfer; }""", list(jpeg))
+        page.dispatch_event("#drop-zone", "drop", {"dataTransfer": transfer})
+
+    pixels, answer = _predicted(page, drop, "pullover.jpg:")
+    reference = decode_one(tf.constant(jpeg), tf.constant(0), "image").numpy()
+    # JPEG decoders may differ by a few levels (TensorFlow's and the browser's use different inverse DCTs);
+    # PNG, lossless, matches exactly (the tests above).
+    difference = np.abs(pixels.astype(int) - reference.astype(int))
+    assert difference.max() <= 8 and difference.mean() < 1.5, (difference.max(), difference.mean())
+    _check_against_in_process(page, pixels, answer, in_process)
+    assert page.locator("#seen-note").inner_text() == "pullover.jpg: 56×56, stretched to 28×28 with area interpolation; " \
+                                                      "not inverted"
+
+
+def test_the_auto_polarity_rule_is_the_mean_of_the_outermost_ring_above_127(page):
+    # The rule the Python clients share, on the page's own functions: exactly at 127 stays, just above inverts.
+    results = page.evaluate("""async () => {
+        const {applyPolarity, ringMean} = await import("/static/preprocess.js");
+        const image = (width, height, ring, inside) => Uint8Array.from({length: width * height}, (_, index) => {
+            const x = index % width, y = Math.floor(index / width);
+            return x === 0 || y === 0 || x === width - 1 || y === height - 1 ? ring : inside; });
+        const uneven = image(4, 3, 127, 0); uneven[0] = 128;  // ring mean 127.1
+        return {
+            at127: applyPolarity(image(5, 4, 127, 255), 5, 4, "auto").inverted,
+            above: applyPolarity(uneven, 4, 3, "auto").inverted,
+            ringOnly: ringMean(image(5, 4, 200, 0), 5, 4),
+            thin: ringMean(Uint8Array.from([10, 20, 30, 40]), 4, 1),
+            asIs: applyPolarity(image(3, 3, 255, 0), 3, 3, "as-is").inverted,
+            invert: Array.from(applyPolarity(Uint8Array.from([0, 200]), 2, 1, "invert").gray),
+        };
+    }""")
+    assert results == {"at127": False, "above": True, "ringOnly": 200, "thin": 25, "asIs": False, "invert": [255, 55]}
+
+
 def test_a_file_that_is_not_an_image_is_named_in_a_message(page, tmp_path):
     path = tmp_path / "notes.png"
     path.write_text("not an image")
