@@ -7,10 +7,13 @@ itself, in a real browser, is tested in tests/test_ui_browser.py.
 
 from __future__ import annotations
 
+import http.server
 import json
 import pathlib
 import re
 import socket
+import threading
+import time
 
 import pytest
 import requests
@@ -167,6 +170,53 @@ def test_an_unreachable_model_server_is_a_502_that_says_so():
             assert answer.json() == {
                 "error": f"cannot reach the model server at rest://127.0.0.1:{port}: Connection refused",
                 "unreachable": True}
+
+
+class _GatewayPage(http.server.BaseHTTPRequestHandler):
+    """A front proxy whose model server is gone (an HTML 502 page), or one that never answers (/v1/models/slow)."""
+
+    def do_GET(self):
+        if self.path.startswith("/v1/models/slow"):
+            time.sleep(2)
+        body = b"<html><body><h1>502 Bad Gateway</h1>\n<p>nginx</p></body></html>"
+        try:
+            self.send_response(502)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the slow case: the page's server has given up and closed the connection
+
+    def log_message(self, *arguments):
+        pass
+
+
+@pytest.fixture
+def gateway():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _GatewayPage)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"rest://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_an_html_error_page_in_front_of_the_model_server_becomes_a_json_error(gateway):
+    with UiServer(UiOptions(server=gateway, port=0)) as ui:
+        answer = requests.get(ui.url + "v1/models/tf_mlp", timeout=30)
+    assert answer.status_code == 502
+    assert answer.json() == {"error": f"the model server at {gateway} answered HTTP 502 (text/html): "
+                                      "<html><body><h1>502 Bad Gateway</h1> <p>nginx</p></body></html>"}
+
+
+def test_a_model_server_that_does_not_answer_in_time_is_a_504(gateway):
+    with UiServer(UiOptions(server=gateway, model="slow", port=0, timeout_seconds=0.5)) as ui:
+        answer = requests.get(ui.url + "v1/models/slow", timeout=30)
+    assert answer.status_code == 504
+    assert answer.json() == {"error": f"the model server at {gateway} did not answer within 0.5 s",
+                             "unreachable": True}
 
 
 # --- The page's files --------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ const MAX_FILE_BYTES = 20 * 1024 * 1024; // decoded in the browser only; a bigge
 const SIGNATURE = "serving_default";
 
 const $ = (id) => document.getElementById(id);
-const state = {config: null, classNames: null, lastFile: null, pending: 0};
+const state = {config: null, classNames: null, lastFile: null, latestRequest: 0};
 
 class ApiError extends Error {
   constructor(status, message, unreachable) {
@@ -170,16 +170,16 @@ function showSeen(pixels, note) {
 
 async function predict(pixels, note) {
   showSeen(pixels, note);
-  const request = state.pending = state.pending + 1;
+  const request = state.latestRequest = state.latestRequest + 1;
   document.body.dataset.busy = "true";
   try {
     const answer = await api("POST", state.config.paths.predict,
       JSON.stringify({signature_name: SIGNATURE, instances: [toRows(pixels)]}));
-    if (request !== state.pending) return; // a newer input was sent meanwhile
+    if (request !== state.latestRequest) return; // a newer input was sent meanwhile
     showMessage("");
     showPrediction(answer, note);
   } catch (error) {
-    if (request !== state.pending) return;
+    if (request !== state.latestRequest) return;
     showMessage(explain(error));
     $("top").textContent = "No prediction: see the message above.";
     delete $("top").dataset.classId;
@@ -187,7 +187,7 @@ async function predict(pixels, note) {
     $("chart").hidden = true;
     if (error.unreachable || error.status === 404) refreshModel();
   } finally {
-    if (request === state.pending) delete document.body.dataset.busy;
+    if (request === state.latestRequest) delete document.body.dataset.busy;
   }
 }
 
