@@ -140,7 +140,9 @@ def _png(image: np.ndarray) -> bytes:
 
 
 def _upload(page, path):
-    return _predicted(page, lambda: page.set_input_files("#file", str(path)), path.name + ":")
+    # Found by its label, as a screen reader announces it.
+    picker = page.get_by_label("Image file (PNG or JPEG): choose one, or drop it here")
+    return _predicted(page, lambda: picker.set_input_files(str(path)), path.name + ":")
 
 
 # --- Drawing -----------------------------------------------------------------------------------------------
