@@ -24,6 +24,7 @@ from tests.server_process import free_port
 from tf_mlp import contract
 from tf_mlp.cli import main
 from tf_mlp.errors import ConfigError, TfMlpError
+from tf_mlp.server.options import DISABLED_PORT
 from tf_mlp.ui.server import STATIC_DIR, ModelPaths, UiOptions, UiServer
 
 IMAGE = [[0] * 28 for _ in range(28)]
@@ -32,7 +33,7 @@ IMAGE = [[0] * 28 for _ in range(28)]
 @pytest.fixture(scope="module")
 def model_server(tmp_path_factory):
     base = serving_helpers.model_base(tmp_path_factory.mktemp("ui-proxy"), versions=(1, 2))
-    server = serving_helpers.start_server(model_base_path=str(base), port=-1)  # REST only
+    server = serving_helpers.start_server(model_base_path=str(base), port=DISABLED_PORT)  # REST only
     yield server
     server.stop()
 

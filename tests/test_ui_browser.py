@@ -276,8 +276,8 @@ def test_a_jpeg_dropped_on_the_page_is_read_like_tensorflow_reads_it(page, fashi
     difference = np.abs(pixels.astype(int) - reference.astype(int))
     assert difference.max() <= 8 and difference.mean() < 1.5, (difference.max(), difference.mean())
     _check_against_in_process(page, pixels, answer, in_process)
-    assert page.locator("#seen-note").inner_text() == "pullover.jpg: 56×56, stretched to 28×28 with area interpolation; " \
-                                                      "not inverted"
+    note = "pullover.jpg: 56×56, stretched to 28×28 with area interpolation; not inverted"
+    assert page.locator("#seen-note").inner_text() == note
 
 
 def test_the_auto_polarity_rule_is_the_mean_of_the_outermost_ring_above_127(page):
@@ -361,10 +361,11 @@ def _grid(mean):
 def test_a_generic_models_answer_is_charted_when_it_is_a_score_vector_and_shown_as_is_otherwise(
         browser, tmp_path, outputs):
     from tests.serving_helpers import start_server
+    from tf_mlp.server.options import DISABLED_PORT
     from tf_mlp.ui.server import UiOptions, UiServer
 
     base = _generic_model(tmp_path / "generic", outputs)
-    server = start_server(model_name="generic", model_base_path=str(base), port=-1)
+    server = start_server(model_name="generic", model_base_path=str(base), port=DISABLED_PORT)  # REST only
     ui = UiServer(UiOptions(server=f"rest://127.0.0.1:{server.rest_port}", model="generic", port=0)).start()
     page = browser.new_page()
     try:
