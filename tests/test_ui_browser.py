@@ -396,6 +396,24 @@ def test_a_generic_models_answer_is_charted_when_it_is_a_score_vector_and_shown_
         server.stop()
 
 
+def test_a_stopped_page_server_is_told_apart_from_a_stopped_model_server(browser, model_server):
+    from tf_mlp.ui.server import UiOptions, UiServer
+
+    ui = UiServer(UiOptions(server=f"rest://127.0.0.1:{model_server.rest_port}", port=0)).start()
+    page = browser.new_page()
+    try:
+        page.goto(ui.url)
+        page.wait_for_selector("body[data-ready]")
+        ui.stop()
+        page.get_by_role("button", name="Check again").click()
+        page.wait_for_selector("#message:not([hidden])")
+        assert page.locator("#message").inner_text().startswith("The page's own server (tf-mlp ui) does not answer (")
+        assert page.locator("#message").inner_text().endswith("start it again and reload the page.")
+    finally:
+        page.close()
+        ui.stop()
+
+
 def test_the_server_down_message_appears_and_clears_when_it_is_back(page, model_server, in_process):
     assert page.locator("#model-state").inner_text() == "AVAILABLE"
     model_server.stop()

@@ -31,7 +31,8 @@ async function api(method, path, body) {
       method, body, headers: body === undefined ? {} : {"Content-Type": "application/json"}, cache: "no-store",
     });
   } catch (error) {
-    throw new ApiError(0, `the page's own server does not answer (${error.message}); restart tf-mlp ui`, true);
+    throw new ApiError(0, `The page's own server (tf-mlp ui) does not answer (${error.message}); ` +
+      "start it again and reload the page.", true);
   }
   let answer;
   try {
@@ -52,6 +53,7 @@ function modelDescription() {
 }
 
 function explain(error) {
+  if (error.status === 0) return error.message;
   if (error.unreachable) {
     return `The model server is not reachable: ${error.message}. Start it (for example ` +
       "tf-mlp serve --model_base_path=models/tf_mlp) and press “Check again”.";
