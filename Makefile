@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 RUN_DIR ?= runs/demo
 
-.PHONY: demo test data clean audit
+.PHONY: demo test data browser clean audit
 
 $(BIN)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,10 +18,14 @@ $(BIN)/.installed: setup.cfg pyproject.toml
 data:
 	sh scripts/get_data.sh
 
+# Debian's Chromium, for the `tf-mlp ui` page's browser tests (Playwright comes with the test extra).
+browser:
+	sh scripts/get_browser.sh
+
 demo: $(BIN)/.installed data
 	$(BIN)/python scripts/demo.py --run-dir $(RUN_DIR)
 
-test: $(BIN)/.installed data
+test: $(BIN)/.installed data browser
 	$(BIN)/pytest
 
 # pip-audit of requirements.lock (`pip freeze --all --exclude-editable` of a fresh `pip install -e '.[test,beam]'`),

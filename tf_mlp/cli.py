@@ -15,6 +15,7 @@ import click
 
 from tf_mlp import config as config_module
 from tf_mlp.errors import TfMlpError
+from tf_mlp.ui.command import ui_command
 
 
 # TensorFlow's C++ INFO and WARNING lines (oneDNN, CUDA probing) drown the
@@ -272,6 +273,7 @@ def serve(flags):
 from tf_mlp.predict_cli import add_commands  # noqa: E402 - predict, batch-predict, beam-predict, exports, ...
 
 add_commands(main)
+main.add_command(ui_command)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,18 @@
+#!/bin/sh
+# Get the browser the page's tests drive (tests/test_ui_browser.py): Debian's headless-capable Chromium at
+# /usr/bin/chromium, driven by Playwright for Python (installed with the test extra). Playwright's own browser
+# download is not used: its CDN is not reachable from the build machines, the package registry is.
+set -eu
+if [ -x /usr/bin/chromium ]; then
+    echo "Chromium: $(/usr/bin/chromium --version 2>/dev/null)"
+    exit 0
+fi
+if command -v apt-get >/dev/null 2>&1; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+    echo "Chromium: $(/usr/bin/chromium --version 2>/dev/null)"
+else
+    echo "apt-get not available: install Chromium at /usr/bin/chromium, or the page's browser tests skip (fail in CI)"
+fi

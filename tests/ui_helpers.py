@@ -1,0 +1,107 @@
+"""For the `tf-mlp ui` browser tests: Debian's Chromium under Playwright, a real Fashion-MNIST export, the page.
+
+Playwright's own browser download is not reachable from the build machines, so it drives /usr/bin/chromium
+(`make browser` installs it; Playwright 1.65 works with Debian's Chromium 156). In CI (CI=true) a missing
+browser or data set fails the tests instead of skipping them.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import queue
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+from tf_mlp import contract
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+CHROMIUM = pathlib.Path("/usr/bin/chromium")
+FASHION_MNIST_DIR = pathlib.Path("/usr/share/datasets/fashion-mnist")
+# Headless, as root (no sandbox), and quiet: no GPU, no QUIC, no first-run, update, sync or background traffic.
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+VIEWPORT = {"width": 1280, "height": 900}
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip with the reason when the condition fails; in CI, fail instead, since CI must run these tests."""
+    if condition:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI runs the page's browser tests, but {reason}")
+    pytest.skip(reason)
+
+
+def artifacts_dir() -> pathlib.Path:
+    """Where the tests save screenshots of each state of the page (TF_MLP_TEST_ARTIFACTS, else test-artifacts/)."""
+    directory = pathlib.Path(os.environ.get("TF_MLP_TEST_ARTIFACTS", REPO_ROOT / "test-artifacts")) / "ui"
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def launch_browser(playwright, profile_dir: pathlib.Path):
+    """A Chromium context with a fresh profile directory (--user-data-dir, set by Playwright from profile_dir)."""
+    return playwright.chromium.launch_persistent_context(
+        str(profile_dir), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS, viewport=VIEWPORT)
+
+
+def load_fashion_mnist():
+    from tf_mlp.data import idx
+
+    def read(name):
+        return idx.read_idx(FASHION_MNIST_DIR / name)
+
+    return (read("train-images-idx3-ubyte.gz"), read("train-labels-idx1-ubyte.gz").astype(np.int64),
+            read("t10k-images-idx3-ubyte.gz"), read("t10k-labels-idx1-ubyte.gz").astype(np.int64))
+
+
+def export_fashion_model(root: pathlib.Path) -> pathlib.Path:
+    """A small model (64 ReLUs, 2 epochs on 6,000 real training images), exported: <root>/models/tf_mlp/1.
+
+    About 80% test accuracy: not the best model, but one whose answers differ from class to class.
+    """
+    from tf_mlp.config import preset
+    from tf_mlp.data.splits import DataSplits, Split
+    from tf_mlp.export import export_run
+    from tf_mlp.train import train_and_evaluate
+
+    train_images, train_labels, test_images, test_labels = load_fashion_mnist()
+    splits = DataSplits(
+        train=Split(train_images[:6000], train_labels[:6000]),
+        validation=Split(train_images[6000:7000], train_labels[6000:7000]),
+        test=Split(test_images[:1000], test_labels[:1000]),
+        class_names=contract.CLASS_NAMES["fashion_mnist"], name="fashion_mnist")
+    config = preset("mlp").override("model", hidden_units=(64,)).override("train", epochs=2, batch_size=64, seed=1)
+    train_and_evaluate(config, root / "run", splits=splits, verbose=False)
+    return pathlib.Path(export_run(root / "run", root / "models", version=1,
+                                   verification_images=test_images[:16]).path)
+
+
+class UiProcess:
+    """`tf-mlp ui` as a real subprocess on a free port; url is read from the line it prints when it listens."""
+
+    def __init__(self, log_path: pathlib.Path, *arguments: str):
+        self.log_path = log_path
+        with log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "tf_mlp.cli", "ui", "--port", "0", *arguments],
+                stdout=subprocess.PIPE, stderr=log, text=True)
+        lines = queue.Queue()
+        threading.Thread(target=lambda: lines.put(self.process.stdout.readline()), daemon=True).start()
+        try:
+            line = lines.get(timeout=60)
+        except queue.Empty:
+            self.stop()
+            raise AssertionError(f"tf-mlp ui printed nothing: {log_path.read_text()}") from None
+        assert line.startswith("Serving the page on "), f"{line!r} {log_path.read_text()}"
+        self.url = line.split()[4]
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+        self.process.stdout.close()
