@@ -63,6 +63,8 @@ def test_training_memory_estimate_counts_optimizer_slots():
 
 def test_optimizer_slots_are_counted_on_the_keras_optimizers():
     assert [model_module.optimizer_slots_per_parameter(name) for name in config_module.OPTIMIZERS] == [0, 1, 2]
+    # Keras's SGD keeps no velocity when momentum is 0, and the count follows it.
+    assert model_module.optimizer_slots_per_parameter(config_module.TrainConfig(optimizer="momentum", momentum=0.0)) == 0
     with pytest.raises(config_module.ConfigError, match="optimizer must be one of"):
         model_module.optimizer_slots_per_parameter("rmsprop")
 

@@ -176,32 +176,35 @@ def activations_by_layer(config: ModelConfig) -> list[LayerActivations]:
     return layers
 
 
-def optimizer_slots_per_parameter(optimizer: str) -> int:
+def optimizer_slots_per_parameter(optimizer) -> int:
     """Slot variables the project's Keras optimizer keeps per parameter (SGD 0, momentum 1, Adam 2).
 
-    Counted on the optimizer itself, built by the train step's own factory
-    over a probe variable, so the estimate follows the optimizer the training
-    loop really uses.
+    ``optimizer`` is a name or a TrainConfig (whose momentum decides whether
+    momentum SGD keeps a velocity). Counted on the optimizer itself, built by
+    the train step's own factory over a probe variable, so the estimate
+    follows the optimizer the training loop really uses.
     """
     from tf_mlp import steps
     from tf_mlp.config import OPTIMIZERS, TrainConfig
     from tf_mlp.errors import ConfigError
 
-    if optimizer not in OPTIMIZERS:
-        raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
+    train_config = TrainConfig(optimizer=optimizer) if isinstance(optimizer, str) else optimizer
+    if train_config.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {train_config.optimizer!r}")
     probe_shape = (3, 7)  # a shape no scalar bookkeeping variable (iterations, learning rate) has
     probe = keras.Variable(keras.ops.zeros(probe_shape), name="probe")
-    instance = steps.make_optimizer(TrainConfig(optimizer=optimizer))
+    instance = steps.make_optimizer(train_config)
     instance.build([probe])
     return sum(1 for variable in instance.variables if tuple(variable.shape) == probe_shape)
 
 
-def training_memory_bytes(config: ModelConfig, batch_size: int, optimizer: str) -> dict[str, int]:
+def training_memory_bytes(config: ModelConfig, batch_size: int, optimizer) -> dict[str, int]:
     """Float32 training memory: weights, gradients, optimizer slots, activations kept for the backward pass.
 
     Weights and their gradients are one copy of the parameters each; slots
-    are optimizer_slots_per_parameter copies; activations are
-    activations_by_layer for the whole batch. Left out: the transient
+    are optimizer_slots_per_parameter(optimizer) copies (optimizer: a name
+    or a TrainConfig); activations are activations_by_layer for the whole
+    batch. Left out: the transient
     per-layer gradients dy (two layers' worth at a time), the input batch
     itself and TensorFlow's allocator rounding.
     """
