@@ -1,0 +1,296 @@
+"""Measured training cost beside the analytic one: is the backward pass about twice the forward?
+
+For each preset and batch size, on this machine, in one process:
+
+- forward: inference, model(images, training=False) in a tf.function;
+- training forward: model(images, training=True) and the loss (dropout on), no tape;
+- forward + backward: the same under a GradientTape, then tape.gradient (no update);
+- update: optimizer.apply of fixed gradients alone.
+
+Timing blocks of calls are interleaved (every workload and phase once per
+round, the order rotated each round) so a load change on a shared machine
+hits all of them alike; each figure is the median over rounds with its
+quartiles. The measured backward/forward ratio is taken within each round,
+((forward+backward) - forward) / forward, and its median over rounds reported.
+
+Memory comes from TensorFlow's allocator statistics
+(tf.config.experimental.get_memory_info), read in a child process that runs
+TensorFlow's own BFC allocator on the CPU (TF_CPU_ALLOCATOR_USE_BFC=true)
+because the default CPU allocator does not count small tensors; timing stays
+in this process with the default allocator. Figures are bytes the allocator
+handed out, so they include its rounding (256-byte granularity, and a
+reused free chunk up to twice the request is not split).
+
+    python -m tf_mlp.benchmark.cost --output runs/cost
+    python -m tf_mlp.benchmark.cost --output runs/cost --results-page docs/RESULTS.md
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import click  # noqa: E402
+
+PRESETS = ("logistic", "mlp", "deep")
+BATCH_SIZES = (128, 1024)
+PHASES = ("forward", "forward_training", "forward_backward", "update")
+MEMORY_METHOD = ("TensorFlow BFC allocator statistics (tf.config.experimental.get_memory_info('CPU:0') "
+                 "in a child process with TF_CPU_ALLOCATOR_USE_BFC=true): peak bytes in use during the phase "
+                 "above the bytes in use before it")
+
+
+class Workload:
+    """One preset at one batch size: its model, optimizer, a fixed random batch and the four phases."""
+
+    def __init__(self, preset: str, batch_size: int, seed: int = 0):
+        import keras
+        import numpy as np
+        import tensorflow as tf
+
+        from tf_mlp import config as config_module, steps
+        from tf_mlp.model import build_model
+
+        self.preset, self.batch_size = preset, batch_size
+        self.config = config_module.preset(preset)
+        keras.utils.set_random_seed(seed)
+        model = build_model(self.config.model, seed=seed)
+        optimizer = steps.make_optimizer(self.config.train)
+        optimizer.build(model.trainable_variables)
+        generator = np.random.default_rng(seed)
+        self.images = tf.constant(generator.integers(0, 256, (batch_size, 28, 28)), tf.uint8)
+        self.labels = tf.constant(generator.integers(0, self.config.model.num_classes, batch_size), tf.int64)
+
+        @tf.function
+        def forward(images):
+            return model(images, training=False)
+
+        @tf.function
+        def loss(images, labels):
+            # The train step's loss (tf_mlp/steps.py) on one replica: mean data loss plus the L2 penalty.
+            logits = model(images, training=True)
+            per_example_loss = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+            total = tf.nn.compute_average_loss(per_example_loss, global_batch_size=batch_size)
+            return total + tf.add_n(model.losses) if model.losses else total
+
+        @tf.function
+        def forward_backward(images, labels):
+            with tf.GradientTape() as tape:
+                total = loss(images, labels)
+            return tape.gradient(total, model.trainable_variables)
+
+        @tf.function
+        def update(gradients):
+            optimizer.apply(gradients, model.trainable_variables)
+
+        self.model, self.loss = model, loss
+        self.gradients = forward_backward(self.images, self.labels)
+        self.phases = {
+            "forward": lambda: forward(self.images),
+            "forward_training": lambda: loss(self.images, self.labels),
+            "forward_backward": lambda: forward_backward(self.images, self.labels),
+            "update": lambda: update(self.gradients),
+        }
+        for run in self.phases.values():
+            run()  # trace each tf.function before anything is timed or measured
+
+    @property
+    def key(self) -> str:
+        return f"{self.preset}@{self.batch_size}"
+
+
+def _seconds_per_call(run, calls: int) -> float:
+    start = time.perf_counter()
+    for _ in range(calls):
+        run()  # eager calls of a tf.function return when it has finished, so no extra sync is needed
+    return (time.perf_counter() - start) / calls
+
+
+def time_phases(workloads: list[Workload], rounds: int, block_seconds: float) -> dict[str, dict[str, list[float]]]:
+    """Seconds per call of every phase of every workload, one block each per round, interleaved."""
+    calls = {}
+    for workload in workloads:
+        for phase, run in workload.phases.items():
+            # Calibrate a block to about block_seconds so short phases are not lost in timer and call overhead.
+            calls[workload.key, phase] = max(1, round(block_seconds / max(_seconds_per_call(run, 1), 1e-6)))
+    samples = {workload.key: {phase: [] for phase in PHASES} for workload in workloads}
+    for round_index in range(rounds):
+        shift = round_index % len(workloads)
+        for workload in workloads[shift:] + workloads[:shift]:
+            phases = PHASES[round_index % len(PHASES):] + PHASES[:round_index % len(PHASES)]
+            for phase in phases:
+                samples[workload.key][phase].append(_seconds_per_call(workload.phases[phase], calls[workload.key, phase]))
+    return samples
+
+
+def measure_memory(workloads: list[Workload]) -> dict[str, dict[str, int]]:
+    """Peak allocator bytes of each phase above the bytes in use before it, and what the tape keeps."""
+    import tensorflow as tf
+
+    device = "CPU:0"
+
+    def in_use() -> int:
+        return tf.config.experimental.get_memory_info(device)["current"]
+
+    results = {}
+    for workload in workloads:
+        figures = {}
+        for phase, run in workload.phases.items():
+            tf.config.experimental.reset_memory_stats(device)
+            before = in_use()
+            output = run()
+            figures[f"{phase}_peak_bytes"] = tf.config.experimental.get_memory_info(device)["peak"] - before
+            del output
+        # A tf.function called under a tape keeps, as extra outputs, exactly what its backward pass reads.
+        before = in_use()
+        with tf.GradientTape() as tape:
+            total = workload.loss(workload.images, workload.labels)
+        figures["kept_by_tape_bytes"] = in_use() - before
+        del tape, total
+        results[workload.key] = figures
+    return results
+
+
+def _memory_in_child(presets, batch_sizes) -> dict:
+    """measure_memory in a fresh process on TensorFlow's BFC allocator (set before TensorFlow loads)."""
+    command = [sys.executable, "-m", "tf_mlp.benchmark.cost", "--memory-only"]
+    command += [argument for preset in presets for argument in ("--preset", preset)]
+    command += [argument for batch in batch_sizes for argument in ("--batch-size", str(batch))]
+    environment = dict(os.environ, TF_CPU_ALLOCATOR_USE_BFC="true")
+    completed = subprocess.run(command, env=environment, capture_output=True, text=True)
+    if completed.returncode != 0:
+        from tf_mlp.errors import TfMlpError
+
+        last_line = (completed.stderr.strip().splitlines() or ["no output"])[-1]
+        raise TfMlpError(f"memory measurement failed in its child process: {last_line}")
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def _summary(values: list[float]) -> dict:
+    quartiles = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else [values[0]] * 3
+    return {"median": statistics.median(values), "q1": quartiles[0], "q3": quartiles[2],
+            "min": min(values), "max": max(values), "samples": values}
+
+
+def analytic_cost(preset: str, batch_size: int) -> dict:
+    """The figures `tf-mlp info` prints, from the same functions in tf_mlp/model.py."""
+    from tf_mlp import config as config_module, model as model_module
+
+    config = config_module.preset(preset)
+    layers = model_module.flops_by_layer(config.model)
+    return {
+        "forward_flops": sum(layer.forward for layer in layers) * batch_size,
+        "backward_flops": sum(layer.backward for layer in layers) * batch_size,
+        "backward_over_forward": model_module.forward_backward_ratio(config.model),
+        "memory_bytes": model_module.training_memory_bytes(config.model, batch_size, config.train),
+        "optimizer": config.train.optimizer,
+    }
+
+
+def run_cost_benchmark(presets=PRESETS, batch_sizes=BATCH_SIZES, rounds: int = 15, block_seconds: float = 0.2) -> dict:
+    """Analytic and measured cost of every preset at every batch size, with the machine's load."""
+    import tensorflow as tf
+
+    load_before = os.getloadavg()
+    started = time.time()
+    workloads = [Workload(preset, batch) for preset in presets for batch in batch_sizes]
+    samples = time_phases(workloads, rounds, block_seconds)
+    memory = _memory_in_child(presets, batch_sizes)
+    rows = []
+    for workload in workloads:
+        times = samples[workload.key]
+        # Ratios within a round pair blocks timed moments apart, so the machine's load mostly cancels.
+        ratios = [(both - forward) / forward for both, forward in zip(times["forward_backward"], times["forward"])]
+        training_ratios = [(both - forward) / forward for both, forward in zip(times["forward_backward"], times["forward_training"])]
+        rows.append({
+            "preset": workload.preset,
+            "batch_size": workload.batch_size,
+            "analytic": analytic_cost(workload.preset, workload.batch_size),
+            "seconds": {phase: _summary(times[phase]) for phase in PHASES},
+            "backward_over_forward": _summary(ratios),
+            "backward_over_training_forward": _summary(training_ratios),
+            "memory_bytes": memory[workload.key],
+        })
+    return {
+        "rows": rows,
+        "rounds": rounds,
+        "block_seconds": block_seconds,
+        "memory_method": MEMORY_METHOD,
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
+        "wall_seconds": time.time() - started,
+        "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+        "tensorflow": tf.__version__,
+        "threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+                    "inter_op": tf.config.threading.get_inter_op_parallelism_threads()},
+    }
+
+
+def table(results: dict) -> str:
+    """A markdown table: ratios, times (ms, median) and memory (MiB) per preset and batch size."""
+    mebibyte = 2**20
+    lines = [
+        "| preset | batch | bwd/fwd analytic | bwd/fwd measured (IQR) | bwd / training fwd | forward ms | fwd+bwd ms | update ms "
+        "| activations kept MiB: analytic / measured | peak MiB: fwd / fwd+bwd / update |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in results["rows"]:
+        ratio, seconds, memory = row["backward_over_forward"], row["seconds"], row["memory_bytes"]
+        lines.append(
+            f"| {row['preset']} | {row['batch_size']} | {row['analytic']['backward_over_forward']:.2f} "
+            f"| {ratio['median']:.2f} ({ratio['q1']:.2f}–{ratio['q3']:.2f}) | {row['backward_over_training_forward']['median']:.2f} "
+            f"| {seconds['forward']['median'] * 1e3:.3f} | {seconds['forward_backward']['median'] * 1e3:.3f} "
+            f"| {seconds['update']['median'] * 1e3:.3f} "
+            f"| {row['analytic']['memory_bytes']['activations'] / mebibyte:.2f} / {memory['kept_by_tape_bytes'] / mebibyte:.2f} "
+            f"| {memory['forward_peak_bytes'] / mebibyte:.2f} / {memory['forward_backward_peak_bytes'] / mebibyte:.2f} "
+            f"/ {memory['update_peak_bytes'] / mebibyte:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--output", "output_dir", default="runs/cost", show_default=True, type=click.Path(file_okay=False), help="Where cost.json and cost.png go.")
+@click.option("--preset", "presets", multiple=True, type=click.Choice(PRESETS + ("mlp_dropout", "mlp_l2")), help=f"Preset to measure (repeatable; default {', '.join(PRESETS)}).")
+@click.option("--batch-size", "batch_sizes", multiple=True, type=click.IntRange(min=1), help=f"Batch size (repeatable; default {', '.join(map(str, BATCH_SIZES))}).")
+@click.option("--rounds", default=15, show_default=True, type=click.IntRange(min=1), help="Interleaved rounds; figures are medians over rounds.")
+@click.option("--block-seconds", default=0.2, show_default=True, type=click.FloatRange(min=0.0), help="Target length of one timed block of calls.")
+@click.option("--quick", is_flag=True, help="Batch size 8, 3 rounds, one call per block: checks every figure is produced, not for publishing.")
+@click.option("--results-page", type=click.Path(dir_okay=False), help="Also write the cost section of this RESULTS.md and its plot (results/cost.png beside it).")
+@click.option("--memory-only", is_flag=True, hidden=True, help="Internal: print measure_memory's JSON (run with TF_CPU_ALLOCATOR_USE_BFC=true).")
+def main(output_dir, presets, batch_sizes, rounds, block_seconds, quick, results_page, memory_only):
+    """Measure forward, backward and update time and memory; compare with the analytic cost."""
+    presets = presets or PRESETS
+    if quick:
+        batch_sizes, rounds, block_seconds = batch_sizes or (8,), 3, 0.0
+    batch_sizes = batch_sizes or BATCH_SIZES
+    if memory_only:
+        click.echo(json.dumps(measure_memory([Workload(preset, batch) for preset in presets for batch in batch_sizes])))
+        return
+    from tf_mlp.benchmark import cost_page
+
+    results = run_cost_benchmark(presets, batch_sizes, rounds, block_seconds)
+    results["command"] = "python -m tf_mlp.benchmark.cost" + "".join(f" {argument}" for argument in sys.argv[1:])
+    results["quick"] = quick
+    output_dir = pathlib.Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "cost.json").write_text(json.dumps(results, indent=2) + "\n")
+    cost_page.plot_ratios(results, output_dir / "cost.png")
+    click.echo(table(results))
+    click.echo(f"load average {results['load_average_before'][0]:.2f} before, {results['load_average_after'][0]:.2f} after "
+               f"({results['cpus']} CPUs); wrote {output_dir / 'cost.json'} and {output_dir / 'cost.png'}")
+    if results_page:
+        cost_page.write_section(pathlib.Path(results_page), results)
+        click.echo(f"wrote the cost section of {results_page}")
+
+
+if __name__ == "__main__":
+    main()
