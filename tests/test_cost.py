@@ -44,3 +44,54 @@ def test_info_for_the_logistic_model_has_backward_equal_to_forward():
     assert [_number(value) for value in logits[4:7]] == [2 * 784 * 10 * 1024, 2 * 784 * 10 * 1024, 0]
     assert logits[7] == "1.00" and _number(logits[8]) == 1024 * 4 * (784 + 10)
     assert "(sgd: 0 slot variables per parameter)" in result.output
+
+
+@pytest.mark.slow
+def test_quick_cost_benchmark_produces_every_figure_and_its_results_section(tmp_path):
+    from tf_mlp import model as model_module
+    from tf_mlp.benchmark import cost, cost_page
+    from tf_mlp.config import preset
+
+    page = tmp_path / "docs" / "RESULTS.md"
+    page.parent.mkdir()
+    page.write_text("# Results\n\nthe accuracy tables\n")
+    arguments = ["--quick", "--preset", "logistic", "--preset", "deep", "--output", str(tmp_path / "cost"), "--results-page", str(page)]
+    result = CliRunner().invoke(cost.main, arguments)
+    assert result.exit_code == 0, result.output
+    results = json.loads((tmp_path / "cost" / "cost.json").read_text())
+    assert [(row["preset"], row["batch_size"]) for row in results["rows"]] == [("logistic", 8), ("deep", 8)]
+    for row in results["rows"]:
+        config = preset(row["preset"]).model
+        # The analytic side is the very function the model module owns (and `tf-mlp info` prints).
+        assert row["analytic"]["backward_over_forward"] == model_module.forward_backward_ratio(config)
+        for phase in cost.PHASES:
+            assert len(row["seconds"][phase]["samples"]) == 3 and row["seconds"][phase]["median"] > 0
+        assert len(row["backward_over_forward"]["samples"]) == 3
+        memory = row["memory_bytes"]
+        assert set(memory) == {f"{phase}_peak_bytes" for phase in cost.PHASES} | {"kept_by_tape_bytes"}
+        # The allocator rounds up (256-byte granules, unsplit chunks up to twice the request), never down.
+        activations = row["analytic"]["memory_bytes"]["activations"]
+        assert activations <= memory["kept_by_tape_bytes"] <= 2 * activations + 256 * 16
+        # Forward and backward returns the gradients: at least one copy of the parameters.
+        assert memory["forward_backward_peak_bytes"] >= model_module.parameter_count(config) * 4
+    assert (tmp_path / "cost" / "cost.png").stat().st_size > 0
+    assert "| deep | 8 | 1.45 |" in result.output and "load average" in result.output
+    text = page.read_text()
+    assert text.startswith("# Results\n\nthe accuracy tables\n") and text.count(cost_page.BEGIN) == 1
+    assert "| logistic | 8 | 1.00 |" in text and (page.parent / "results" / "cost.png").stat().st_size > 0
+
+
+def test_results_section_is_replaced_in_place_and_survives_the_reproduce_page(tmp_path):
+    from tf_mlp import reproduce
+    from tf_mlp.benchmark import cost_page
+
+    page = tmp_path / "RESULTS.md"
+    old = f"# Results\n\nold tables\n\n{cost_page.BEGIN}\nold cost figures\n{cost_page.END}\n"
+    page.write_text(old)
+    reproduce.write_results_page(page, [], "tf-mlp reproduce --epochs 1")
+    text = page.read_text()
+    assert "old tables" not in text and "tf-mlp reproduce --epochs 1" in text
+    assert text.endswith(f"{cost_page.BEGIN}\nold cost figures\n{cost_page.END}\n")
+    page.write_text("# Results\n\nnew tables\n")
+    reproduce.write_results_page(page, [], "tf-mlp reproduce")
+    assert cost_page.BEGIN not in page.read_text()

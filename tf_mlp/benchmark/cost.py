@@ -49,7 +49,16 @@ MEMORY_METHOD = ("TensorFlow BFC allocator statistics (tf.config.experimental.ge
 
 
 class Workload:
-    """One preset at one batch size: its model, optimizer, a fixed random batch and the four phases."""
+    """One preset at one batch size: its model, optimizer, fixed random batches and the four phases.
+
+    Each phase is timed as a tf.function running it `steps` times in a graph
+    loop, as the trainer runs several steps per call: a tf.function call
+    costs a fraction of a millisecond of Python and dispatch, as much as the
+    whole logistic forward pass, and would otherwise swamp the small models.
+    Consecutive steps read alternate batches, so no step is loop-invariant,
+    and each step's result feeds a running sum, so none is pruned. Memory is
+    measured on single calls of the same computations.
+    """
 
     def __init__(self, preset: str, batch_size: int, seed: int = 0):
         import keras
@@ -66,14 +75,11 @@ class Workload:
         optimizer = steps.make_optimizer(self.config.train)
         optimizer.build(model.trainable_variables)
         generator = np.random.default_rng(seed)
-        self.images = tf.constant(generator.integers(0, 256, (batch_size, 28, 28)), tf.uint8)
-        self.labels = tf.constant(generator.integers(0, self.config.model.num_classes, batch_size), tf.int64)
+        batches = tf.constant(generator.integers(0, 256, (2, batch_size, 28, 28)), tf.uint8)
+        labels = tf.constant(generator.integers(0, self.config.model.num_classes, (2, batch_size)), tf.int64)
+        self.images, self.labels = batches[0], labels[0]
+        variables = model.trainable_variables
 
-        @tf.function
-        def forward(images):
-            return model(images, training=False)
-
-        @tf.function
         def loss(images, labels):
             # The train step's loss (tf_mlp/steps.py) on one replica: mean data loss plus the L2 penalty.
             logits = model(images, training=True)
@@ -81,54 +87,91 @@ class Workload:
             total = tf.nn.compute_average_loss(per_example_loss, global_batch_size=batch_size)
             return total + tf.add_n(model.losses) if model.losses else total
 
-        @tf.function
-        def forward_backward(images, labels):
+        def gradients(images, labels):
             with tf.GradientTape() as tape:
                 total = loss(images, labels)
-            return tape.gradient(total, model.trainable_variables)
+            return tape.gradient(total, variables)
 
-        @tf.function
-        def update(gradients):
-            optimizer.apply(gradients, model.trainable_variables)
+        def first_elements(tensors):
+            # Reading one element of each gradient keeps the whole product that made it, at no cost.
+            return tf.add_n([tf.reshape(tensor, [-1])[0] for tensor in tensors])
 
-        self.model, self.loss = model, loss
-        self.gradients = forward_backward(self.images, self.labels)
-        self.phases = {
-            "forward": lambda: forward(self.images),
-            "forward_training": lambda: loss(self.images, self.labels),
-            "forward_backward": lambda: forward_backward(self.images, self.labels),
-            "update": lambda: update(self.gradients),
+        step_bodies = {
+            "forward": lambda index: tf.reduce_sum(model(batches[index], training=False)),
+            "forward_training": lambda index: loss(batches[index], labels[index]),
+            "forward_backward": lambda index: first_elements(gradients(batches[index], labels[index])),
+            "update": lambda index: self._apply(optimizer, variables),
         }
-        for run in self.phases.values():
-            run()  # trace each tf.function before anything is timed or measured
+
+        def looped(body):
+            @tf.function
+            def run(steps):
+                total = tf.constant(0.0)
+                for step in tf.range(steps):
+                    # One step at a time, so a step's time is its latency, not two overlapped steps.
+                    tf.autograph.experimental.set_loop_options(parallel_iterations=1)
+                    total += body(step % 2)
+                return total
+
+            return run
+
+        self.loss = tf.function(loss)
+        self.fixed_gradients = tf.function(gradients)(self.images, self.labels)
+        self.looped = {phase: looped(body) for phase, body in step_bodies.items()}
+        self.single = {  # one plain call of each phase, for the memory figures
+            "forward": tf.function(lambda images: model(images, training=False)),
+            "forward_training": self.loss,
+            "forward_backward": tf.function(gradients),
+            "update": tf.function(lambda: optimizer.apply(self.fixed_gradients, variables)),
+        }
+        self.single_arguments = {"forward": (self.images,), "forward_training": (self.images, self.labels),
+                                 "forward_backward": (self.images, self.labels), "update": ()}
+        for phase in PHASES:  # trace every tf.function before anything is timed or measured
+            self.looped[phase](tf.constant(1))
+            self.run_once(phase)
+
+    def _apply(self, optimizer, variables):
+        import tensorflow as tf
+
+        optimizer.apply(self.fixed_gradients, variables)
+        return tf.constant(0.0)
+
+    def run_once(self, phase: str):
+        return self.single[phase](*self.single_arguments[phase])
 
     @property
     def key(self) -> str:
         return f"{self.preset}@{self.batch_size}"
 
 
-def _seconds_per_call(run, calls: int) -> float:
+def _seconds_per_step(workload: Workload, phase: str, steps: int) -> float:
+    import tensorflow as tf
+
+    steps_tensor = tf.constant(steps)
     start = time.perf_counter()
-    for _ in range(calls):
-        run()  # eager calls of a tf.function return when it has finished, so no extra sync is needed
-    return (time.perf_counter() - start) / calls
+    workload.looped[phase](steps_tensor).numpy()
+    return (time.perf_counter() - start) / steps
 
 
-def time_phases(workloads: list[Workload], rounds: int, block_seconds: float) -> dict[str, dict[str, list[float]]]:
-    """Seconds per call of every phase of every workload, one block each per round, interleaved."""
-    calls = {}
+def time_phases(workloads: list[Workload], rounds: int, block_seconds: float) -> tuple[dict, dict]:
+    """Seconds per step of every phase of every workload, one block each per round, interleaved.
+
+    Returns {workload: {phase: [seconds per step, one per round]}} and the steps in each block.
+    """
+    steps = {}
     for workload in workloads:
-        for phase, run in workload.phases.items():
-            # Calibrate a block to about block_seconds so short phases are not lost in timer and call overhead.
-            calls[workload.key, phase] = max(1, round(block_seconds / max(_seconds_per_call(run, 1), 1e-6)))
+        for phase in PHASES:
+            # Calibrate a block to about block_seconds: long enough to swamp the call's overhead.
+            once = min(_seconds_per_step(workload, phase, 3) for _ in range(3))
+            steps[workload.key, phase] = max(1, round(block_seconds / max(once, 1e-6)))
     samples = {workload.key: {phase: [] for phase in PHASES} for workload in workloads}
     for round_index in range(rounds):
         shift = round_index % len(workloads)
         for workload in workloads[shift:] + workloads[:shift]:
             phases = PHASES[round_index % len(PHASES):] + PHASES[:round_index % len(PHASES)]
             for phase in phases:
-                samples[workload.key][phase].append(_seconds_per_call(workload.phases[phase], calls[workload.key, phase]))
-    return samples
+                samples[workload.key][phase].append(_seconds_per_step(workload, phase, steps[workload.key, phase]))
+    return samples, {f"{key}/{phase}": count for (key, phase), count in steps.items()}
 
 
 def measure_memory(workloads: list[Workload]) -> dict[str, dict[str, int]]:
@@ -143,10 +186,10 @@ def measure_memory(workloads: list[Workload]) -> dict[str, dict[str, int]]:
     results = {}
     for workload in workloads:
         figures = {}
-        for phase, run in workload.phases.items():
+        for phase in PHASES:
             tf.config.experimental.reset_memory_stats(device)
             before = in_use()
-            output = run()
+            output = workload.run_once(phase)
             figures[f"{phase}_peak_bytes"] = tf.config.experimental.get_memory_info(device)["peak"] - before
             del output
         # A tf.function called under a tape keeps, as extra outputs, exactly what its backward pass reads.
@@ -202,7 +245,7 @@ def run_cost_benchmark(presets=PRESETS, batch_sizes=BATCH_SIZES, rounds: int = 1
     load_before = os.getloadavg()
     started = time.time()
     workloads = [Workload(preset, batch) for preset in presets for batch in batch_sizes]
-    samples = time_phases(workloads, rounds, block_seconds)
+    samples, steps_per_block = time_phases(workloads, rounds, block_seconds)
     memory = _memory_in_child(presets, batch_sizes)
     rows = []
     for workload in workloads:
@@ -223,6 +266,7 @@ def run_cost_benchmark(presets=PRESETS, batch_sizes=BATCH_SIZES, rounds: int = 1
         "rows": rows,
         "rounds": rounds,
         "block_seconds": block_seconds,
+        "steps_per_block": steps_per_block,
         "memory_method": MEMORY_METHOD,
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),
@@ -263,11 +307,17 @@ def table(results: dict) -> str:
 @click.option("--batch-size", "batch_sizes", multiple=True, type=click.IntRange(min=1), help=f"Batch size (repeatable; default {', '.join(map(str, BATCH_SIZES))}).")
 @click.option("--rounds", default=15, show_default=True, type=click.IntRange(min=1), help="Interleaved rounds; figures are medians over rounds.")
 @click.option("--block-seconds", default=0.2, show_default=True, type=click.FloatRange(min=0.0), help="Target length of one timed block of calls.")
+@click.option("--threads", default=0, show_default=True, type=click.IntRange(min=0), help="TensorFlow intra- and inter-op threads (0: TensorFlow's default, all cores).")
 @click.option("--quick", is_flag=True, help="Batch size 8, 3 rounds, one call per block: checks every figure is produced, not for publishing.")
 @click.option("--results-page", type=click.Path(dir_okay=False), help="Also write the cost section of this RESULTS.md and its plot (results/cost.png beside it).")
 @click.option("--memory-only", is_flag=True, hidden=True, help="Internal: print measure_memory's JSON (run with TF_CPU_ALLOCATOR_USE_BFC=true).")
-def main(output_dir, presets, batch_sizes, rounds, block_seconds, quick, results_page, memory_only):
+def main(output_dir, presets, batch_sizes, rounds, block_seconds, threads, quick, results_page, memory_only):
     """Measure forward, backward and update time and memory; compare with the analytic cost."""
+    if threads:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
     presets = presets or PRESETS
     if quick:
         batch_sizes, rounds, block_seconds = batch_sizes or (8,), 3, 0.0
