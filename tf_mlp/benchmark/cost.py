@@ -144,33 +144,38 @@ class Workload:
         return f"{self.preset}@{self.batch_size}"
 
 
-def _seconds_per_step(workload: Workload, phase: str, steps: int) -> float:
+def _seconds_per_step(workload: Workload, phase: str, steps: int) -> tuple[float, float]:
+    """Wall-clock and CPU seconds (all of this process's threads) per step of one block."""
     import tensorflow as tf
 
     steps_tensor = tf.constant(steps)
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     workload.looped[phase](steps_tensor).numpy()
-    return (time.perf_counter() - start) / steps
+    return (time.perf_counter() - start) / steps, (time.process_time() - start_cpu) / steps
 
 
 def time_phases(workloads: list[Workload], rounds: int, block_seconds: float) -> tuple[dict, dict]:
     """Seconds per step of every phase of every workload, one block each per round, interleaved.
 
-    Returns {workload: {phase: [seconds per step, one per round]}} and the steps in each block.
+    Returns {"wall" and "cpu": {workload: {phase: [seconds per step, one per round]}}} and the
+    steps in each block. CPU time counts the work done, not the waiting for the CPU that other
+    jobs on a shared machine cause, so it is far steadier than wall time there.
     """
     steps = {}
     for workload in workloads:
         for phase in PHASES:
             # Calibrate a block to about block_seconds: long enough to swamp the call's overhead.
-            once = min(_seconds_per_step(workload, phase, 3) for _ in range(3))
+            once = min(_seconds_per_step(workload, phase, 3)[0] for _ in range(3))
             steps[workload.key, phase] = max(1, round(block_seconds / max(once, 1e-6)))
-    samples = {workload.key: {phase: [] for phase in PHASES} for workload in workloads}
+    samples = {clock: {workload.key: {phase: [] for phase in PHASES} for workload in workloads} for clock in ("wall", "cpu")}
     for round_index in range(rounds):
         shift = round_index % len(workloads)
         for workload in workloads[shift:] + workloads[:shift]:
             phases = PHASES[round_index % len(PHASES):] + PHASES[:round_index % len(PHASES)]
             for phase in phases:
-                samples[workload.key][phase].append(_seconds_per_step(workload, phase, steps[workload.key, phase]))
+                wall, cpu = _seconds_per_step(workload, phase, steps[workload.key, phase])
+                samples["wall"][workload.key][phase].append(wall)
+                samples["cpu"][workload.key][phase].append(cpu)
     return samples, {f"{key}/{phase}": count for (key, phase), count in steps.items()}
 
 
@@ -223,6 +228,14 @@ def _summary(values: list[float]) -> dict:
             "min": min(values), "max": max(values), "samples": values}
 
 
+def _backward_ratios(times: dict[str, list[float]], forward: str) -> list[float]:
+    """((forward+backward) - forward) / forward, round by round.
+
+    Within a round the two blocks ran moments apart, so a change in the machine's load mostly cancels.
+    """
+    return [(both - alone) / alone for both, alone in zip(times["forward_backward"], times[forward])]
+
+
 def analytic_cost(preset: str, batch_size: int) -> dict:
     """The figures `tf-mlp info` prints, from the same functions in tf_mlp/model.py."""
     from tf_mlp import config as config_module, model as model_module
@@ -249,17 +262,17 @@ def run_cost_benchmark(presets=PRESETS, batch_sizes=BATCH_SIZES, rounds: int = 1
     memory = _memory_in_child(presets, batch_sizes)
     rows = []
     for workload in workloads:
-        times = samples[workload.key]
-        # Ratios within a round pair blocks timed moments apart, so the machine's load mostly cancels.
-        ratios = [(both - forward) / forward for both, forward in zip(times["forward_backward"], times["forward"])]
-        training_ratios = [(both - forward) / forward for both, forward in zip(times["forward_backward"], times["forward_training"])]
+        wall, cpu = samples["wall"][workload.key], samples["cpu"][workload.key]
         rows.append({
             "preset": workload.preset,
             "batch_size": workload.batch_size,
             "analytic": analytic_cost(workload.preset, workload.batch_size),
-            "seconds": {phase: _summary(times[phase]) for phase in PHASES},
-            "backward_over_forward": _summary(ratios),
-            "backward_over_training_forward": _summary(training_ratios),
+            "seconds": {phase: _summary(wall[phase]) for phase in PHASES},
+            "cpu_seconds": {phase: _summary(cpu[phase]) for phase in PHASES},
+            "backward_over_forward": _summary(_backward_ratios(wall, "forward")),
+            "backward_over_forward_cpu": _summary(_backward_ratios(cpu, "forward")),
+            "backward_over_training_forward": _summary(_backward_ratios(wall, "forward_training")),
+            "backward_over_training_forward_cpu": _summary(_backward_ratios(cpu, "forward_training")),
             "memory_bytes": memory[workload.key],
         })
     return {
@@ -280,23 +293,29 @@ def run_cost_benchmark(presets=PRESETS, batch_sizes=BATCH_SIZES, rounds: int = 1
 
 
 def table(results: dict) -> str:
-    """A markdown table: ratios, times (ms, median) and memory (MiB) per preset and batch size."""
+    """A markdown table: ratios, times (ms per step, median) and memory (MiB) per preset and batch size."""
     mebibyte = 2**20
+
+    def spread(summary: dict) -> str:
+        return f"{summary['median']:.2f} ({summary['q1']:.2f}–{summary['q3']:.2f})"
+
     lines = [
-        "| preset | batch | bwd/fwd analytic | bwd/fwd measured (IQR) | bwd / training fwd | forward ms | fwd+bwd ms | update ms "
-        "| activations kept MiB: analytic / measured | peak MiB: fwd / fwd+bwd / update |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| preset | batch | bwd/fwd analytic | bwd/fwd wall time (IQR) | bwd/fwd CPU time (IQR) | bwd / training fwd, CPU "
+        "| wall ms: fwd / fwd+bwd / update | kept activations MiB: analytic / measured | peak MiB: fwd / fwd+bwd / update |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
+    phases = ("forward", "forward_backward", "update")
     for row in results["rows"]:
-        ratio, seconds, memory = row["backward_over_forward"], row["seconds"], row["memory_bytes"]
+        seconds, memory = row["seconds"], row["memory_bytes"]
+        milliseconds = " / ".join(f"{seconds[phase]['median'] * 1e3:.3f}" for phase in phases)
+        peaks = " / ".join(f"{memory[phase + '_peak_bytes'] / mebibyte:.2f}" for phase in phases)
         lines.append(
             f"| {row['preset']} | {row['batch_size']} | {row['analytic']['backward_over_forward']:.2f} "
-            f"| {ratio['median']:.2f} ({ratio['q1']:.2f}–{ratio['q3']:.2f}) | {row['backward_over_training_forward']['median']:.2f} "
-            f"| {seconds['forward']['median'] * 1e3:.3f} | {seconds['forward_backward']['median'] * 1e3:.3f} "
-            f"| {seconds['update']['median'] * 1e3:.3f} "
+            f"| {spread(row['backward_over_forward'])} | {spread(row['backward_over_forward_cpu'])} "
+            f"| {row['backward_over_training_forward_cpu']['median']:.2f} "
+            f"| {milliseconds} "
             f"| {row['analytic']['memory_bytes']['activations'] / mebibyte:.2f} / {memory['kept_by_tape_bytes'] / mebibyte:.2f} "
-            f"| {memory['forward_peak_bytes'] / mebibyte:.2f} / {memory['forward_backward_peak_bytes'] / mebibyte:.2f} "
-            f"/ {memory['update_peak_bytes'] / mebibyte:.2f} |"
+            f"| {peaks} |"
         )
     return "\n".join(lines)
 
