@@ -64,9 +64,13 @@ def test_quick_cost_benchmark_produces_every_figure_and_its_results_section(tmp_
         config = preset(row["preset"]).model
         # The analytic side is the very function the model module owns (and `tf-mlp info` prints).
         assert row["analytic"]["backward_over_forward"] == model_module.forward_backward_ratio(config)
-        for phase in cost.PHASES:
-            assert len(row["seconds"][phase]["samples"]) == 3 and row["seconds"][phase]["median"] > 0
-        assert len(row["backward_over_forward"]["samples"]) == 3
+        for clock in ("seconds", "cpu_seconds"):
+            for phase in cost.PHASES:
+                assert len(row[clock][phase]["samples"]) == 3 and row[clock][phase]["median"] >= 0
+        assert all(row["seconds"][phase]["median"] > 0 for phase in cost.PHASES)
+        for ratio in ("backward_over_forward", "backward_over_forward_cpu", "backward_over_training_forward",
+                      "backward_over_training_forward_cpu"):
+            assert len(row[ratio]["samples"]) == 3 and row[ratio]["q1"] <= row[ratio]["median"] <= row[ratio]["q3"]
         memory = row["memory_bytes"]
         assert set(memory) == {f"{phase}_peak_bytes" for phase in cost.PHASES} | {"kept_by_tape_bytes"}
         # The allocator rounds up (256-byte granules, unsplit chunks up to twice the request), never down.
@@ -79,6 +83,7 @@ def test_quick_cost_benchmark_produces_every_figure_and_its_results_section(tmp_
     text = page.read_text()
     assert text.startswith("# Results\n\nthe accuracy tables\n") and text.count(cost_page.BEGIN) == 1
     assert "| logistic | 8 | 1.00 |" in text and (page.parent / "results" / "cost.png").stat().st_size > 0
+    assert json.loads((page.parent / "results" / "cost.json").read_text())["rows"] == results["rows"]
 
 
 def test_results_section_is_replaced_in_place_and_survives_the_reproduce_page(tmp_path):

@@ -251,7 +251,7 @@ def analytic_cost(preset: str, batch_size: int) -> dict:
     }
 
 
-def run_cost_benchmark(presets=PRESETS, batch_sizes=BATCH_SIZES, rounds: int = 15, block_seconds: float = 0.2) -> dict:
+def run_cost_benchmark(presets=PRESETS, batch_sizes=BATCH_SIZES, rounds: int = 31, block_seconds: float = 0.1) -> dict:
     """Analytic and measured cost of every preset at every batch size, with the machine's load."""
     import tensorflow as tf
 
@@ -324,8 +324,8 @@ def table(results: dict) -> str:
 @click.option("--output", "output_dir", default="runs/cost", show_default=True, type=click.Path(file_okay=False), help="Where cost.json and cost.png go.")
 @click.option("--preset", "presets", multiple=True, type=click.Choice(PRESETS + ("mlp_dropout", "mlp_l2")), help=f"Preset to measure (repeatable; default {', '.join(PRESETS)}).")
 @click.option("--batch-size", "batch_sizes", multiple=True, type=click.IntRange(min=1), help=f"Batch size (repeatable; default {', '.join(map(str, BATCH_SIZES))}).")
-@click.option("--rounds", default=15, show_default=True, type=click.IntRange(min=1), help="Interleaved rounds; figures are medians over rounds.")
-@click.option("--block-seconds", default=0.2, show_default=True, type=click.FloatRange(min=0.0), help="Target length of one timed block of calls.")
+@click.option("--rounds", default=31, show_default=True, type=click.IntRange(min=1), help="Interleaved rounds; figures are medians over rounds.")
+@click.option("--block-seconds", default=0.1, show_default=True, type=click.FloatRange(min=0.0), help="Target length of one timed block of calls.")
 @click.option("--threads", default=0, show_default=True, type=click.IntRange(min=0), help="TensorFlow intra- and inter-op threads (0: TensorFlow's default, all cores).")
 @click.option("--quick", is_flag=True, help="Batch size 8, 3 rounds, one call per block: checks every figure is produced, not for publishing.")
 @click.option("--results-page", type=click.Path(dir_okay=False), help="Also write the cost section of this RESULTS.md and its plot (results/cost.png beside it).")
