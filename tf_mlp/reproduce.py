@@ -156,7 +156,8 @@ def write_results_page(path, results_by_data_set: list[dict], command: str) -> N
     lines = [
         "# Results",
         "",
-        f"Every number and figure on this page was produced by one command, run from the repository root:",
+        "Every number and figure on this page but the training-cost section (which gives its own command) was",
+        "produced by one command, run from the repository root:",
         "",
         f"```sh\n{command}\n```",
         "",

@@ -135,6 +135,24 @@ def _findings(results: dict) -> list[str]:
             "the gradients of those element-wise extras are cheap (a select by the kept mask, 2·l2·w), so they weigh on the "
             f"forward side. The matrix-product ratio, {ratio:.2f}, {where}."
         )
+    if deep and len([row for row in results["rows"] if row["preset"] == "deep"]) > 1:
+        small = min((row for row in results["rows"] if row["preset"] == "deep"), key=lambda row: row["batch_size"])
+        growth = deep["batch_size"] / small["batch_size"]
+        forward_growth = cpu(deep, "forward") / cpu(small, "forward")
+        both_growth = cpu(deep, "forward_backward") / cpu(small, "forward_backward")
+        sentence = (
+            f"- From batch {small['batch_size']} to {deep['batch_size']} ({growth:.0f}× the examples) deep's inference "
+            f"forward takes {forward_growth:.1f}× the CPU time and its forward and backward {both_growth:.1f}×; the ratio is "
+            f"{small['backward_over_forward_cpu']['median']:.2f} at batch {small['batch_size']} against "
+            f"{deep['backward_over_forward_cpu']['median']:.2f} at {deep['batch_size']}."
+        )
+        if both_growth < forward_growth:
+            sentence += (
+                " The backward pass carries more work that does not shrink with the batch: it writes a gradient the size "
+                "of every weight matrix (and the L2 penalty's gradient over them), where the forward pass only reads the "
+                "weights, and it runs more, smaller operations, each with its own launch cost."
+            )
+        lines.append(sentence)
     logistics = sorted((row for row in results["rows"] if row["preset"] == "logistic"), key=lambda row: row["batch_size"])
     mlp = _find(results, "mlp")
     if logistics:
