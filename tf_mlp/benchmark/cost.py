@@ -2,24 +2,27 @@
 
 For each preset and batch size, on this machine, in one process:
 
-- forward: inference, model(images, training=False) in a tf.function;
-- training forward: model(images, training=True) and the loss (dropout on), no tape;
+- forward: inference, model(images, training=False);
+- training forward: model(images, training=True) and the loss (dropout, L2), no tape;
 - forward + backward: the same under a GradientTape, then tape.gradient (no update);
 - update: optimizer.apply of fixed gradients alone.
 
-Timing blocks of calls are interleaved (every workload and phase once per
-round, the order rotated each round) so a load change on a shared machine
-hits all of them alike; each figure is the median over rounds with its
-quartiles. The measured backward/forward ratio is taken within each round,
-((forward+backward) - forward) / forward, and its median over rounds reported.
+Each phase is timed in blocks of steps run inside one tf.function. Blocks
+are interleaved (every workload and phase once per round, the order
+rotated each round) so a load change on a shared machine hits all of them
+alike; each figure is the median over rounds with its quartiles, in wall
+time and in CPU time (the process's CPU seconds, which leave out the
+waiting for a core that other jobs cause). The backward/forward ratio,
+((forward+backward) - forward) / forward, is taken within each round.
 
 Memory comes from TensorFlow's allocator statistics
-(tf.config.experimental.get_memory_info), read in a child process that runs
-TensorFlow's own BFC allocator on the CPU (TF_CPU_ALLOCATOR_USE_BFC=true)
-because the default CPU allocator does not count small tensors; timing stays
-in this process with the default allocator. Figures are bytes the allocator
-handed out, so they include its rounding (256-byte granularity, and a
-reused free chunk up to twice the request is not split).
+(tf.config.experimental.get_memory_info('CPU:0'), which TensorFlow 2.21
+answers on the CPU too), read in a child process that runs TensorFlow's BFC
+allocator (TF_CPU_ALLOCATOR_USE_BFC=true): the default CPU allocator's
+statistics leave out small tensors and round large ones to megabytes.
+Timing stays in this process with the default allocator. Figures are bytes
+the allocator handed out, so they include its rounding (256-byte granules,
+and a reused free chunk less than twice the request is not split).
 
     python -m tf_mlp.benchmark.cost --output runs/cost
     python -m tf_mlp.benchmark.cost --output runs/cost --results-page docs/RESULTS.md

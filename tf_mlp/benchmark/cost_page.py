@@ -35,7 +35,8 @@ def plot_ratios(results: dict, path) -> None:
                                       (width, "backward_over_forward_cpu", "measured, CPU time", "#7fb07f")):
         summaries = [row[key] for row in rows]
         # Error bars from the median to the quartiles of the per-round ratios.
-        spread = [[summary["median"] - summary["q1"] for summary in summaries], [summary["q3"] - summary["median"] for summary in summaries]]
+        spread = [[summary["median"] - summary["q1"] for summary in summaries],
+                  [summary["q3"] - summary["median"] for summary in summaries]]
         axis.bar([index + offset for index in range(len(rows))], [summary["median"] for summary in summaries], width,
                  yerr=spread, capsize=3, label=f"{label} (median, quartiles)", color=color)
     axis.axhline(2.0, color="grey", linestyle="--", linewidth=1, label="the lesson's 2×")
@@ -121,10 +122,11 @@ def _findings(results: dict) -> list[str]:
         config = config_module.preset("deep").model
         widths = model_module.layer_widths(config)
         kernel_weights = sum(fan_in * fan_out for fan_in, fan_out in zip(widths[:-1], widths[1:]))
-        over_inference, over_training = deep["backward_over_forward_cpu"]["median"], deep["backward_over_training_forward_cpu"]["median"]
+        over_inference = deep["backward_over_forward_cpu"]["median"]
+        over_training = deep["backward_over_training_forward_cpu"]["median"]
         ratio = deep["analytic"]["backward_over_forward"]
-        where = ("lies between the two ways of counting" if min(over_inference, over_training) <= ratio <= max(over_inference, over_training)
-                 else "lies outside both ways of counting")
+        between = min(over_inference, over_training) <= ratio <= max(over_inference, over_training)
+        where = "lies between the two ways of counting" if between else "lies outside both ways of counting"
         lines.append(
             f"- deep (batch {deep['batch_size']}) measures away from its analytic ratio because its training forward does "
             "work inference never does and the FLOP count leaves out: dropout draws a random number and builds a mask for "
@@ -173,7 +175,8 @@ def _findings(results: dict) -> list[str]:
             + ") follows those element-wise operations rather than the FLOP count."
         )
     mebibyte = 2**20
-    kept = [row["memory_bytes"]["kept_by_tape_bytes"] / row["analytic"]["memory_bytes"]["activations"] for row in results["rows"]]
+    kept = [row["memory_bytes"]["kept_by_tape_bytes"] / row["analytic"]["memory_bytes"]["activations"]
+            for row in results["rows"]]
     big = max(results["rows"], key=lambda row: row["memory_bytes"]["forward_backward_peak_bytes"])
     memory = big["memory_bytes"]
     lines.append(
