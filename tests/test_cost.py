@@ -33,6 +33,11 @@ def test_info_prints_flops_and_kept_activations_matching_a_hand_computation():
     # Whole network: (205,520,896 + 2 * 2,621,440) / (205,520,896 + 2,621,440) = 1.0126.
     total = _row(result.output, "total")
     assert _number(total[1]) == 814_090 and total[5] == "1.01"
+    # The same count the training benchmark divides by (tf_mlp/benchmark/training.py): forward plus backward.
+    from tf_mlp.config import preset
+    from tf_mlp.model import training_flops_per_example
+
+    assert sum(_number(value) for value in total[2:5]) == training_flops_per_example(preset("mlp").model) * 128
     assert "(momentum: 1 slot variable per parameter)" in result.output
     assert "optimizer_slots        3.11 MiB       3,256,360 B" in result.output
 
