@@ -172,7 +172,7 @@ def _findings(results: dict) -> list[str]:
             + ", and its training forward (adding the loss) costs "
             f"{cpu(small, 'forward_training') / cpu(small, 'forward'):.2f}× its inference forward. Its measured ratio ("
             + ", ".join(f"{measured(row)} at batch {row['batch_size']}" for row in logistics)
-            + ") follows those element-wise operations rather than the FLOP count."
+            + ") is a ratio of those element-wise and launch costs, which the FLOP count does not describe."
         )
     mebibyte = 2**20
     kept = [row["memory_bytes"]["kept_by_tape_bytes"] / row["analytic"]["memory_bytes"]["activations"]
