@@ -1,3 +1,4 @@
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -53,10 +54,64 @@ def test_same_seed_same_initial_weights():
 def test_training_memory_estimate_counts_optimizer_slots():
     config = config_module.preset("mlp").model
     sgd = model_module.training_memory_bytes(config, 128, "sgd")
+    momentum = model_module.training_memory_bytes(config, 128, "momentum")
     adam = model_module.training_memory_bytes(config, 128, "adam")
-    assert sgd["weights"] == 814090 * 4
-    assert adam["optimizer_slots"] == 2 * 814090 * 4 and sgd["optimizer_slots"] == 0
+    assert sgd["weights"] == sgd["gradients"] == 814090 * 4
+    assert (sgd["optimizer_slots"], momentum["optimizer_slots"], adam["optimizer_slots"]) == (0, 814090 * 4, 2 * 814090 * 4)
     assert adam["total"] == sum(value for key, value in adam.items() if key != "total")
+
+
+def test_optimizer_slots_are_counted_on_the_keras_optimizers():
+    assert [model_module.optimizer_slots_per_parameter(name) for name in config_module.OPTIMIZERS] == [0, 1, 2]
+    # Keras's SGD keeps no velocity when momentum is 0, and the count follows it.
+    assert model_module.optimizer_slots_per_parameter(config_module.TrainConfig(optimizer="momentum", momentum=0.0)) == 0
+    with pytest.raises(config_module.ConfigError, match="optimizer must be one of"):
+        model_module.optimizer_slots_per_parameter("rmsprop")
+
+
+def test_activation_memory_matches_a_hand_computation_for_two_layer_shapes():
+    # 784-1024-10 at batch 128: the pixels (784 floats), the ReLU output (1024), the loss's softmax - onehot (10).
+    mlp = ModelConfig(hidden_units=(1024,))
+    assert model_module.training_memory_bytes(mlp, 128, "sgd")["activations"] == 128 * 4 * (784 + 1024 + 10) == 930_816
+    # 784-1024-512-256-10 with dropout: each hidden unit also keeps a 1-byte mask and the 4-byte dropped-out output.
+    deep = ModelConfig(hidden_units=(1024, 512, 256), dropout_rate=0.3)
+    layers = model_module.activations_by_layer(deep)
+    assert [layer.total for layer in layers] == [784 * 4 + 1024 * 9, 512 * 9, 256 * 9, 10 * 4]
+    assert model_module.training_memory_bytes(deep, 1024, "adam")["activations"] == 1024 * (784 * 4 + 1792 * 9 + 40)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [ModelConfig(hidden_units=()), ModelConfig(hidden_units=(16,)),
+     ModelConfig(hidden_units=(16, 8), dropout_rate=0.5, input_dropout_rate=0.2, l2=0.01)],
+    ids=["logistic", "one_hidden", "two_hidden_dropout_l2"],
+)
+def test_activation_estimate_is_what_the_gradient_tape_keeps(config):
+    """The analytic count against the tensors TensorFlow's tape really keeps for the backward pass.
+
+    A tf.function called under a GradientTape runs a rewritten forward
+    function whose extra outputs are exactly what the backward function
+    reads. No public API lists them, so this reads the concrete function's
+    private cache; if TensorFlow renames it this test fails and the estimate
+    must be checked again, which is the point.
+    """
+    batch = 5  # no layer is 5 wide, so batch-shaped tensors are the activations and [fan_in, fan_out] ones the kernels
+    model = model_module.build_model(config)
+    images = tf.constant(np.random.default_rng(0).integers(0, 256, (batch, 28, 28)), tf.uint8)
+    labels = tf.constant(np.arange(batch), tf.int64)
+
+    @tf.function
+    def loss_function(images, labels):
+        logits = model(images, training=True)
+        loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
+        return loss + tf.add_n(model.losses) if model.losses else loss
+
+    with tf.GradientTape():
+        loss_function(images, labels)
+    (functions,) = loss_function.get_concrete_function(images, labels)._first_order_tape_functions.values()
+    kept = [tensor for tensor in functions._forward_graph.outputs[1:] if tensor.shape.rank and tensor.shape[0] == batch]
+    kept_bytes = sum(tensor.shape.num_elements() * tensor.dtype.size for tensor in kept)
+    assert kept_bytes == batch * sum(layer.total for layer in model_module.activations_by_layer(config))
 
 
 def test_input_dropout_drops_pixels_only_in_training_and_adds_no_parameters():

@@ -186,24 +186,48 @@ def reproduce(data_sets, notmnist_dir, mnist_dir, docs_dir, runs_root, presets, 
 @main.command()
 @config_options
 def info(**options):
-    """Parameter count by layer and by the lesson's formula, and training memory estimate.
+    """Parameters, forward and backward FLOPs, and training memory, by layer and in total.
 
-    The memory estimate is for the config's --batch-size and --optimizer.
+    FLOPs count the matrix products at 2 per multiply-add for one batch of
+    --batch-size; memory is float32 at that batch size with --optimizer's
+    slot variables.
     """
     from tf_mlp import model as model_module
 
     config = resolve_config(**options)
-    batch_size = config.train.batch_size
-    click.echo(f"{'layer':<10} {'inputs':>8} {'outputs':>8} {'parameters':>12}   (inputs + 1) * outputs")
-    for name, fan_in, fan_out, count in model_module.parameters_by_layer(config.model):
-        click.echo(f"{name:<10} {fan_in:>8} {fan_out:>8} {count:>12}")
+    batch_size, optimizer = config.train.batch_size, config.train.optimizer
+    widths = "-".join(str(width) for width in model_module.layer_widths(config.model))
+    click.echo(f"network {widths}, batch size {batch_size}, optimizer {optimizer}")
+    click.echo("")
+    click.echo(f"{'layer':<10} {'inputs':>7} {'outputs':>7} {'parameters':>11}  {'forward FLOPs':>14}  "
+               f"{'weight grad.':>14}  {'input grad.':>14}  {'bwd/fwd':>7}  {'kept activ. (B)':>15}")
+    layers = zip(model_module.parameters_by_layer(config.model), model_module.flops_by_layer(config.model),
+                 model_module.activations_by_layer(config.model))
+    for (name, fan_in, fan_out, count), flops, kept in layers:
+        click.echo(f"{name:<10} {fan_in:>7} {fan_out:>7} {count:>11,}  {flops.forward * batch_size:>14,}  "
+                   f"{flops.weight_gradient * batch_size:>14,}  {flops.input_gradient * batch_size:>14,}  "
+                   f"{flops.backward / flops.forward:>7.2f}  {kept.total * batch_size:>15,}")
+    flops = model_module.flops_by_layer(config.model)
+    forward = sum(layer.forward for layer in flops) * batch_size
+    weight_gradient = sum(layer.weight_gradient for layer in flops) * batch_size
+    input_gradient = sum(layer.input_gradient for layer in flops) * batch_size
+    memory = model_module.training_memory_bytes(config.model, batch_size, config.train)
     total = model_module.parameter_count(config.model)
-    keras_count = model_module.build_model(config.model).count_params()
-    click.echo(f"total by the lesson's formula: {total}   (Keras counts {keras_count})")
-    memory = model_module.training_memory_bytes(config.model, batch_size, config.train.optimizer)
-    click.echo(f"training memory estimate at batch size {batch_size} ({config.train.optimizer}):")
+    click.echo(f"{'total':<10} {'':>7} {'':>7} {total:>11,}  {forward:>14,}  {weight_gradient:>14,}  {input_gradient:>14,}  "
+               f"{model_module.forward_backward_ratio(config.model):>7.2f}  {memory['activations']:>15,}")
+    click.echo("")
+    click.echo(f"total by the lesson's formula: {total}   (Keras counts {model_module.build_model(config.model).count_params()})")
+    click.echo(f"backward = weight gradient + input gradient = {weight_gradient + input_gradient:,} FLOPs per batch "
+               "(no input gradient for the first layer: nothing upstream needs the pixels' gradient)")
+    click.echo("kept activations: the first layer's input (scaled pixels), each ReLU's output, each dropout's bool mask "
+               "and output, the loss's softmax minus one-hot; float32 except the masks")
+    slots = model_module.optimizer_slots_per_parameter(config.train)
+    click.echo("")
+    click.echo(f"training memory at batch size {batch_size} ({optimizer}: {slots} slot variable{'s' if slots != 1 else ''} per parameter):")
     for key, value in memory.items():
-        click.echo(f"  {key:<16} {value / 2**20:10.2f} MiB")
+        click.echo(f"  {key:<16} {value / 2**20:10.2f} MiB  {value:>14,} B")
+    if config.train.mixed_precision:
+        click.echo("  (counted in float32; with --mixed-precision the hidden activations are float16, about half)")
 
 
 @main.command(name="export")

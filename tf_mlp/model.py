@@ -115,26 +115,105 @@ def training_flops_per_example(config: ModelConfig) -> int:
     return sum(layer.forward + layer.backward for layer in flops_by_layer(config))
 
 
-def training_memory_bytes(config: ModelConfig, batch_size: int, optimizer: str) -> dict[str, int]:
-    """Estimate float32 training memory: weights, gradients, optimizer slots, activations.
+def forward_backward_ratio(config: ModelConfig) -> float:
+    """Backward over forward FLOPs of the whole network: 1 for the logistic model, towards 2 for a deep stack."""
+    layers = flops_by_layer(config)
+    return sum(layer.backward for layer in layers) / sum(layer.forward for layer in layers)
 
-    Slots: none for plain SGD, one (velocity) for momentum, two (m, v) for
-    Adam. Activations are what the backward pass keeps: every layer's output
-    for the whole batch (twice for ReLU layers, pre- and post-activation, and
-    once more for a dropout mask), which is why the backward pass costs about
-    as much memory again as the forward pass.
+
+FLOAT32_BYTES = 4
+MASK_BYTES = 1  # a dropout keep-mask is a bool tensor, one byte per element
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerActivations:
+    """Bytes per example that one Dense layer's part of the network keeps for the backward pass.
+
+    The split follows what TensorFlow's gradient functions read, so a tensor
+    two of them share is counted once:
+    ``weight_input`` the layer's input x, which the weight gradient x^T @ dy
+    needs (the scaled pixels for the first layer; for later layers the
+    previous ReLU's output, already counted there, unless dropout made a new
+    tensor); ``relu_output`` the ReLU's output, which ReluGrad reads (and,
+    without dropout, the next layer's x); ``dropout`` the bool keep-mask
+    (SelectV2's gradient) and the dropped-out output (the next layer's x);
+    ``loss`` the logits layer's share: sparse softmax cross-entropy computes
+    its gradient, softmax minus one-hot, in the forward pass and keeps it.
     """
-    bytes_per_float = 4
-    parameters = parameter_count(config)
-    slots = {"sgd": 0, "momentum": 1, "adam": 2}[optimizer]
-    per_example = contract.NUM_PIXELS + config.num_classes * 2  # input + logits + softmax
-    for width in config.hidden_units:
-        per_example += width * (3 if config.dropout_rate > 0 else 2)
+
+    name: str
+    weight_input: int
+    relu_output: int
+    dropout: int
+    loss: int
+
+    @property
+    def total(self) -> int:
+        return self.weight_input + self.relu_output + self.dropout + self.loss
+
+
+def activations_by_layer(config: ModelConfig) -> list[LayerActivations]:
+    """What the backward pass keeps per example, float32, for each Dense layer.
+
+    Checked against the tensors TensorFlow's tape actually keeps in
+    tests/test_model.py. Nothing is kept for the pixels' scaling or for input
+    dropout: no gradient flows into the pixels, so the tape does not record
+    them; only the first layer's input (after input dropout) is kept. Biases
+    keep nothing (their gradient is a sum of dy). With mixed precision the
+    hidden activations would be float16, half of this.
+    """
+    layers = []
+    hidden = config.hidden_units
+    for index, (name, fan_in, fan_out, _) in enumerate(parameters_by_layer(config)):
+        is_hidden = index < len(hidden)
+        layers.append(LayerActivations(
+            name,
+            weight_input=fan_in * FLOAT32_BYTES if index == 0 else 0,
+            relu_output=fan_out * FLOAT32_BYTES if is_hidden else 0,
+            dropout=fan_out * (MASK_BYTES + FLOAT32_BYTES) if is_hidden and config.dropout_rate > 0 else 0,
+            loss=0 if is_hidden else fan_out * FLOAT32_BYTES,
+        ))
+    return layers
+
+
+def optimizer_slots_per_parameter(optimizer) -> int:
+    """Slot variables the project's Keras optimizer keeps per parameter (SGD 0, momentum 1, Adam 2).
+
+    ``optimizer`` is a name or a TrainConfig (whose momentum decides whether
+    momentum SGD keeps a velocity). Counted on the optimizer itself, built by
+    the train step's own factory over a probe variable, so the estimate
+    follows the optimizer the training loop really uses.
+    """
+    from tf_mlp import steps
+    from tf_mlp.config import OPTIMIZERS, TrainConfig
+    from tf_mlp.errors import ConfigError
+
+    train_config = TrainConfig(optimizer=optimizer) if isinstance(optimizer, str) else optimizer
+    if train_config.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {train_config.optimizer!r}")
+    probe_shape = (3, 7)  # a shape no scalar bookkeeping variable (iterations, learning rate) has
+    probe = keras.Variable(keras.ops.zeros(probe_shape), name="probe")
+    instance = steps.make_optimizer(train_config)
+    instance.build([probe])
+    return sum(1 for variable in instance.variables if tuple(variable.shape) == probe_shape)
+
+
+def training_memory_bytes(config: ModelConfig, batch_size: int, optimizer) -> dict[str, int]:
+    """Float32 training memory: weights, gradients, optimizer slots, activations kept for the backward pass.
+
+    Weights and their gradients are one copy of the parameters each; slots
+    are optimizer_slots_per_parameter(optimizer) copies (optimizer: a name
+    or a TrainConfig); activations are activations_by_layer for the whole
+    batch. Left out: the transient
+    per-layer gradients dy (two layers' worth at a time), the input batch
+    itself and TensorFlow's allocator rounding.
+    """
+    parameters = parameter_count(config) * FLOAT32_BYTES
     estimate = {
-        "weights": parameters * bytes_per_float,
-        "gradients": parameters * bytes_per_float,
-        "optimizer_slots": slots * parameters * bytes_per_float,
-        "activations": per_example * batch_size * bytes_per_float,
+        "weights": parameters,
+        "gradients": parameters,
+        "optimizer_slots": optimizer_slots_per_parameter(optimizer) * parameters,
+        "activations": sum(layer.total for layer in activations_by_layer(config)) * batch_size,
     }
     estimate["total"] = sum(estimate.values())
     return estimate

@@ -16,6 +16,7 @@ import time
 import numpy as np
 
 from tf_mlp import config as config_module, evaluate, run_dir as layout
+from tf_mlp.benchmark import cost_page
 from tf_mlp.data.overlap import overlap_mask, overlap_report
 from tf_mlp.data.splits import DataSplits
 
@@ -155,7 +156,8 @@ def write_results_page(path, results_by_data_set: list[dict], command: str) -> N
     lines = [
         "# Results",
         "",
-        f"Every number and figure on this page was produced by one command, run from the repository root:",
+        "Every number and figure on this page but the training-cost section (which gives its own command) was",
+        "produced by one command, run from the repository root:",
         "",
         f"```sh\n{command}\n```",
         "",
@@ -175,4 +177,5 @@ def write_results_page(path, results_by_data_set: list[dict], command: str) -> N
             f"![misclassified]({best / 'misclassified.png'})",
             "",
         ]
-    path.write_text("\n".join(lines))
+    # The training-cost section (python -m tf_mlp.benchmark.cost --results-page) is carried over, not recomputed.
+    path.write_text(cost_page.keep_section(path, "\n".join(lines)))
