@@ -165,7 +165,8 @@ class Config:
         except IsADirectoryError:
             raise ConfigError(f"{path}: is a directory, not a config file") from None
         except UnicodeDecodeError as error:
-            raise ConfigError(f"{path}: not UTF-8 text (byte {error.object[error.start]:#04x} at offset {error.start})") from None
+            line = error.object[:error.start].count(b"\n") + 1
+            raise ConfigError(f"{path}: not UTF-8 text (byte {error.object[error.start]:#04x} on line {line}, offset {error.start})") from None
         except json.JSONDecodeError as error:
             raise ConfigError(f"{path}: not valid JSON ({error})") from None
         _check(isinstance(values, dict), f"{path}: a config must be a JSON object")
