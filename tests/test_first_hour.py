@@ -130,16 +130,18 @@ def test_a_second_writer_is_refused_naming_the_holder(run_copy):
     assert snapshot(run_dir) == before
 
 
-@pytest.mark.parametrize("command", ["train", "evaluate"])
-def test_a_truncated_checkpoint_is_a_one_line_error(run_copy, command):
+@pytest.mark.parametrize("command", ["train", "evaluate", "export"])
+def test_a_truncated_checkpoint_is_a_one_line_error(run_copy, tmp_path, command):
     options, run_dir = run_copy
     data_file = next((run_dir / "checkpoints").glob("ckpt-32.data-*"))
     with data_file.open("r+b") as handle:
         handle.truncate(data_file.stat().st_size // 2)
     before = snapshot(run_dir)
-    result = run_cli(*options) if command == "train" else run_cli("evaluate", run_dir)
-    assert_one_line_error(result, f"{run_dir}/checkpoints/ckpt-32: checkpoint files are damaged", "delete ckpt-32.*")
+    arguments = {"train": options, "evaluate": ["evaluate", run_dir],
+                 "export": ["export", run_dir, "--export-base", tmp_path / "models"]}[command]
+    assert_one_line_error(run_cli(*arguments), f"{run_dir}/checkpoints/ckpt-32: checkpoint files are damaged", "delete ckpt-32.*")
     assert snapshot(run_dir) == before
+    assert not (tmp_path / "models").exists()
 
 
 def test_a_corrupt_metrics_line_is_a_one_line_error_naming_file_and_line(run_copy):
@@ -223,3 +225,16 @@ def test_config_command_prints_the_resolved_config(tmp_path):
     (tmp_path / "config.json").write_text(result.stdout)
     again = run_cli("config", "--config", tmp_path / "config.json")
     assert json.loads(again.stdout) == values  # the output is a config file
+
+
+def test_retracing_warnings_of_successive_models_are_dropped():
+    # tf-mlp reproduce trains model after model in one process, each with new tf.functions.
+    script = (
+        "from tf_mlp import startup\n"
+        "startup.import_tensorflow()\n"
+        "import tensorflow as tf\n"
+        "for _ in range(8):\n"
+        "    tf.function(lambda x: x + 1)(tf.constant(1.0))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stderr == "", result.stderr

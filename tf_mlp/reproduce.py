@@ -66,7 +66,7 @@ def _train(name: str, config, splits: DataSplits, runs_root: pathlib.Path, verbo
 def overfitting_experiment(data_config, splits: DataSplits, runs_root: pathlib.Path, verbose: bool) -> list[dict]:
     """mlp on a few batches, without regularization and with dropout."""
     base = config_module.preset("mlp")
-    size = OVERFIT_BATCHES * base.train.batch_size
+    size = min(OVERFIT_BATCHES * base.train.batch_size, len(splits.train))  # a small data set gives what it has
     small = dataclasses.replace(splits, train=splits.train.take(np.arange(size)))
     rows = []
     for name, preset in (("overfit_mlp", "mlp"), ("overfit_mlp_dropout", "mlp_dropout")):
