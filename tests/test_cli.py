@@ -62,6 +62,13 @@ def test_option_overrides_the_preset(tmp_path, tiny_idx_dir):
         (["train", "--data", "idx", "--source-dir", "/nonexistent/dir"], "Error: "),
         (["evaluate", "/nonexistent/run"], "Error: /nonexistent/run: not a run directory"),
         (["report", "/nonexistent/run"], "Error: /nonexistent/run: not a run directory"),
+        (["train", "--hidden", " "], "Error: --hidden must be positive comma-separated widths"),
+        (["train", "--hidden", "0"], "Error: --hidden must be positive comma-separated widths"),
+        (["train", "--hidden", "512,,256"], "Error: --hidden must be positive comma-separated widths"),
+        (["train", "--early-stopping-patience", "-1"], "Error: train.early_stopping_patience must be >= 0"),
+        (["train", "--learning-rate", "inf"], "Error: train.learning_rate must be a finite number > 0, got inf"),
+        (["train", "--momentum", "-5"], "Error: train.momentum must be in [0, 1), got -5.0"),
+        (["config", "--hidden", "0"], "Error: --hidden must be positive comma-separated widths"),
     ],
 )
 def test_bad_input_gives_one_line_error_and_non_zero_exit(arguments, message, tmp_path, monkeypatch):
@@ -71,6 +78,18 @@ def test_bad_input_gives_one_line_error_and_non_zero_exit(arguments, message, tm
     assert result.output.startswith(message)
     assert result.output.count("\n") == 1, result.output
     assert "Traceback" not in result.output
+
+
+def test_only_none_means_no_hidden_layer():
+    result = CliRunner().invoke(main, ["config", "--preset", "mlp", "--hidden", "None"])
+    assert result.exit_code == 0 and json.loads(result.output)["model"]["hidden_units"] == []
+
+
+def test_config_shows_a_preset_with_overrides():
+    result = CliRunner().invoke(main, ["config", "--preset", "deep", "--learning-rate", "0.01"])
+    assert result.exit_code == 0, result.output
+    values = json.loads(result.output)
+    assert values["train"]["learning_rate"] == 0.01 and values["model"]["hidden_units"] == [1024, 512, 256]
 
 
 def test_unknown_preset_is_a_usage_error():
@@ -93,7 +112,7 @@ def test_info_counts_parameters_by_the_lesson():
 
 
 def test_every_command_has_help():
-    for command in ("train", "evaluate", "info", "report"):
+    for command in ("train", "evaluate", "info", "report", "reproduce", "config"):
         result = CliRunner().invoke(main, [command, "--help"])
         assert result.exit_code == 0 and "Show this message and exit." in result.output
 

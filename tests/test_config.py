@@ -39,6 +39,17 @@ def test_unknown_preset_names_the_choices():
         ({"model": {"width": 3}}, "unknown field"),
         ({"extra": {}}, "unknown config section"),
         ({"data": {"name": "cifar"}}, "data.name must be one of"),
+        ({"model": {"hidden_units": [1024, "a"]}}, r"model.hidden_units must be a list of integers, got \[1024, 'a'\]"),
+        ({"model": {"hidden_units": [0]}}, "model.hidden_units must be positive integer widths"),
+        ({"model": {"hidden_units": [True]}}, "model.hidden_units must be a list of integers"),
+        ({"train": {"early_stopping_patience": -1}}, "train.early_stopping_patience must be >= 0"),
+        ({"train": {"learning_rate": float("inf")}}, "train.learning_rate must be a finite number > 0, got inf"),
+        ({"train": {"learning_rate": float("nan")}}, "train.learning_rate must be a finite number > 0, got nan"),
+        ({"train": {"momentum": -5.0}}, r"train.momentum must be in \[0, 1\), got -5.0"),
+        ({"train": {"seed": -1}}, "train.seed must be in"),
+        ({"train": {"epochs": None}}, "train.epochs must be int, got None"),
+        ({"data": {"data_dir": 3}}, "data.data_dir must be a string or null"),
+        ({"model": {"l2": float("inf")}}, "model.l2 must be a finite number"),
     ],
 )
 def test_invalid_values_give_one_line_errors(values, message):
@@ -54,6 +65,28 @@ def test_config_file_errors_name_the_file(tmp_path):
         config_module.Config.load(broken)
     with pytest.raises(ConfigError, match="missing.json: config file not found"):
         config_module.Config.load(tmp_path / "missing.json")
+
+
+def test_config_file_errors_name_the_file_and_the_field(tmp_path):
+    wrong_type = tmp_path / "wrong.json"
+    wrong_type.write_text('{"model": {"hidden_units": [1024, "a"]}}')
+    with pytest.raises(ConfigError, match=r"wrong.json: config field model.hidden_units must be a list of integers") as error:
+        config_module.Config.load(wrong_type)
+    assert "\n" not in str(error.value)
+    not_utf8 = tmp_path / "latin1.json"
+    not_utf8.write_bytes(b'{"data": {"source_dir": "/donn\xe9es"}}')
+    with pytest.raises(ConfigError, match=r"latin1.json: not UTF-8 text \(byte 0xe9 on line 1, offset 30\)"):
+        config_module.Config.load(not_utf8)
+
+
+def test_save_leaves_an_identical_file_untouched(tmp_path):
+    config = config_module.preset("mlp")
+    config.save(tmp_path / "config.json")
+    before = (tmp_path / "config.json").stat().st_mtime_ns
+    config.save(tmp_path / "config.json")
+    assert (tmp_path / "config.json").stat().st_mtime_ns == before
+    config.override("train", epochs=3).save(tmp_path / "config.json")
+    assert config_module.Config.load(tmp_path / "config.json").train.epochs == 3
 
 
 def test_override_replaces_only_given_fields():

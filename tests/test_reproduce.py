@@ -1,5 +1,7 @@
 import json
+import pathlib
 
+import pytest
 from click.testing import CliRunner
 
 from tf_mlp import reproduce
@@ -30,6 +32,8 @@ def test_reproduce_writes_the_results_table_overfitting_and_overlap(tmp_path, ti
     again = reproduce.reproduce(data, tmp_path / "out", runs_root=tmp_path / "runs", presets=["logistic", "mlp"],
                                 epochs=1, verbose=False)
     assert [row["test_accuracy"] for row in again["presets"]] == [row["test_accuracy"] for row in results["presets"]]
+    # Quick looks train apart from the full runs, which would otherwise be refused as "other options".
+    assert sorted(path.name for path in (tmp_path / "runs" / "idx").iterdir()) == ["epochs-1"]
 
     reproduce.write_results_page(tmp_path / "RESULTS.md", [results], "tf-mlp reproduce --data idx")
     page = (tmp_path / "RESULTS.md").read_text()
@@ -39,3 +43,24 @@ def test_reproduce_writes_the_results_table_overfitting_and_overlap(tmp_path, ti
 def test_reproduce_command_rejects_an_unknown_data_set():
     result = CliRunner().invoke(main, ["reproduce", "--data", "cifar10"])
     assert result.exit_code == 2 and "Invalid value for '--data'" in result.output
+
+
+def test_docs_are_recognised_wherever_they_are_named(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert reproduce.is_docs_dir("docs") and reproduce.is_docs_dir("docs/results/idx")
+    assert reproduce.is_docs_dir(pathlib.Path(reproduce.__file__).resolve().parents[1] / "docs")
+    assert not reproduce.is_docs_dir("runs/reproduce") and not reproduce.is_docs_dir(tmp_path / "documents")
+
+
+@pytest.mark.parametrize("quick", [["--epochs", "1"], ["--preset", "mlp"], ["--data", "mnist"]])
+def test_a_quick_reproduction_never_writes_into_docs(tmp_path, monkeypatch, quick):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["reproduce", "--output-dir", "docs", *quick])
+    assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+    assert result.output.startswith(f"Error: docs holds the shipped results; a run with {quick[0]} writes elsewhere")
+    assert not (tmp_path / "docs").exists()
+
+
+def test_reproduce_writes_under_runs_unless_publishing():
+    defaults = {parameter.name: parameter.default for parameter in main.commands["reproduce"].params}
+    assert defaults["output_dir"] == "runs/reproduce"

@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -71,8 +72,54 @@ def test_finished_run_started_again_does_not_train_more(tmp_path, tiny_config, t
 
 def test_resuming_with_a_different_model_is_refused(tmp_path, tiny_config, tiny_splits):
     train.train_and_evaluate(tiny_config.override("train", epochs=1), tmp_path, splits=tiny_splits, verbose=False)
-    with pytest.raises(ConfigError, match="trained with a different model config; use a new run directory"):
+    with pytest.raises(ConfigError, match=r"trained with other options \(model.hidden_units \(32,\) -> \(16,\); train.epochs 1 -> 2"):
         train.train_and_evaluate(tiny_config.override("model", hidden_units=(16,)), tmp_path, splits=tiny_splits, verbose=False)
+    assert layout.load_config(tmp_path) == tiny_config.override("train", epochs=1)  # config.json still says what ran
+
+
+def test_resuming_may_change_only_where_and_how_it_checkpoints(tmp_path, tiny_config, tiny_splits):
+    config = tiny_config.override("train", epochs=1)
+    train.train_and_evaluate(config, tmp_path, splits=tiny_splits, verbose=False)
+    changed = config.override("train", checkpoint_every_steps=7, max_checkpoints=5).override("data", data_dir=str(tmp_path / "elsewhere"))
+    summary = train.train_and_evaluate(changed, tmp_path, splits=tiny_splits, verbose=False)
+    assert summary["steps"] == 16 and layout.load_config(tmp_path) == changed
+    with pytest.raises(ConfigError, match="train.label_smoothing 0.0 -> 0.1"):
+        train.train_and_evaluate(changed.override("train", label_smoothing=0.1), tmp_path, splits=tiny_splits, verbose=False)
+
+
+def test_a_run_directory_has_one_writer(tmp_path, tiny_config, tiny_splits):
+    tmp_path.mkdir(exist_ok=True)
+    with layout.training_lock(tmp_path):
+        with pytest.raises(layout.RunLockedError, match=rf"is in use by another tf-mlp train \(pid {os.getpid()}\)"):
+            train.train_and_evaluate(tiny_config, tmp_path, splits=tiny_splits, verbose=False)
+    assert not layout.config_path(tmp_path).exists()
+    train.train_and_evaluate(tiny_config, tmp_path, splits=tiny_splits, verbose=False)  # free again once released
+
+
+def test_a_metrics_line_cut_short_by_a_crash_does_not_block_resuming(tmp_path, tiny_config, tiny_splits):
+    config = tiny_config.override("train", epochs=1)
+    train.train_and_evaluate(config, tmp_path, splits=tiny_splits, verbose=False)
+    with layout.metrics_path(tmp_path).open("a") as metrics:
+        metrics.write('{"epoch": 2, "ste')  # no newline: a write the crash interrupted
+    train.train_and_evaluate(config.override("train", epochs=1), tmp_path, splits=tiny_splits, verbose=False)
+    assert [row["epoch"] for row in layout.read_metrics(tmp_path)] == [1]
+
+
+def test_without_a_terminal_progress_is_a_periodic_line(tmp_path, tiny_config, tiny_splits, capsys, monkeypatch):
+    monkeypatch.setattr(train, "PROGRESS_LINE_SECONDS", 0.0)
+    train.train_and_evaluate(tiny_config.override("train", epochs=1), tmp_path, splits=tiny_splits, verbose=True)
+    lines = capsys.readouterr().out.splitlines()
+    progress = [line for line in lines if line.startswith("epoch 1: step ")]
+    # 16 steps in calls of 5, 5, 5, 1: a line after each call but the last (the epoch's own line follows).
+    assert [line.split()[3] for line in progress] == ["5/16", "10/16", "15/16"]
+    assert "loss" in progress[0] and "accuracy" in progress[0]
+    assert not any("test accuracy" in line for line in lines)  # the command prints the result, once
+
+
+def test_a_strategy_says_where_its_replicas_run(tmp_path, tiny_config, tiny_splits, capsys):
+    train.train_and_evaluate(tiny_config.override("train", epochs=1, strategy="mirrored"), tmp_path, splits=tiny_splits)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("strategy ")]
+    assert len(lines) == 1 and lines[0].startswith("strategy mirrored: 1 replicas on ") and "CPU:0" in lines[0]
 
 
 def test_l2_raises_the_training_loss(tmp_path, tiny_config, tiny_splits):

@@ -1,52 +1,80 @@
 """The `tf-mlp` command: thin click commands over the library's functions.
 
 Commands parse options, build a Config and call one function; TensorFlow is
-imported inside the commands so that `tf-mlp --help` answers at once. A
-user's mistake (TfMlpError) is printed as one line, `Error: ...`, with exit
-code 1; click's own usage errors exit with 2.
+imported inside the commands so that `tf-mlp --help` answers at once, and
+quietly (tf_mlp/startup.py) unless `tf-mlp --verbose` or TF_MLP_VERBOSE=1.
+A user's mistake (TfMlpError) or an operating-system refusal (a directory
+that cannot be written) is printed as one line, `Error: ...`, with exit code
+1; click's own usage errors exit with 2; Ctrl-C exits with 130.
 """
 
 from __future__ import annotations
 
 import json
-import os
+import pathlib
+import shlex
+import sys
 
 import click
 
-from tf_mlp import config as config_module
-from tf_mlp.errors import TfMlpError
+from tf_mlp import config as config_module, startup
+from tf_mlp.errors import ConfigError, TfMlpError
 from tf_mlp.ui.command import ui_command
 
+# The exit status of a process stopped by SIGINT, as shells report it.
+EXIT_INTERRUPTED = 130
 
-# TensorFlow's C++ INFO and WARNING lines (oneDNN, CUDA probing) drown the
-# command's own output; errors still show. An explicit setting wins.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+class _PlainCommand(startup.TensorFlowCommand):
+    imports_tensorflow = False
 
 
 class _Group(click.Group):
+    command_class = startup.TensorFlowCommand
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except TfMlpError as error:
             raise click.ClickException(str(error)) from None
+        except OSError as error:
+            if error.filename is None:
+                raise
+            # Unwritable run, data or report directories, a full disk: the
+            # path and the system's reason are the whole story.
+            raise click.ClickException(f"{error.filename}: {error.strerror or error}") from None
+        except KeyboardInterrupt:
+            click.echo("", err=True)
+            if ctx.invoked_subcommand == "train":
+                # The same command resumes from the newest checkpoint.
+                click.echo(f"Interrupted. Resume with: tf-mlp {shlex.join(sys.argv[1:])}", err=True)
+            else:
+                click.echo("Interrupted.", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="tf-mlp")
-def main():
+@click.option("--verbose", is_flag=True, envvar=startup.VERBOSE_VARIABLE,
+              help=f"Show TensorFlow's start-up and C++ log lines (also {startup.VERBOSE_VARIABLE}=1).")
+def main(verbose):
     """Train the lesson's MLP on 28x28 images, export it, serve it like TensorFlow Serving."""
 
 
 def _hidden_units(text: str | None):
-    """'1024,512' -> (1024, 512); 'none' or '' -> () (the logistic classifier)."""
+    """'1024,512' -> (1024, 512); 'none' -> () (the logistic classifier). Anything else is refused."""
     if text is None:
         return None
-    if text.strip().lower() in ("", "none", "0"):
+    if text.strip().lower() == "none":
         return ()
     try:
-        return tuple(int(part) for part in text.split(","))
+        widths = tuple(int(part) for part in text.split(","))
     except ValueError:
-        raise click.BadParameter(f"expected comma-separated widths like 1024,512 or 'none', got {text!r}") from None
+        widths = ()
+    if not widths or any(width < 1 for width in widths):
+        # '0', '' or ' ' once meant the logistic classifier by accident; only 'none' says so.
+        raise ConfigError(f"--hidden must be positive comma-separated widths like 1024,512, or 'none' for no hidden layer; got {text!r}")
+    return widths
 
 
 def config_options(function):
@@ -160,27 +188,46 @@ def report(run_dir, output_dir, mistakes):
 @click.option("--data", "data_sets", multiple=True, type=click.Choice(["fashion_mnist", "notmnist", "mnist"]), help="Data set to reproduce on (repeatable; default fashion_mnist and notmnist).")
 @click.option("--notmnist-dir", default="../shared/data/notmnist-sample", show_default=True, help="notMNIST source: archives, folders or an IDX pair.")
 @click.option("--mnist-dir", help="MNIST IDX directory (default: TFDS catalogue download).")
-@click.option("--docs", "docs_dir", default="docs", show_default=True, type=click.Path(file_okay=False), help="Where RESULTS.md and results/<data set>/ are written.")
+@click.option("--output-dir", default="runs/reproduce", show_default=True, type=click.Path(file_okay=False), help="Where RESULTS.md and results/<data set>/ are written; `--output-dir docs` publishes (full runs only).")
 @click.option("--runs-root", default="runs/reproduce", show_default=True, type=click.Path(file_okay=False), help="Where the runs' checkpoints go; finished runs are reused.")
 @click.option("--preset", "presets", multiple=True, type=click.Choice(list(config_module.PRESETS)), help="Preset to train (repeatable; default all).")
-@click.option("--epochs", type=int, help="Override every preset's epochs (for a quick look; the shipped results use the presets').")
-def reproduce(data_sets, notmnist_dir, mnist_dir, docs_dir, runs_root, presets, epochs):
-    """Train the presets, run the overfitting and overlap experiments, write docs/RESULTS.md."""
-    import pathlib
-    import sys
+@click.option("--epochs", type=int, help="Override every preset's epochs (a quick look; never written to docs/).")
+def reproduce(data_sets, notmnist_dir, mnist_dir, output_dir, runs_root, presets, epochs):
+    """Train the presets, run the overfitting and overlap experiments, write RESULTS.md.
 
+    Writes under runs/reproduce by default; `--output-dir docs` replaces the
+    shipped docs/RESULTS.md and docs/results/, which only a full run (every
+    preset as shipped, both default data sets) may do.
+    """
     from tf_mlp import reproduce as reproduce_module
 
+    departures = [flag for flag, given in (("--epochs", epochs is not None), ("--preset", presets), ("--data", data_sets)) if given]
+    if departures and reproduce_module.is_docs_dir(output_dir):
+        raise ConfigError(
+            f"{output_dir} holds the shipped results; a run with {', '.join(departures)} writes elsewhere (omit --output-dir for runs/reproduce)"
+        )
     sources = {"fashion_mnist": None, "notmnist": notmnist_dir, "mnist": mnist_dir}
     all_results = []
     for name in data_sets or ("fashion_mnist", "notmnist"):
         data_config = config_module.DataConfig(name=name, source_dir=sources[name])
-        output = pathlib.Path(docs_dir) / "results" / name
+        output = pathlib.Path(output_dir) / "results" / name
         all_results.append(reproduce_module.reproduce(data_config, output, runs_root=runs_root, presets=list(presets) or None, epochs=epochs))
         click.echo((output / "results.md").read_text())
-    command = "tf-mlp reproduce" + "".join(f" {argument}" for argument in sys.argv[2:])
-    reproduce_module.write_results_page(pathlib.Path(docs_dir) / "RESULTS.md", all_results, command)
-    click.echo(f"wrote {pathlib.Path(docs_dir) / 'RESULTS.md'}")
+    arguments = sys.argv[sys.argv.index("reproduce") + 1:] if "reproduce" in sys.argv else []
+    command = "tf-mlp reproduce" + "".join(f" {shlex.quote(argument)}" for argument in arguments)
+    reproduce_module.write_results_page(pathlib.Path(output_dir) / "RESULTS.md", all_results, command)
+    click.echo(f"wrote {pathlib.Path(output_dir) / 'RESULTS.md'}")
+
+
+@main.command(name="config", cls=_PlainCommand)
+@config_options
+def show_config(**options):
+    """Print the resolved config (a preset or --config file, with the options applied) as JSON.
+
+    The output is a valid config file: `tf-mlp config --preset deep --epochs 5 > deep5.json`
+    then `tf-mlp train --config deep5.json`.
+    """
+    click.echo(resolve_config(**options).to_json())
 
 
 @main.command()

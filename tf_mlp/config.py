@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import pathlib
 import typing
 
@@ -109,23 +110,33 @@ class Config:
 
     def validate(self) -> "Config":
         """Raise ConfigError naming the first invalid field; return self."""
-        _check(self.data.name in DATA_SETS, f"data.name must be one of {', '.join(DATA_SETS)}, got {self.data.name!r}")
-        _check(self.data.validation_size >= 0, "data.validation_size must be >= 0")
-        _check(0.0 < self.data.test_fraction < 1.0, "data.test_fraction must be between 0 and 1")
-        _check(all(width > 0 for width in self.model.hidden_units), "model.hidden_units must be positive widths")
-        _check(0.0 <= self.model.dropout_rate < 1.0, "model.dropout_rate must be in [0, 1)")
-        _check(0.0 <= self.model.input_dropout_rate < 1.0, "model.input_dropout_rate must be in [0, 1)")
-        _check(self.model.l2 >= 0.0, "model.l2 must be >= 0")
-        _check(0.0 <= self.train.label_smoothing < 1.0, "train.label_smoothing must be in [0, 1)")
-        _check(self.train.epochs >= 1, "train.epochs must be >= 1")
-        _check(self.train.batch_size >= 1, "train.batch_size must be >= 1")
-        _check(self.train.optimizer in OPTIMIZERS, f"train.optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.train.optimizer!r}")
-        _check(self.train.learning_rate > 0.0, "train.learning_rate must be > 0")
-        _check(0.0 < self.train.decay_rate <= 1.0, "train.decay_rate must be in (0, 1]")
-        _check(self.train.decay_steps >= 1, "train.decay_steps must be >= 1")
-        _check(0 <= self.train.shift <= 8, "train.shift must be between 0 and 8 pixels")
-        _check(self.train.checkpoint_every_steps >= 1, "train.checkpoint_every_steps must be >= 1")
-        _check(self.train.strategy in STRATEGIES, f"train.strategy must be one of {', '.join(STRATEGIES)}, got {self.train.strategy!r}")
+        data, model, train = self.data, self.model, self.train
+        _check(data.name in DATA_SETS, f"data.name must be one of {', '.join(DATA_SETS)}, got {data.name!r}")
+        _check(data.validation_size >= 0, f"data.validation_size must be >= 0, got {data.validation_size}")
+        _check(_finite(data.test_fraction) and 0.0 < data.test_fraction < 1.0, f"data.test_fraction must be between 0 and 1, got {data.test_fraction}")
+        _check(data.train_size >= 1 and data.test_size >= 1, "data.train_size and data.test_size must be >= 1")
+        _check(0 <= data.seed < 2**32, f"data.seed must be in [0, 2**32), got {data.seed}")
+        _check(all(_is_int(width) and width > 0 for width in model.hidden_units),
+               f"model.hidden_units must be positive integer widths (empty for the logistic classifier), got {list(model.hidden_units)}")
+        _check(model.num_classes >= 2, f"model.num_classes must be >= 2, got {model.num_classes}")
+        _check(_finite(model.dropout_rate) and 0.0 <= model.dropout_rate < 1.0, f"model.dropout_rate must be in [0, 1), got {model.dropout_rate}")
+        _check(_finite(model.input_dropout_rate) and 0.0 <= model.input_dropout_rate < 1.0,
+               f"model.input_dropout_rate must be in [0, 1), got {model.input_dropout_rate}")
+        _check(_finite(model.l2) and model.l2 >= 0.0, f"model.l2 must be a finite number >= 0, got {model.l2}")
+        _check(_finite(train.label_smoothing) and 0.0 <= train.label_smoothing < 1.0, f"train.label_smoothing must be in [0, 1), got {train.label_smoothing}")
+        _check(train.epochs >= 1, f"train.epochs must be >= 1, got {train.epochs}")
+        _check(train.batch_size >= 1, f"train.batch_size must be >= 1, got {train.batch_size}")
+        _check(train.optimizer in OPTIMIZERS, f"train.optimizer must be one of {', '.join(OPTIMIZERS)}, got {train.optimizer!r}")
+        _check(_finite(train.learning_rate) and train.learning_rate > 0.0, f"train.learning_rate must be a finite number > 0, got {train.learning_rate}")
+        _check(_finite(train.momentum) and 0.0 <= train.momentum < 1.0, f"train.momentum must be in [0, 1), got {train.momentum}")
+        _check(_finite(train.decay_rate) and 0.0 < train.decay_rate <= 1.0, f"train.decay_rate must be in (0, 1], got {train.decay_rate}")
+        _check(train.decay_steps >= 1, f"train.decay_steps must be >= 1, got {train.decay_steps}")
+        _check(train.early_stopping_patience >= 0, f"train.early_stopping_patience must be >= 0 (0: off), got {train.early_stopping_patience}")
+        _check(0 <= train.shift <= 8, f"train.shift must be between 0 and 8 pixels, got {train.shift}")
+        _check(train.checkpoint_every_steps >= 1, f"train.checkpoint_every_steps must be >= 1, got {train.checkpoint_every_steps}")
+        _check(train.max_checkpoints >= 1, f"train.max_checkpoints must be >= 1, got {train.max_checkpoints}")
+        _check(0 <= train.seed < 2**32, f"train.seed must be in [0, 2**32), got {train.seed}")
+        _check(train.strategy in STRATEGIES, f"train.strategy must be one of {', '.join(STRATEGIES)}, got {train.strategy!r}")
         return self
 
     def to_dict(self) -> dict:
@@ -148,16 +159,27 @@ class Config:
     def load(cls, path: str | pathlib.Path) -> "Config":
         path = pathlib.Path(path)
         try:
-            values = json.loads(path.read_text())
+            values = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"{path}: config file not found") from None
+        except IsADirectoryError:
+            raise ConfigError(f"{path}: is a directory, not a config file") from None
+        except UnicodeDecodeError as error:
+            line = error.object[:error.start].count(b"\n") + 1
+            raise ConfigError(f"{path}: not UTF-8 text (byte {error.object[error.start]:#04x} on line {line}, offset {error.start})") from None
         except json.JSONDecodeError as error:
             raise ConfigError(f"{path}: not valid JSON ({error})") from None
         _check(isinstance(values, dict), f"{path}: a config must be a JSON object")
-        return cls.from_dict(values)
+        try:
+            return cls.from_dict(values)
+        except ConfigError as error:
+            raise ConfigError(f"{path}: {error}") from None
 
     def save(self, path: str | pathlib.Path) -> None:
-        pathlib.Path(path).write_text(self.to_json() + "\n")
+        """Write the config as JSON; a file that already says exactly this is left untouched."""
+        path, text = pathlib.Path(path), self.to_json() + "\n"
+        if not path.is_file() or path.read_bytes() != text.encode("utf-8"):
+            path.write_text(text, encoding="utf-8")
 
     def override(self, section: str, **changes) -> "Config":
         """A copy with fields of one section replaced (None values are ignored)."""
@@ -171,6 +193,14 @@ class Config:
 def _check(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _section(section_class, values: dict, name: str):
@@ -187,8 +217,12 @@ def _section(section_class, values: dict, name: str):
             value = tuple(value)
         if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        if default is not None and value is not None:
+        if default is None:  # the optional paths
+            _check(value is None or isinstance(value, str), f"config field {name}.{key} must be a string or null, got {value!r}")
+        else:
             _check(type(value) is type(default), f"config field {name}.{key} must be {type(default).__name__}, got {value!r}")
+        if isinstance(value, tuple):
+            _check(all(_is_int(item) for item in value), f"config field {name}.{key} must be a list of integers, got {list(value)!r}")
         converted[key] = value
     return section_class(**converted)
 
@@ -247,7 +281,7 @@ def deep() -> Config:
     with dropout 0.5 for 40 epochs did not fit the 10-minute budget. The
     validation accuracies of these runs (0.899-0.911) differ by less than
     the validation-to-test gap, so 0.90 is where an MLP of this size sits
-    here; the issue's 0.905 target is not reached.
+    here; none of these reached 0.905.
     """
     return Config(
         model=ModelConfig(hidden_units=(1024, 512, 256), dropout_rate=0.3, l2=1e-6),

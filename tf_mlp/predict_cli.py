@@ -19,7 +19,7 @@ import os
 
 import click
 
-from tf_mlp import contract
+from tf_mlp import contract, startup
 from tf_mlp.client import options
 from tf_mlp.client.polarity import POLARITIES
 from tf_mlp.errors import TfMlpError
@@ -53,7 +53,7 @@ def _one_line_errors(function):
 # ---- predict -------------------------------------------------------------------------------------------------
 
 
-@click.command(name="predict", context_settings=_CONTEXT)
+@click.command(name="predict", cls=startup.TensorFlowCommand, context_settings=_CONTEXT)
 @click.argument("images", nargs=-1, metavar="[IMAGE]...")
 # An online user waits: give up within seconds (about 0.4 s of back-off when nothing listens).
 @options.connection_options(max_attempts=4, retry_seconds=10)
@@ -144,7 +144,7 @@ _INPUT_HELP = (
 )
 
 
-@click.command(name="batch-predict", context_settings=_CONTEXT)
+@click.command(name="batch-predict", cls=startup.TensorFlowCommand, context_settings=_CONTEXT)
 @_input_options
 # A batch job rides out a server restart (a minute of retries); at start it checks the server with at most
 # batch.STARTUP_ATTEMPTS attempts, so a server that is not there at all is reported within a second.
@@ -208,7 +208,7 @@ batch_predict.help = batch_predict.help.replace("{input_help}", _INPUT_HELP)
 # ---- beam-predict --------------------------------------------------------------------------------------------
 
 
-@click.command(name="beam-predict", context_settings={**_CONTEXT, "ignore_unknown_options": True,
+@click.command(name="beam-predict", cls=startup.TensorFlowCommand, context_settings={**_CONTEXT, "ignore_unknown_options": True,
                                                       "allow_extra_args": True})
 @_input_options
 @click.option("--model-path", required=True,
@@ -267,7 +267,7 @@ beam_predict.help = beam_predict.help.replace("{input_help}", _INPUT_HELP)
 # ---- exports, write-images -----------------------------------------------------------------------------------
 
 
-@click.command(name="exports", context_settings=_CONTEXT)
+@click.command(name="exports", cls=startup.TensorFlowCommand, context_settings=_CONTEXT)
 @click.argument("path", type=click.Path())
 @click.option("--model", "model_name", default=contract.MODEL_NAME, show_default=True,
               help="Model name under an export base.")
@@ -285,7 +285,7 @@ def exports(path, model_name, as_json):
     click.echo(json.dumps(descriptions, indent=2) if as_json else exports_module.format_exports(descriptions))
 
 
-@click.command(name="write-images", context_settings=_CONTEXT)
+@click.command(name="write-images", cls=startup.TensorFlowCommand, context_settings=_CONTEXT)
 @click.argument("input_spec", metavar="INPUT")
 @click.argument("directory", type=click.Path(file_okay=False))
 @click.option("--labels", type=click.Path(exists=True, dir_okay=False), help="True labels for IDX or .npy images.")

@@ -89,11 +89,17 @@ def plot_mistakes(images, labels, probabilities, indices, class_names, path: pat
 def write_report(run_dir, output_dir=None, *, splits: DataSplits | None = None, mistakes: int = 24) -> pathlib.Path:
     """Write the plots and report.md into output_dir (default RUN_DIR/report); return the summary path."""
     run_dir = pathlib.Path(run_dir)
-    config, model = layout.restore_model(run_dir)
+    config = layout.load_config(run_dir)
     rows = layout.read_metrics(run_dir)
     summary = layout.read_evaluation(run_dir)
     if not rows or summary is None:
-        raise CheckpointError(f"{run_dir}: training has not finished (no metrics.jsonl or evaluation.json)")
+        # The report describes a finished run (its test evaluation is in evaluation.json).
+        resume = f"tf-mlp train --config {layout.config_path(run_dir)} --run-dir {run_dir}"
+        raise CheckpointError(
+            f"{run_dir}: training has not finished ({len(rows)} of {config.train.epochs} epochs in "
+            f"{layout.METRICS_FILE}, no {layout.EVALUATION_FILE}); finish it with: {resume}"
+        )
+    _, model = layout.restore_model(run_dir)
     if splits is None:
         from tf_mlp.data import load_splits
 

@@ -3,7 +3,8 @@ experiment, the overlap question, one results table.
 
 Runs live under RUNS_ROOT/<data set>/<name>; a finished run is reused, so an
 interrupted reproduction continues where it stopped. Only the tables and
-the best run's plots go to the output directory (docs/ in the repository).
+the best run's plots go to the output directory: runs/reproduce by default,
+docs/ when publishing the shipped results (`tf-mlp reproduce --output-dir docs`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,16 @@ from tf_mlp.data.splits import DataSplits
 # training data, long enough to memorise them (the course uses a handful).
 OVERFIT_BATCHES = 5
 OVERFIT_EPOCHS = 100
+
+
+def is_docs_dir(path) -> bool:
+    """True for docs/ (of the working directory or of this repository) or anything inside it."""
+    path = pathlib.Path(path).resolve()
+    for docs in (pathlib.Path.cwd() / "docs", pathlib.Path(__file__).resolve().parents[1] / "docs"):
+        docs = docs.resolve()
+        if path == docs or docs in path.parents:
+            return True
+    return False
 
 
 def _row(name: str, config, summary: dict, wall_seconds: float) -> dict:
@@ -48,13 +59,15 @@ def _train(name: str, config, splits: DataSplits, runs_root: pathlib.Path, verbo
         print(f"--- {splits.name}: {name}", flush=True)
     start = time.perf_counter()
     summary = train_and_evaluate(config, runs_root / name, splits=splits, verbose=verbose)
+    if verbose:
+        print(f"test accuracy {summary['test_accuracy']:.4f} on {summary['split_sizes']['test']} images", flush=True)
     return _row(name, config, summary, time.perf_counter() - start)
 
 
 def overfitting_experiment(data_config, splits: DataSplits, runs_root: pathlib.Path, verbose: bool) -> list[dict]:
     """mlp on a few batches, without regularization and with dropout."""
     base = config_module.preset("mlp")
-    size = OVERFIT_BATCHES * base.train.batch_size
+    size = min(OVERFIT_BATCHES * base.train.batch_size, len(splits.train))  # a small data set gives what it has
     small = dataclasses.replace(splits, train=splits.train.take(np.arange(size)))
     rows = []
     for name, preset in (("overfit_mlp", "mlp"), ("overfit_mlp_dropout", "mlp_dropout")):
@@ -89,6 +102,10 @@ def reproduce(data_config, output_dir, *, runs_root, presets=None, epochs: int |
     from tf_mlp.report import write_report
 
     output_dir, runs_root = pathlib.Path(output_dir), pathlib.Path(runs_root) / data_config.name
+    if epochs:
+        # A quick look trains other configs than the presets; its runs must not
+        # be taken (or refused) as the full runs when those come later.
+        runs_root = runs_root / f"epochs-{epochs}"
     output_dir.mkdir(parents=True, exist_ok=True)
     splits = load_splits(data_config)
     rows = []

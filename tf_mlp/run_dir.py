@@ -7,15 +7,19 @@
       metrics.jsonl      one JSON object per epoch: step, losses, accuracies, time
       logs/train|validation   TensorBoard summaries
       evaluation.json    test-split evaluation written at the end of training
+      train.lock         held (fcntl.flock) by the one `tf-mlp train` writing the run; holds its pid
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 import pathlib
 
 from tf_mlp.config import Config
-from tf_mlp.errors import CheckpointError
+from tf_mlp.errors import CheckpointError, TfMlpError
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -23,6 +27,7 @@ METRICS_FILE = "metrics.jsonl"
 LOGS_DIR = "logs"
 EVALUATION_FILE = "evaluation.json"
 LABELS_FILE = "labels.txt"
+LOCK_FILE = "train.lock"
 
 
 def config_path(run_dir) -> pathlib.Path:
@@ -41,8 +46,15 @@ def evaluation_path(run_dir) -> pathlib.Path:
     return pathlib.Path(run_dir) / EVALUATION_FILE
 
 
+def write_if_changed(path, text: str) -> None:
+    """Write text to path unless it already holds exactly that (a resume that fails then leaves no trace)."""
+    path = pathlib.Path(path)
+    if not path.is_file() or path.read_bytes() != text.encode("utf-8"):
+        path.write_text(text, encoding="utf-8")
+
+
 def write_class_names(run_dir, class_names) -> None:
-    (pathlib.Path(run_dir) / LABELS_FILE).write_text("".join(f"{name}\n" for name in class_names))
+    write_if_changed(pathlib.Path(run_dir) / LABELS_FILE, "".join(f"{name}\n" for name in class_names))
 
 
 def read_class_names(run_dir) -> tuple[str, ...]:
@@ -82,6 +94,31 @@ def model_checkpoint(run_dir, config: Config) -> str:
     return latest_checkpoint(run_dir)
 
 
+def restore_checkpoint(checkpoint, path: str, *, partial: bool = False) -> None:
+    """checkpoint.restore(path), every existing object matched; a damaged or foreign checkpoint is a CheckpointError."""
+    import tensorflow as tf
+
+    try:
+        status = checkpoint.restore(path)
+        if partial:
+            status = status.expect_partial()
+        status.assert_existing_objects_matched()
+    except AssertionError as error:
+        raise CheckpointError(f"{path}: checkpoint does not match the run's config ({_first_line(error)})") from None
+    except (IndexError, ValueError, tf.errors.OpError) as error:
+        # A file cut short (disk full, a copy interrupted) reads as
+        # "IndexError: Read less bytes than requested" from deep inside TensorFlow.
+        raise CheckpointError(
+            f"{path}: checkpoint files are damaged ({_first_line(error)}); delete {os.path.basename(path)}.* "
+            f"in {os.path.dirname(path)} to go back to an older checkpoint, or train again in a new run directory"
+        ) from None
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def restore_model(run_dir, checkpoint: str | None = None):
     """(config, model) with the weights the run reported (see model_checkpoint), or a given checkpoint's."""
     import tensorflow as tf
@@ -91,23 +128,77 @@ def restore_model(run_dir, checkpoint: str | None = None):
     config = load_config(run_dir)
     path = checkpoint or model_checkpoint(run_dir, config)
     model = build_model(config.model, seed=config.train.seed)
-    status = tf.train.Checkpoint(model=model).restore(path)
-    try:
-        # Every model variable must come from the checkpoint; the optimizer's
-        # slots and the loop's counters in it are deliberately not needed here.
-        status.expect_partial().assert_existing_objects_matched()
-    except AssertionError as error:
-        raise CheckpointError(f"{path}: checkpoint does not match the run's model config ({error})") from None
+    # Every model variable must come from the checkpoint; the optimizer's
+    # slots and the loop's counters in it are deliberately not needed here.
+    restore_checkpoint(tf.train.Checkpoint(model=model), path, partial=True)
     return config, model
 
 
-def read_metrics(run_dir) -> list[dict]:
+def read_metrics(run_dir, *, drop_torn_last_line: bool = False) -> list[dict]:
+    """metrics.jsonl's rows; a line that is not JSON is a CheckpointError naming the file and line.
+
+    drop_torn_last_line: a last line without its newline is a write that a
+    crash cut short; training (which rewrites the file on resume) drops it.
+    """
     path = metrics_path(run_dir)
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    text = path.read_text(encoding="utf-8", errors="replace")
+    lines = text.splitlines()
+    if drop_torn_last_line and lines and not text.endswith("\n"):
+        lines = lines[:-1]
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise CheckpointError(f"{path}, line {number}: not valid JSON ({error.msg}); fix or delete that line") from None
+        if not isinstance(row, dict) or not isinstance(row.get("step"), int):
+            raise CheckpointError(f"{path}, line {number}: not a metrics row (a JSON object with an integer step)")
+        rows.append(row)
+    return rows
 
 
 def read_evaluation(run_dir) -> dict | None:
     path = evaluation_path(run_dir)
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{path}: not valid JSON ({error}); run `tf-mlp train` on the run directory again to rewrite it") from None
+
+
+class RunLockedError(TfMlpError):
+    """Another process is training in this run directory."""
+
+
+@contextlib.contextmanager
+def training_lock(run_dir):
+    """Hold RUN_DIR/train.lock exclusively for the block: one writer per run directory.
+
+    The kernel releases an flock when its holder exits, however it exits
+    (kill -9 included), so a crash never leaves a stale lock behind.
+    """
+    path = pathlib.Path(run_dir) / LOCK_FILE
+    # "a+" neither truncates nor (until written) touches the file, so a
+    # process that loses the race changes nothing.
+    with open(path, "a+", encoding="utf-8") as lock_file:
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock_file.seek(0)
+            holder = lock_file.read().strip() or "unknown"
+            raise RunLockedError(
+                f"{run_dir} is in use by another tf-mlp train (pid {holder}); wait for it to finish or use another --run-dir"
+            ) from None
+        lock_file.seek(0)
+        lock_file.truncate()
+        lock_file.write(f"{os.getpid()}\n")
+        lock_file.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)

@@ -8,6 +8,7 @@ state, dropout random state and data order, and finishes the planned steps.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import pathlib
@@ -29,6 +30,19 @@ from tf_mlp.pipeline import ResidentSplit
 # Steps per tf.function call: large enough that Python is off the per-step
 # path, small enough for a lively progress bar and fine-grained checkpoints.
 STEPS_PER_CALL = 50
+# Without a terminal (a log file, CI) the progress bar is off; a plain line
+# this often shows the run is alive between epoch lines.
+PROGRESS_LINE_SECONDS = 30.0
+
+# Fields a resumed run may change: where the prepared data is cached, and how
+# (not what) it computes and checkpoints. Every other field shapes the
+# training itself, so a different value would make config.json describe a run
+# that never happened.
+RESUMABLE_CHANGES = {
+    "data": ("data_dir",),
+    "model": (),
+    "train": ("checkpoint_every_steps", "max_checkpoints", "xla", "strategy"),
+}
 
 
 class _State:
@@ -46,22 +60,30 @@ class _State:
 
 
 def _check_resumable(config: Config, run_dir: pathlib.Path) -> None:
-    """A run directory may be resumed with other epochs or schedule, never another model or data."""
+    """Refuse, before anything is written, to resume a run with a config other than the one it was trained with."""
     path = layout.config_path(run_dir)
     if not path.is_file() or not list(layout.checkpoint_dir(run_dir).glob("ckpt-*.index")):
         return
     previous = Config.load(path)
-    for section in ("model", "data"):
-        if getattr(previous, section) != getattr(config, section):
-            raise ConfigError(
-                f"{run_dir} was trained with a different {section} config; use a new run directory"
-            )
+    differences = []
+    for section, allowed in RESUMABLE_CHANGES.items():
+        recorded, given = previous.to_dict()[section], config.to_dict()[section]
+        differences += [
+            f"{section}.{key} {recorded[key]!r} -> {given[key]!r}"
+            for key in recorded if key not in allowed and recorded[key] != given[key]
+        ]
+    if differences:
+        raise ConfigError(
+            f"{run_dir} was trained with other options ({'; '.join(differences)}, recorded -> given); "
+            f"resume with the same options (e.g. --config {path}) or use a new --run-dir"
+        )
 
 
 def _keep_metrics_up_to(run_dir: pathlib.Path, step: int) -> None:
     """After a restart, forget epochs logged after the checkpoint we resumed from."""
-    rows = [row for row in layout.read_metrics(run_dir) if row["step"] <= step]
-    layout.metrics_path(run_dir).write_text("".join(json.dumps(row) + "\n" for row in rows))
+    rows = [row for row in layout.read_metrics(run_dir, drop_torn_last_line=True) if row["step"] <= step]
+    if rows or layout.metrics_path(run_dir).exists():
+        layout.write_if_changed(layout.metrics_path(run_dir), "".join(json.dumps(row) + "\n" for row in rows))
 
 
 def train_and_evaluate(config: Config, run_dir, *, splits: DataSplits | None = None, verbose: bool = True) -> dict:
@@ -78,13 +100,25 @@ def train_and_evaluate(config: Config, run_dir, *, splits: DataSplits | None = N
         from tf_mlp.data import load_splits
 
         splits = load_splits(config.data)
-    if chief:
-        # Only now, with the data loaded, does the run directory come to exist.
-        run_dir.mkdir(parents=True, exist_ok=True)
-        config.save(layout.config_path(run_dir))
-        layout.write_class_names(run_dir, splits.class_names)
+    with contextlib.ExitStack() as stack:
+        if chief:
+            # Only now, with the data loaded, does the run directory come to exist.
+            run_dir.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(layout.training_lock(run_dir))
+            _check_resumable(config, run_dir)  # again: another process may have trained here meanwhile
+            # Both are rewritten only when different, so a resume that fails
+            # (a damaged checkpoint, say) leaves the run directory as it was.
+            config.save(layout.config_path(run_dir))
+            layout.write_class_names(run_dir, splits.class_names)
+        return _train_in_run_dir(config, run_dir, splits, strategy, chief, verbose)
+
+
+def _train_in_run_dir(config: Config, run_dir: pathlib.Path, splits: DataSplits, strategy, chief: bool, verbose: bool) -> dict:
+    train_config = config.train
     if verbose and splits.skipped_files:
         print(f"skipped {splits.skipped_files} unreadable or empty image files in the source data")
+    if verbose and train_config.strategy != "default":
+        print(describe_strategy(strategy, train_config.strategy), flush=True)
 
     keras.utils.set_random_seed(train_config.seed)
     batch_size = train_config.batch_size
@@ -112,7 +146,7 @@ def train_and_evaluate(config: Config, run_dir, *, splits: DataSplits | None = N
     best_manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=model), written.path / "best", max_to_keep=1)
     latest = tf.train.latest_checkpoint(str(layout.checkpoint_dir(run_dir)))
     if latest:
-        checkpoint.restore(latest).assert_existing_objects_matched()
+        layout.restore_checkpoint(checkpoint, latest)
         if verbose:
             print(f"resuming from {latest} at step {int(state.step)} of {planned_steps}")
     if chief:
@@ -131,7 +165,7 @@ def train_and_evaluate(config: Config, run_dir, *, splits: DataSplits | None = N
     if train_config.early_stopping_patience and tf.train.latest_checkpoint(str(layout.checkpoint_dir(run_dir) / "best")):
         # The run reports (and later exports) its best epoch, not its last.
         best = tf.train.latest_checkpoint(str(layout.checkpoint_dir(run_dir) / "best"))
-        tf.train.Checkpoint(model=model).restore(best).assert_existing_objects_matched()
+        layout.restore_checkpoint(tf.train.Checkpoint(model=model), best)
     return _final_evaluation(config, run_dir, model, splits, state, planned_steps, verbose, chief)
 
 
@@ -146,7 +180,7 @@ def _run_epochs(train_config, strategy, optimizer, state, manager, best_manager,
             batch_size, train_config.seed, epoch, skip_batches=done_in_epoch,
             flip=train_config.flip, shift=train_config.shift, shard=shard,
         )))
-        progress = keras.utils.Progbar(steps_per_epoch, verbose=1 if verbose and sys.stdout.isatty() else 0, stateful_metrics=["loss", "accuracy"])
+        progress = _progress(steps_per_epoch, epoch, verbose)
         totals, calls_regularization, calls = np.zeros(4), 0.0, 0
         while done_in_epoch < steps_per_epoch:
             next_checkpoint = (int(state.step) // train_config.checkpoint_every_steps + 1) * train_config.checkpoint_every_steps
@@ -254,6 +288,38 @@ def _final_evaluation(config, run_dir, model, splits, state, planned_steps, verb
         raise TrainingDivergedError("the trained model gives a NaN or infinite test loss")
     if chief:
         layout.evaluation_path(run_dir).write_text(json.dumps(summary, indent=2) + "\n")
-    if verbose:
-        print(f"test accuracy {test['accuracy']:.4f} on {test['examples']} images ({splits.name})")
     return summary
+
+
+def describe_strategy(strategy, name: str) -> str:
+    """One line: the strategy, its replica count and where they run."""
+    devices = ", ".join(strategy.extended.worker_devices)
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if name == "multiworker" and resolver is not None and resolver.task_type:
+        workers = len(resolver.cluster_spec().as_dict().get("worker", [])) + len(resolver.cluster_spec().as_dict().get("chief", []))
+        return (f"strategy multiworker: {strategy.num_replicas_in_sync} replicas over {workers} workers "
+                f"(this is {resolver.task_type} {resolver.task_id}, devices {devices})")
+    return f"strategy {name}: {strategy.num_replicas_in_sync} replicas on {devices}"
+
+
+def _progress(steps_per_epoch: int, epoch: int, verbose: bool):
+    """A Keras progress bar on a terminal; elsewhere a plain line every PROGRESS_LINE_SECONDS."""
+    if verbose and sys.stdout.isatty():
+        return keras.utils.Progbar(steps_per_epoch, verbose=1, stateful_metrics=["loss", "accuracy"])
+    return _ProgressLines(steps_per_epoch, epoch, verbose)
+
+
+class _ProgressLines:
+    """Progbar's update(current, values) as an occasional line, for output that is not a terminal."""
+
+    def __init__(self, steps_per_epoch: int, epoch: int, verbose: bool):
+        self.steps_per_epoch, self.epoch, self.verbose = steps_per_epoch, epoch, verbose
+        self.last_line = time.monotonic()
+
+    def update(self, current: int, values) -> None:
+        now = time.monotonic()
+        if not self.verbose or current >= self.steps_per_epoch or now - self.last_line < PROGRESS_LINE_SECONDS:
+            return  # the epoch's own line follows at its end
+        self.last_line = now
+        measures = " ".join(f"{name} {value:.4f}" for name, value in values)
+        print(f"epoch {self.epoch + 1}: step {current}/{self.steps_per_epoch} of the epoch, {measures}", flush=True)

@@ -13,13 +13,16 @@ metadata, and ``prepare`` regenerates whenever the fingerprint differs.
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
 import hashlib
+import io
 import json
 import logging
 import os
 import pathlib
 import re
+import sys
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -142,13 +145,19 @@ def prepare(
         mode = tfds.download.GenerateMode.FORCE_REDOWNLOAD
     else:
         mode = tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(
-            manual_dir=str(source_dir),
-            download_mode=mode,
-            try_download_gcs=False,  # our builders are never on the TFDS bucket
+    # TFDS announces "Downloading and preparing dataset Unknown size" on stdout
+    # for every builder, and its progress bars garble a log file; ours only read
+    # local files, so say that instead, and keep the bars for a terminal.
+    print(f"preparing {source_dir} in {builder.data_dir} (once; later runs reuse it)", flush=True)
+    tfds.display_progress_bar(sys.stderr.isatty())
+    with contextlib.redirect_stdout(io.StringIO()):
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(
+                manual_dir=str(source_dir),
+                download_mode=mode,
+                try_download_gcs=False,  # our builders are never on the TFDS bucket
+            )
         )
-    )
     # A fresh builder reads the newly written dataset_info and metadata, rather
     # than whatever the old instance loaded before regenerating.
     return builder_class(config=config, data_dir=data_dir)
