@@ -52,6 +52,11 @@ class ServerOptions:
     enable_model_warmup: bool = True
     num_request_iterations_for_warmup: int = 0
     shutdown_grace_seconds: float = 30.0
+    # Read when a version loads (servable.LoadSettings); tensorflow_model_server's flags of the same names.
+    tensorflow_intra_op_parallelism: int = 0
+    tensorflow_inter_op_parallelism: int = 0
+    enable_signature_method_name_check: bool = False
+    prefer_tflite_model: bool = False
 
     def validate(self) -> None:
         """Raise ConfigError for combinations tensorflow_model_server refuses to start with."""
