@@ -86,7 +86,7 @@ def not_found(message: str) -> ServingError:
     return ServingError(Code.NOT_FOUND, message)
 
 
-_NODE_NOTE = re.compile(r"\[\[\{\{node ([^}]*)\}\}\]\]")
+_NODE_NOTE = re.compile(r"\[\[(?:\{\{function_node [^}]*\}\})?\{\{node ([^}]*)\}\}\]\]")
 _SPACES = re.compile(r"\s+")
 
 
