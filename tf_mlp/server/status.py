@@ -86,6 +86,8 @@ def not_found(message: str) -> ServingError:
     return ServingError(Code.NOT_FOUND, message)
 
 
+# Python's Session.run prefixes a graph error with where the node was defined; the C++ Session does not.
+_PYTHON_PREFIX = re.compile(r"^Graph execution error:\s*(?:Detected at node .*?\nNode: '[^']*'\n)?", re.S)
 _NODE_NOTE = re.compile(r"\[\[(?:\{\{function_node [^}]*\}\})?\{\{node ([^}]*)\}\}\]\]")
 _SPACES = re.compile(r"\s+")
 
@@ -99,7 +101,7 @@ def from_tensorflow_error(error: Exception) -> ServingError:
     """A TensorFlow error keeps its own code and the session's message, made one line."""
     code = getattr(error, "error_code", None)
     message = getattr(error, "message", None) or str(error)
-    message = one_line(message)
+    message = one_line(_PYTHON_PREFIX.sub("", message))
     try:
         return ServingError(Code(code), message)
     except ValueError:
