@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import requests
 import tensorflow as tf
+from tensorflow.core.framework import types_pb2
+from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import (
     classification_pb2,
     inference_pb2,
@@ -214,6 +216,28 @@ def test_tflite_model_is_served_when_preferred(tmp_path):
                 assert stub.Predict(_predict_x("default", (1, 1)), 10.0).outputs["y"].float_val == [expected[1][0]]
         finally:
             server.stop()
+
+
+def test_tflite_signature_defs_stored_in_metadata_are_served(tmp_path):
+    """As TfLiteSession: SignatureDefs stored in the model's metadata name the signatures (here, not its own)."""
+    version = tf1_models.half_plus_two_tflite(tmp_path / "stored" / "1")
+    stored = meta_graph_pb2.SignatureDef(method_name="tensorflow/serving/predict")
+    stored.inputs["input_x"].name = "serving_default_x:0"
+    stored.inputs["input_x"].dtype = types_pb2.DT_FLOAT
+    stored.outputs["output_y"].name = "StatefulPartitionedCall:0"
+    stored.outputs["output_y"].dtype = types_pb2.DT_FLOAT
+    tf1_models.add_signature_metadata(version, {"from_metadata": stored})
+    server = serving_helpers.start_server(model_base_path=str(tmp_path / "stored"), model_name="default",
+                                          prefer_tflite_model=True, max_num_load_retries=0)
+    try:
+        metadata = requests.get(f"{server.rest_url}/v1/models/default/metadata", timeout=30).json()
+        assert list(metadata["metadata"]["signature_def"]["signature_def"]) == ["from_metadata"]
+        response = _post(server, "default", "predict", {"signature_name": "from_metadata",
+                                                        "instances": [{"input_x": [2.0]}]})
+        assert response.status_code == 200, response.text
+        assert response.json() == {"predictions": [[3.0]]}  # one output: plain values, as json_tensor.cc
+    finally:
+        server.stop()
 
 
 def test_a_version_that_fails_to_load_stops_start_up(tmp_path):

@@ -143,6 +143,35 @@ def half_plus_two_tflite(version_dir: pathlib.Path) -> pathlib.Path:
     return version_dir
 
 
+def add_signature_metadata(version_dir: pathlib.Path, signature_defs: dict) -> None:
+    """Store SignatureDefs in version_dir/model.tflite's `signature_defs_metadata`, as TensorFlow's
+    signature_def_utils.set_signature_defs does: a flexbuffer map of key -> serialized SignatureDef."""
+    import flatbuffers
+    from flatbuffers import flexbuffers
+    # TFLite's flatbuffer object API; TensorFlow has no public one for editing a model's metadata.
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    path = pathlib.Path(version_dir) / "model.tflite"
+    model = schema.ModelT.InitFromPackedBuf(bytearray(path.read_bytes()), 0)
+    entries = flexbuffers.Builder()
+    with entries.Map():
+        for key, definition in signature_defs.items():
+            # The C++ writer stores the bytes as a flexbuffer String; Python's builder takes str, and a small
+            # SignatureDef's serialization is plain ASCII.
+            entries.Key(key)
+            entries.String(definition.SerializeToString().decode("ascii"))
+    buffer = schema.BufferT()
+    buffer.data = list(entries.Finish())
+    model.buffers.append(buffer)
+    metadata = schema.MetadataT()
+    metadata.name = "signature_defs_metadata"
+    metadata.buffer = len(model.buffers) - 1
+    model.metadata = (model.metadata or []) + [metadata]
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    path.write_bytes(bytes(builder.Output()))
+
+
 def model_base(root: pathlib.Path, build, versions=(123,)) -> pathlib.Path:
     """root/<versions>: the model built by `build` once per version (a two-versions variant with (123, 124))."""
     for version in versions:
