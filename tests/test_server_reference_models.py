@@ -165,7 +165,8 @@ def test_multi_inference(stub, model):
     "tasks, code, message",
     [
         ([("half_plus_two", "regress_x_to_y", REGRESS), ("half_plus_three", "regress", REGRESS)],
-         grpc.StatusCode.INVALID_ARGUMENT, "All ModelSpecs in a MultiInferenceRequest must access the same model name."),
+         grpc.StatusCode.INVALID_ARGUMENT,
+         "All ModelSpecs in a MultiInferenceRequest must access the same model name."),
         ([("half_plus_two", "regress_x_to_y", REGRESS), ("half_plus_two", "regress_x_to_y", CLASSIFY)],
          grpc.StatusCode.INVALID_ARGUMENT, "Duplicate evaluation of signature: regress_x_to_y"),
         ([("half_plus_two", "nope", REGRESS)], grpc.StatusCode.INVALID_ARGUMENT,
