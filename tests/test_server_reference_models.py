@@ -185,6 +185,28 @@ def test_multi_inference_errors(stub, tasks, code, message):
     assert "\n" not in error.value.details()
 
 
+def test_scalar_outputs_and_signatures_of_tf_saved_model_save(tmp_path):
+    """test_tf_saved_model_save_multiple_signatures: unshaped inputs, scalar outputs, a second signature."""
+    root = tf.train.Checkpoint()
+    root.f = tf.function(lambda x: {"y": 1.0}, input_signature=[tf.TensorSpec(None, tf.float32)])
+    root.g = tf.function(lambda x: {"y": 2.0}, input_signature=[tf.TensorSpec(None, tf.float32)])
+    tf.saved_model.save(root, str(tmp_path / "multiple" / "123"),
+                        signatures={"serving_default": root.f, "custom_signature_key": root.g})
+    server = serving_helpers.start_server(model_base_path=str(tmp_path / "multiple"), model_name="default")
+    try:
+        with grpc.insecure_channel(server.grpc_target) as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            custom = stub.Predict(_predict_x("default", signature_name="custom_signature_key"), 10.0)
+            assert custom.outputs["y"].float_val == [2.0] and not custom.outputs["y"].tensor_shape.dim
+            assert stub.Predict(_predict_x("default"), 10.0).outputs["y"].float_val == [1.0]
+        # A scalar is one JSON value in the columnar format; the row format needs a batch dimension.
+        assert _post(server, "default", "predict", {"inputs": [2.0]}).json() == {"outputs": 1.0}
+        row = _post(server, "default", "predict", {"instances": [2.0]})
+        assert (row.status_code, row.json()) == (400, {"error": "Tensor name: y has no shape information "})
+    finally:
+        server.stop()
+
+
 def test_method_name_check_follows_its_option(bases):
     """enable_signature_method_name_check: off by default (above); on, TF2's predict-method signatures are refused."""
     server = serving_helpers.start_server(model_base_path=str(bases["half_plus_two_tf2"]), model_name="default",

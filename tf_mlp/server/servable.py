@@ -144,9 +144,10 @@ class SessionRunner:
         names = tuple(feeds)
         try:
             runner = self._callable(names, tuple(fetch_names))
-            return runner(*(feeds[name] for name in names))
+            results = runner(*(feeds[name] for name in names))
         except tf.errors.OpError as error:
             raise from_tensorflow_error(error) from None
+        return [_as_array(value) for value in results]
 
     def close(self) -> None:
         self._session.close()
@@ -248,6 +249,17 @@ class Servable:
                 Code.DATA_LOSS, f"{error.message}. Please verify your warmup data is in TFRecord format."
             ) from None
         return records
+
+
+def _as_array(value) -> np.ndarray:
+    """A fetched value as an ndarray: a scalar output comes back as a numpy scalar, or bytes for a string."""
+    if isinstance(value, np.ndarray):
+        return value
+    if isinstance(value, bytes):
+        array = np.empty((), dtype=object)  # np.asarray would make an 'S' array and strip trailing NULs
+        array[()] = value
+        return array
+    return np.asarray(value)
 
 
 def check_dtype(index: int, array: np.ndarray, dtype: int) -> None:
