@@ -207,6 +207,38 @@ def test_scalar_outputs_and_signatures_of_tf_saved_model_save(tmp_path):
         server.stop()
 
 
+class _WithDefault(tf.Module):
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.float32)])
+    def add(self, x, z=tf.constant([5.0])):
+        return {"y": x + z}
+
+
+def test_signature_defaults_fill_inputs_left_out(tmp_path):
+    """A tf.function's default argument is the SignatureDef's default, used by gRPC (saved_model::GetInputValues);
+    TensorFlow Serving's JSON conversion still wants every input named."""
+    module = _WithDefault()
+    tf.saved_model.save(module, str(tmp_path / "defaults" / "1"), signatures={"serving_default": module.add})
+    server = serving_helpers.start_server(model_base_path=str(tmp_path / "defaults"), model_name="default")
+    try:
+        assert _post(server, "default", "predict", {"inputs": {"x": [1.0], "z": [2.0]}}).json() == {"outputs": [3.0]}
+        assert _post(server, "default", "predict", {"inputs": {"x": [1.0]}}).json() == {
+            "error": "Missing named input: z in 'inputs' object."}
+        with grpc.insecure_channel(server.grpc_target) as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            assert stub.Predict(_predict_x("default"), 10.0).outputs["y"].float_val == [7.0]
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = "default"
+            request.inputs["z"].CopyFrom(tf.make_tensor_proto(np.array([1.0], np.float32)))
+            with pytest.raises(grpc.RpcError) as error:
+                stub.Predict(request, 10.0)
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert error.value.details() == (
+            "Signature input alias: x(feed name: serving_default_x:0) not found in request and no default value "
+            "provided. Inputs expected to be in the request {z}, or default input alias set: z")
+    finally:
+        server.stop()
+
+
 def test_method_name_check_follows_its_option(bases):
     """enable_signature_method_name_check: off by default (above); on, TF2's predict-method signatures are refused."""
     server = serving_helpers.start_server(model_base_path=str(bases["half_plus_two_tf2"]), model_name="default",
