@@ -136,7 +136,7 @@ class ServerCore:
             raise error
 
     def load_errors(self) -> dict:
-        """(model, version) -> ServingError for every version whose load failed and that serves nothing."""
+        """(model, version) -> ServingError for every version whose last load attempt failed."""
         errors = {}
         for name, model in self._models.items():
             for version, status in model.statuses().items():
@@ -145,7 +145,7 @@ class ServerCore:
         return errors
 
     def unavailable_models_error(self, names) -> ServingError | None:
-        """WaitUntilModelsAvailable: UNKNOWN if a model's latest version failed to load and none serves.
+        """WaitUntilModelsAvailable: UNKNOWN if a model's latest version failed to load.
 
         A model with no version on disk yet is not counted: its first version
         is loaded whenever it appears.
@@ -153,7 +153,7 @@ class ServerCore:
         failed = []
         for name in names:
             model = self._models.get(name)
-            if model is None or model.available_versions():
+            if model is None:
                 continue
             statuses = model.statuses()
             if statuses:
