@@ -13,7 +13,9 @@
   every signature's method_name is then tensorflow/serving/predict, even the
   classify and regress ones, which is why TensorFlow Serving leaves the
   method-name check off by default.
-- `half_plus_two_tflite`: a TFLite flatbuffer with one signature x -> y.
+- `half_plus_two_tflite`: a TFLite flatbuffer with one signature x -> y;
+  `add_signature_metadata` stores SignatureDefs in its metadata, where
+  TensorFlow Serving reads a TFLite model's signatures from.
 """
 
 from __future__ import annotations
