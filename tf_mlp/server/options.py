@@ -52,6 +52,11 @@ class ServerOptions:
     enable_model_warmup: bool = True
     num_request_iterations_for_warmup: int = 0
     shutdown_grace_seconds: float = 30.0
+    # Read when a version loads (servable.LoadSettings); tensorflow_model_server's flags of the same names.
+    tensorflow_intra_op_parallelism: int = 0
+    tensorflow_inter_op_parallelism: int = 0
+    enable_signature_method_name_check: bool = False
+    prefer_tflite_model: bool = False
 
     def validate(self) -> None:
         """Raise ConfigError for combinations tensorflow_model_server refuses to start with."""
@@ -106,6 +111,15 @@ FLAG_HELP = {
     "before it serves.",
     "num_request_iterations_for_warmup": "Number of times each warmup request is replayed (used only if > 0).",
     "shutdown_grace_seconds": "On SIGTERM or SIGINT, seconds to let requests in flight finish.",
+    "tensorflow_intra_op_parallelism": "Number of threads to use to parallelize the execution of an individual op. "
+    "Auto-configured by default (0).",
+    "tensorflow_inter_op_parallelism": "Controls the number of operators that can be executed simultaneously. "
+    "Auto-configured by default (0).",
+    "enable_signature_method_name_check": "Enable method_name check for SignatureDef. Disable this if serving "
+    "native TF2 regression/classification models.",
+    "prefer_tflite_model": "Prefer TensorFlow Lite model from `model.tflite` file in SavedModel directory, instead "
+    "of the TensorFlow model from `saved_model.pb` file. If no TensorFlow Lite model found, fallback to "
+    "TensorFlow model.",
 }
 
 
