@@ -254,6 +254,13 @@ def serve(flags):
     from tf_mlp import server
 
     options = server.parse_flags(flags)
+    if options.version:
+        import tensorflow as tf
+
+        from tf_mlp import __version__
+
+        click.echo(f"tf-mlp serve (TensorFlow-Serving-compatible): {__version__}\nTensorFlow Library: {tf.__version__}")
+        return
     server.serve(options)
 
 
