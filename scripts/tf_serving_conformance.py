@@ -64,8 +64,10 @@ def results(xml_path: pathlib.Path) -> list[tuple[str, str, str]]:
             found = case.find(kind)
             if found is not None:
                 outcome = {"failure": "failed", "error": "error", "skipped": "skipped"}[kind]
-                detail = (found.get("message") or found.text or "").strip().splitlines()
-                detail = detail[-1] if detail else ""
+                lines = (found.text or found.get("message") or "").strip().splitlines()
+                # A gRPC error's own words are on its `details = "..."` line; otherwise the exception's last line.
+                grpc_details = [line.strip() for line in lines if line.strip().startswith("details = ")]
+                detail = grpc_details[-1] if grpc_details else (lines[-1] if lines else "")
                 break
         rows.append((case.get("name"), outcome, detail))
     return rows

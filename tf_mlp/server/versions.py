@@ -30,6 +30,8 @@ import re
 import threading
 import time
 
+import tensorflow as tf
+
 from tf_mlp.server.status import Code, ServingError
 
 log = logging.getLogger(__name__)
@@ -118,7 +120,15 @@ class ModelVersions:
             self._statuses[version] = VersionStatus(state, error)
 
     def poll(self) -> None:
-        """Look at the base path once and take every action the policy asks for."""
+        """Look at the base path once and take every action the policy asks for.
+
+        While a profile is being captured (--enable_profiler), each poll is a
+        trace event, so a trace of an idle server still shows it at work.
+        """
+        with tf.profiler.experimental.Trace(f"poll_file_system:{self.name}"):  # a no-op unless tracing
+            self._poll()
+
+    def _poll(self) -> None:
         on_disk = versions_on_disk(self.config.base_path)
         if not on_disk:
             self._report_no_versions()
