@@ -80,6 +80,7 @@ def test_export_publishes_version_1_with_labels_warmup_and_model_card(exported, 
     model_card = card.read(result.path)
     evaluation = layout.read_evaluation(run)
     assert model_card["version"] == 1 and model_card["data_set"] == "synthetic"
+    assert model_card["run_finished"] is True and "unfinished_reason" not in model_card
     assert model_card["test_accuracy"] == evaluation["test_accuracy"]
     assert model_card["parameters"] == 785 * 32 + 33 * 10
     assert model_card["train_seconds"] == evaluation["train_seconds"] > 0
@@ -87,7 +88,9 @@ def test_export_publishes_version_1_with_labels_warmup_and_model_card(exported, 
     assert model_card["tensorflow_version"] == tf.__version__
     assert model_card["git_commit"] is None or len(model_card["git_commit"]) == 40
     assert model_card["exported_at"].endswith("+00:00") and model_card["export_seconds"] > 0
-    assert model_card["verification"]["images"] == 64
+    assert model_card["verification"]["images"] == 64 and model_card["verification"]["source"] == "given images"
+    assert model_card["verification"]["loaders"] == ["session", "tf.saved_model.load"]
+    assert not (result.path / "fingerprint.pb").exists(), "a fingerprint of saved_model.pb before its edit"
     assert set(model_card["signatures"]) == {"serving_default", "predict_encoded", "predict_raw", "predict_images", "classify"}
 
 
@@ -245,7 +248,8 @@ def test_warmup_file_holds_prediction_logs_that_run_against_the_model(exported):
         request = getattr(log, kind).request
         assert request.model_spec.name == contract.MODEL_NAME
         kinds.setdefault(request.model_spec.signature_name, set()).add(kind)
-        outputs = warmup.run_request(loaded, log)
+        signature, inputs = warmup.request_inputs(log)
+        outputs = loaded.signatures[signature](**{key: tf.constant(value) for key, value in inputs.items()})
         if kind == "classify_log":
             batch = len(request.input.example_list.examples)
         else:
@@ -439,7 +443,7 @@ def test_cli_bad_input_is_one_line_error(cli, run, tmp_path, problem):
 def test_cli_export_help_documents_every_option(cli):
     outcome = cli("export", "--help")
     assert outcome.exit_code == 0
-    for option in ("--export-base", "--version", "--overwrite", "--keep"):
+    for option in ("--export-base", "--version", "--overwrite", "--keep", "--verify-on", "--allow-unfinished"):
         assert option in outcome.output
 
 

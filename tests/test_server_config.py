@@ -235,20 +235,17 @@ def test_grpc_channel_arguments_parse_as_tensorflow_serving():
         options_module.parse_flags(["--model_base_path=x", "--grpc_channel_arguments=grpc.max_connection_age_ms"])
 
 
-def test_thread_flags_build_the_session_config_as_server_cc(tmp_path):
+def test_thread_flags_reach_each_sessions_config_as_in_server_cc():
+    from tf_mlp.server.servable import LoadSettings
+
     def counts(*flags):
-        config = options_module.parse_flags(["--model_base_path=x", *flags]).session_config()
-        return config.intra_op_parallelism_threads, config.inter_op_parallelism_threads
+        settings = LoadSettings.from_options(options_module.parse_flags(["--model_base_path=x", *flags]))
+        return settings.intra_op_threads, settings.inter_op_threads
 
     assert counts() == (0, 0)
     assert counts("--tensorflow_session_parallelism=3") == (3, 3)
+    assert counts("--tensorflow_intra_op_parallelism=2", "--tensorflow_inter_op_parallelism=1") == (2, 1)
     assert counts("--tensorflow_session_parallelism=3", "--tensorflow_intra_op_parallelism=2") == (2, 0)
-    session_file = tmp_path / "session.config"
-    session_file.write_text("intra_op_parallelism_threads: 7 allow_soft_placement: true")
-    config = options_module.parse_flags(["--model_base_path=x", f"--tensorflow_session_config_file={session_file}",
-                                         "--per_process_gpu_memory_fraction=0.25"]).session_config()
-    assert config.allow_soft_placement and config.gpu_options.per_process_gpu_memory_fraction == 0.25
-    assert config.intra_op_parallelism_threads == 0  # the flags override the file's thread counts
     with pytest.raises(ConfigError, match="You cannot configure all."):
         options_module.parse_flags(["--model_base_path=x", "--tensorflow_session_parallelism=1",
                                     "--tensorflow_intra_op_parallelism=1", "--tensorflow_inter_op_parallelism=1"])

@@ -156,16 +156,6 @@ def test_tensorflow_model_server_flags_are_honoured_or_named(tmp_path):
     assert "--num_load_threads=2 has no effect" in warnings[1]
 
 
-def test_thread_flags_set_tensorflow_runtime_threads():
-    code = ("from tf_mlp.server import options, server; import tensorflow as tf; "
-            "server._set_thread_counts(options.parse_flags(['--model_base_path=x', "
-            "'--tensorflow_intra_op_parallelism=3', '--tensorflow_inter_op_parallelism=2'])); "
-            "print(tf.config.threading.get_intra_op_parallelism_threads(), "
-            "tf.config.threading.get_inter_op_parallelism_threads())")
-    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert output.split() == ["3", "2"]
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("api", ["grpc", "rest"])
 def test_a_port_in_use_is_a_one_line_error(tmp_path, api):

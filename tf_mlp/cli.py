@@ -211,20 +211,32 @@ def info(**options):
 @click.option("--version", type=int, help="Version number to publish (default: one more than the highest existing).")
 @click.option("--overwrite", is_flag=True, help="Replace the version if it exists (swapped in atomically; a server already serving it keeps the old one until restarted).")
 @click.option("--keep", type=int, help="Afterwards delete all but the newest N versions (never the one just exported).")
-def export(run_dir, export_base, version, overwrite, keep):
+@click.option("--verify-on", type=click.Path(dir_okay=False), help="Verify on the images of this file (.npy, .npz or IDX, uint8 [N, 28, 28]) instead of the run's test split (needed when the training data is gone).")
+@click.option("--allow-unfinished", is_flag=True, help="Export a run whose training has not finished; the model card then says so and reports no test accuracy.")
+def export(run_dir, export_base, version, overwrite, keep, verify_on, allow_unfinished):
     """Export RUN_DIR's model as a verified SavedModel version for TensorFlow Serving.
 
-    The version is written to a staging directory, reloaded and checked
-    signature by signature against the in-memory model on test images, then
-    renamed into place in one step. It ships assets/labels.txt, warmup
-    requests and a model card (assets.extra/). Prints the signatures like
-    `saved_model_cli show --all`.
+    The version is written to a staging directory, loaded as TensorFlow
+    Serving loads it (and with tf.saved_model.load), checked signature by
+    signature against the in-memory model on test images, then renamed into
+    place in one step. It ships assets/labels.txt, warmup requests and a
+    model card (assets.extra/). Prints the signatures like
+    `saved_model_cli show --all`. A run that has not finished training is
+    refused unless --allow-unfinished.
     """
     from tf_mlp.export import export_run
 
-    result = export_run(run_dir, export_base, version=version, overwrite=overwrite, keep=keep)
-    verified = result.model_card["verification"]["images"]
-    click.echo(f"exported version {result.version} to {result.path} in {result.seconds:.1f} s (verified on {verified} test images)")
+    result = export_run(
+        run_dir, export_base, version=version, overwrite=overwrite, keep=keep, verify_on=verify_on,
+        allow_unfinished=allow_unfinished,
+    )
+    verification = result.model_card["verification"]
+    click.echo(
+        f"exported version {result.version} to {result.path} in {result.seconds:.1f} s"
+        f" (verified on {verification['images']} images from {verification['source']})"
+    )
+    if not result.model_card["run_finished"]:
+        click.echo(f"warning: exported an unfinished run ({result.model_card['unfinished_reason']})")
     if result.pruned:
         click.echo(f"pruned versions {', '.join(str(number) for number in result.pruned)}")
     click.echo(result.signatures)

@@ -3,7 +3,10 @@
 Fields (JSON):
     model_name, version, exported_at (UTC, ISO 8601), export_seconds (saving + verification)
     data_set, class_names, config (the run's resolved Config), parameters,
-    test_accuracy, test_examples, train_seconds, steps (None when the run has no evaluation.json)
+    run_finished                            False for a run exported with --allow-unfinished
+    unfinished_reason                       why it had not finished (only when run_finished is False)
+    test_accuracy, test_examples, train_seconds, steps
+                                            from the run's final evaluation; None for an unfinished run
     run_dir, checkpoint                     what was exported
     tensorflow_version, keras_version
     git_commit, git_dirty                   the code's commit (None outside a git checkout)
@@ -44,12 +47,21 @@ def git_state(directory=_PACKAGE_DIR) -> tuple[str | None, bool | None]:
     return commit, dirty
 
 
-def training_facts(config, evaluation: dict | None, class_names, *, run_dir=None, checkpoint=None) -> dict:
-    """The part of the card known before exporting: data, config, size, accuracy, training time."""
+def training_facts(
+    config, evaluation: dict | None, class_names, *, run_dir=None, checkpoint=None, unfinished: str | None = None
+) -> dict:
+    """The part of the card known before exporting: data, config, size, accuracy, training time.
+
+    unfinished: why the run had not finished, or None. An unfinished run's
+    evaluation (if any) is of other weights than those exported, so none of
+    it goes into the card.
+    """
     from tf_mlp.model import parameter_count
 
-    evaluation = evaluation or {}
+    evaluation = {} if unfinished else (evaluation or {})
+    status = {"run_finished": True} if unfinished is None else {"run_finished": False, "unfinished_reason": unfinished}
     return {
+        **status,
         "data_set": evaluation.get("data_set", config.data.name),
         "class_names": list(class_names),
         "config": config.to_dict(),

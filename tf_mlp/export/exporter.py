@@ -6,23 +6,30 @@ Steps, in order; any failure deletes the staging directory and publishes nothing
 2. write the SavedModel with its four signatures and assets/labels.txt into a
    staging directory beside the versions (see tf_mlp.export.versions);
 3. write assets.extra/tf_serving_warmup_requests (tf_mlp.export.warmup);
-4. reload it afresh and compare every signature with the in-memory model on
-   real test images, and replay the warmup requests (tf_mlp.export.verify);
+4. load it afresh as TensorFlow Serving does (session loader) and with
+   tf.saved_model.load, compare every signature with the in-memory model on
+   real images, and replay the warmup requests (tf_mlp.export.verify);
 5. write assets.extra/model_card.json (tf_mlp.export.card);
 6. rename the staging directory to <export_base>/tf_mlp/<version> in one step;
 7. prune to the newest `keep` versions if asked.
+
+A run is exported only if it finished: its final test evaluation is what the
+model card reports. An unfinished run (interrupted, or resumed for more
+epochs and interrupted again) is refused unless allow_unfinished=True; its
+card then says so and reports no test accuracy.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import pathlib
+import re
 import time
 
 import numpy as np
 
 from tf_mlp import contract, run_dir as layout
-from tf_mlp.errors import ExportError
+from tf_mlp.errors import DataError, ExportError
 from tf_mlp.export import card as card_module
 from tf_mlp.export import describe, signatures, verify, versions, warmup
 
@@ -72,6 +79,7 @@ def export_model(
     *,
     model_card: dict,
     verification_images,
+    verification_source: str = "given images",
     version: int | None = None,
     overwrite: bool = False,
     keep: int | None = None,
@@ -83,7 +91,8 @@ def export_model(
     newest N versions afterwards (never the one just exported).
     model_card holds the training facts (tf_mlp.export.card.training_facts);
     the export adds its own. verification_images: uint8 [N, 28, 28] real
-    images the written SavedModel is checked on before it is published.
+    images the written SavedModel is checked on before it is published;
+    verification_source says in the card where they came from.
     """
     start = time.perf_counter()
     class_names = _check_class_names(class_names, model)
@@ -95,7 +104,7 @@ def export_model(
     try:
         signatures.save(model, class_names, staging)
         warmup.write_requests(staging, pixels[: max(warmup.BATCH_SIZES)])
-        checked = verify.verify_saved_model(staging, model, class_names, pixels)
+        checked = {"source": verification_source, **verify.verify_saved_model(staging, model, class_names, pixels)}
         card = card_module.complete(
             model_card,
             version=version,
@@ -129,6 +138,40 @@ def _test_images(config) -> np.ndarray:
     return load_splits(config.data).test.images[:VERIFICATION_IMAGES]
 
 
+def read_verification_images(path) -> np.ndarray:
+    """The first VERIFICATION_IMAGES images of a pixel file (.npy, .npz or IDX: what batch inference reads)."""
+    from tf_mlp.batch.inputs import open_inputs
+    from tf_mlp.client.base import PIXELS
+
+    if not pathlib.Path(path).is_file():
+        raise ExportError(f"--verify-on {path}: no such file (give an .npy, .npz or IDX file of uint8 [N, 28, 28] images)")
+    inputs = open_inputs(str(path))
+    if inputs.kind != PIXELS or not len(inputs):
+        raise ExportError(f"--verify-on {path}: holds no images")
+    return inputs.images[:VERIFICATION_IMAGES]
+
+
+_CHECKPOINT_NAME = re.compile(r"ckpt-([0-9]+)")
+
+
+def unfinished_reason(run_dir, evaluation: dict | None) -> str | None:
+    """Why the run has not finished training and evaluation, or None if it has."""
+    if evaluation is None:
+        return f"training has not finished: the run has no final test evaluation ({layout.EVALUATION_FILE})"
+    steps, planned = evaluation.get("steps"), evaluation.get("planned_steps")
+    if steps is not None and planned is not None and steps < planned and not evaluation.get("stopped_early"):
+        return f"training stopped at step {steps} of {planned}"
+    # train.py numbers its checkpoints by training step: a newer one means the
+    # run was resumed after its evaluation and has not finished again.
+    match = _CHECKPOINT_NAME.fullmatch(pathlib.Path(layout.latest_checkpoint(run_dir)).name)
+    if match and steps is not None and int(match.group(1)) > steps:
+        return (
+            f"training went on after the final test evaluation (step {steps}) to step {match.group(1)}"
+            " and has not finished"
+        )
+    return None
+
+
 def export_run(
     run_dir,
     export_base,
@@ -137,30 +180,51 @@ def export_run(
     overwrite: bool = False,
     keep: int | None = None,
     verification_images=None,
+    verify_on=None,
+    allow_unfinished: bool = False,
 ) -> ExportResult:
     """Export the model a training run produced, with its labels, evaluation and config in the card.
 
-    verification_images defaults to the first VERIFICATION_IMAGES test images
-    of the run's data set (loaded with tf_mlp.data.load_splits).
+    The images to verify on: verification_images (uint8 [N, 28, 28]) if
+    given, else those of the file verify_on (read_verification_images),
+    else the first VERIFICATION_IMAGES test images of the run's data set.
+    An unfinished run (unfinished_reason) is refused unless allow_unfinished.
     """
     versions.check_keep(keep)
     if version is not None:
         versions.check_can_publish(export_base, versions.check_version(version), overwrite)
     config = layout.load_config(run_dir)
     checkpoint = layout.model_checkpoint(run_dir, config)
+    evaluation = layout.read_evaluation(run_dir)
+    unfinished = unfinished_reason(run_dir, evaluation)
+    if unfinished and not allow_unfinished:
+        raise ExportError(f"{run_dir}: {unfinished}; finish it with tf-mlp train, or pass --allow-unfinished")
     config, model = layout.restore_model(run_dir, checkpoint)
     class_names = layout.read_class_names(run_dir)
-    evaluation = layout.read_evaluation(run_dir)
     run_path = pathlib.Path(run_dir).resolve()
-    facts = card_module.training_facts(config, evaluation, class_names, run_dir=run_path, checkpoint=checkpoint)
-    if verification_images is None:
-        verification_images = _test_images(config)
+    facts = card_module.training_facts(
+        config, evaluation, class_names, run_dir=run_path, checkpoint=checkpoint, unfinished=unfinished
+    )
+    if verification_images is not None:
+        source = "given images"
+    elif verify_on is not None:
+        verification_images, source = read_verification_images(verify_on), str(pathlib.Path(verify_on).resolve())
+    else:
+        try:
+            verification_images = _test_images(config)
+        except DataError as error:
+            raise ExportError(
+                f"cannot verify the export: the run's test data is not available ({error});"
+                " pass --verify-on FILE with uint8 [N, 28, 28] images (.npy, .npz or IDX)"
+            ) from None
+        source = f"{config.data.name} test split"
     return export_model(
         model,
         class_names,
         export_base,
         model_card=facts,
         verification_images=verification_images,
+        verification_source=source,
         version=version,
         overwrite=overwrite,
         keep=keep,

@@ -1,4 +1,4 @@
-"""The serving module: one tf.Module holding the model, its labels and the four signatures.
+"""The exported signatures, written with Keras's ExportArchive so TensorFlow Serving can load them.
 
     serving_default   images uint8 [None, 28, 28]
                       -> probabilities float32 [None, K], class_ids int64 [None], class_names string [None]
@@ -12,21 +12,38 @@
     classify          inputs string [None] (serialized tf.Example, bytes feature "image" = PNG/JPEG bytes)
                       -> classes string [None, K] (class names), scores float32 [None, K]
                       method tensorflow/serving/classify, so REST :classify and gRPC Classify work
+                      even where a server checks method names
 
 The model outputs logits; the softmax is applied here, in the signatures
 only. Class names come from `assets/labels.txt` (line number = class id)
 through a lookup table, so they always match the shipped labels file. See
 tf_mlp.export.images for how encoded images and float pixels become uint8
 pixels.
+
+Why ExportArchive: TensorFlow Serving loads a SavedModel with the session
+based loader (MetaGraph tagged "serve", variables restored by the
+SavedModel's own saver, signatures run by tensor name in a Session). A plain
+tf.Module holding a Keras 3 model, saved with tf.saved_model.save, loads in
+tf.saved_model.load but not there ("Could not find variable ..."): the
+Keras variables are not restored by that saver. ExportArchive tracks the
+model's variables itself, which the saver does restore.
+
+Method names: tf.saved_model.save (and so ExportArchive) marks every
+signature tensorflow/serving/predict. tensorflow_model_server accepts that
+for Classify by default (--enable_signature_method_name_check is off), but
+with the check on it refuses it, so the classify SignatureDef is given its
+method name in saved_model.pb after saving. fingerprint.pb, a checksum of
+saved_model.pb as saved, would then be wrong and is removed; every loader
+treats it as optional.
 """
 
 from __future__ import annotations
 
 import pathlib
 
+import keras
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
-from tensorflow.python.saved_model import fingerprinting_utils
 
 from tf_mlp import contract
 from tf_mlp.export import images
@@ -45,24 +62,35 @@ _RAW = tf.TensorSpec([None], tf.string, name=contract.RAW_INPUT)
 _UNIT_FLOATS = tf.TensorSpec([None, contract.NUM_PIXELS], tf.float32, name=contract.IMAGES_INPUT)
 _EXAMPLES = tf.TensorSpec([None], tf.string, name=contract.CLASSIFY_INPUT)
 
+METHOD_NAMES = {contract.CLASSIFY_SIGNATURE: contract.CLASSIFY_METHOD_NAME}
+"""Signatures whose method is not tensorflow/serving/predict."""
 
-class ServingModule(tf.Module):
-    """The exported object: `model` (logits), `labels` (asset) and the signature functions."""
+FINGERPRINT_FILE = "fingerprint.pb"
 
-    def __init__(self, model, labels_path: str):
-        super().__init__(name="tf_mlp_serving")
+
+def class_table(labels_path: str) -> tf.lookup.StaticHashTable:
+    """class id -> class name, read from the labels file (line number = class id).
+
+    The initializer wraps the path in a tf.saved_model.Asset: the file is
+    copied into the SavedModel's assets/ under its base name, and loaders
+    (the session loader too) feed its path wherever the version lives.
+    """
+    initializer = tf.lookup.TextFileInitializer(
+        labels_path,
+        key_dtype=tf.int64,
+        key_index=tf.lookup.TextFileIndex.LINE_NUMBER,
+        value_dtype=tf.string,
+        value_index=tf.lookup.TextFileIndex.WHOLE_LINE,
+    )
+    return tf.lookup.StaticHashTable(initializer, default_value="")
+
+
+class ServingFunctions:
+    """The signature functions over one Keras model (uint8 pixels -> logits) and its class table."""
+
+    def __init__(self, model, table: tf.lookup.StaticHashTable):
         self.model = model
-        # The Asset is copied into the SavedModel's assets/ under its base name
-        # and its path is rewritten on load, wherever the version lives.
-        self.labels = tf.saved_model.Asset(labels_path)
-        initializer = tf.lookup.TextFileInitializer(
-            self.labels,
-            key_dtype=tf.int64,
-            key_index=tf.lookup.TextFileIndex.LINE_NUMBER,
-            value_dtype=tf.string,
-            value_index=tf.lookup.TextFileIndex.WHOLE_LINE,
-        )
-        self.class_table = tf.lookup.StaticHashTable(initializer, default_value="")
+        self.table = table
         self.num_classes = int(model.output_shape[-1])
 
     def _predict(self, pixels: tf.Tensor) -> dict:
@@ -71,27 +99,22 @@ class ServingModule(tf.Module):
         return {
             contract.PROBABILITIES_OUTPUT: probabilities,
             contract.CLASS_IDS_OUTPUT: class_ids,
-            contract.CLASS_NAMES_OUTPUT: self.class_table.lookup(class_ids),
+            contract.CLASS_NAMES_OUTPUT: self.table.lookup(class_ids),
         }
 
-    @tf.function(input_signature=[_PIXELS])
     def serve_pixels(self, images_uint8):
         return self._predict(images_uint8)
 
-    @tf.function(input_signature=[_ENCODED])
     def serve_encoded(self, image_bytes):
         return self._predict(images.decode_images(image_bytes, contract.ENCODED_INPUT))
 
-    @tf.function(input_signature=[_RAW])
     def serve_raw(self, pixels_bytes):
         return self._predict(images.pixels_from_raw_bytes(pixels_bytes, contract.RAW_INPUT))
 
-    @tf.function(input_signature=[_UNIT_FLOATS])
     def serve_unit_floats(self, images_float):
         probabilities = self._predict(images.pixels_from_unit_floats(images_float))[contract.PROBABILITIES_OUTPUT]
         return {contract.MNIST_EXAMPLE_OUTPUT: probabilities}
 
-    @tf.function(input_signature=[_EXAMPLES])
     def serve_examples(self, serialized_examples):
         features = tf.io.parse_example(
             serialized_examples,
@@ -101,22 +124,32 @@ class ServingModule(tf.Module):
         probabilities = self._predict(pixels)[contract.PROBABILITIES_OUTPUT]
         # Classify answers every class with its score; the label row is the
         # same for every example.
-        names = self.class_table.lookup(tf.range(self.num_classes, dtype=tf.int64))
+        names = self.table.lookup(tf.range(self.num_classes, dtype=tf.int64))
         classes = tf.tile(names[tf.newaxis, :], [tf.shape(probabilities)[0], 1])
         return {contract.CLASSIFY_CLASSES_OUTPUT: classes, contract.CLASSIFY_SCORES_OUTPUT: probabilities}
 
-    def signatures(self) -> dict:
+    def endpoints(self) -> dict:
+        """{signature name: (function, input spec)}; the spec's name is the signature's input key."""
         return {
-            contract.SERVING_SIGNATURE: self.serve_pixels,
-            contract.ENCODED_SIGNATURE: self.serve_encoded,
-            contract.RAW_SIGNATURE: self.serve_raw,
-            contract.MNIST_EXAMPLE_SIGNATURE: self.serve_unit_floats,
-            contract.CLASSIFY_SIGNATURE: self.serve_examples,
+            contract.SERVING_SIGNATURE: (self.serve_pixels, _PIXELS),
+            contract.ENCODED_SIGNATURE: (self.serve_encoded, _ENCODED),
+            contract.RAW_SIGNATURE: (self.serve_raw, _RAW),
+            contract.MNIST_EXAMPLE_SIGNATURE: (self.serve_unit_floats, _UNIT_FLOATS),
+            contract.CLASSIFY_SIGNATURE: (self.serve_examples, _EXAMPLES),
         }
 
 
-METHOD_NAMES = {contract.CLASSIFY_SIGNATURE: contract.CLASSIFY_METHOD_NAME}
-"""Signatures whose method is not tensorflow/serving/predict."""
+def build_archive(model, labels_path: str) -> keras.export.ExportArchive:
+    """An ExportArchive with the model, its class table and one endpoint per signature."""
+    table = class_table(labels_path)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    # Lookup tables are not found from the endpoints; tracking the table also
+    # tracks its initializer and so the labels asset.
+    archive.track(table)
+    for name, (function, spec) in ServingFunctions(model, table).endpoints().items():
+        archive.add_endpoint(name, function, input_signature=[spec])
+    return archive
 
 
 def save(model, class_names, directory) -> None:
@@ -128,23 +161,14 @@ def save(model, class_names, directory) -> None:
     labels_source = directory / "labels-source" / contract.LABELS_ASSET
     labels_source.parent.mkdir(parents=True)
     labels_source.write_text("".join(f"{name}\n" for name in class_names))
-    module = ServingModule(model, str(labels_source))
-    tf.saved_model.save(module, str(directory), signatures=module.signatures())
+    build_archive(model, str(labels_source)).write_out(str(directory), verbose=False)
     labels_source.unlink()
     labels_source.parent.rmdir()
     set_method_names(directory, METHOD_NAMES)
 
 
 def set_method_names(directory, method_names: dict) -> None:
-    """Give signatures a method name other than predict.
-
-    tf.saved_model.save marks every signature tensorflow/serving/predict and
-    has no option to change it (tensorflow/tensorflow#38081), but TensorFlow
-    Serving's Classify API refuses a signature unless its method name is
-    tensorflow/serving/classify. So the SignatureDefs in saved_model.pb are
-    edited after saving, and the fingerprint, which checksums that file, is
-    written again.
-    """
+    """Give signatures a method name other than predict, in saved_model.pb (see the module docstring)."""
     path = pathlib.Path(directory) / "saved_model.pb"
     saved_model = saved_model_pb2.SavedModel()
     saved_model.ParseFromString(path.read_bytes())
@@ -154,4 +178,5 @@ def set_method_names(directory, method_names: dict) -> None:
             if name in meta_graph.signature_def:
                 meta_graph.signature_def[name].method_name = method
     path.write_bytes(saved_model.SerializeToString())
-    fingerprinting_utils.write_fingerprint(str(directory))
+    # Its checksums describe the file as saved, no longer this one.
+    (pathlib.Path(directory) / FINGERPRINT_FILE).unlink(missing_ok=True)

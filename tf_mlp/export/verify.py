@@ -1,12 +1,21 @@
 """Check a written SavedModel against the in-memory model before it is published.
 
-The SavedModel is loaded afresh with `tf.saved_model.load` (nothing shared
-with the objects that saved it) and every signature is called on the same
-real images as the in-memory Keras model: probabilities must agree within
-1e-6, class ids exactly, class names must be the labels of those ids. The
-labels asset, the classify method name and every warmup request are checked
-too, because TensorFlow Serving refuses to load a version whose warmup fails.
-Any disagreement raises ExportError and the version is not published.
+The SavedModel is loaded afresh twice, sharing nothing with the objects that
+saved it:
+
+- as TensorFlow Serving loads it: `tf.compat.v1.saved_model.loader.load`
+  into a new tf.Graph and tf.compat.v1.Session (MetaGraph tagged "serve",
+  variables restored by the SavedModel's own saver, the init op run with the
+  asset paths), every signature then run by its SignatureDef's tensor names;
+- as the local client and the Beam handler load it: `tf.saved_model.load`,
+  every signature called as a concrete function.
+
+Through each, every signature runs on the same real images as the in-memory
+Keras model: probabilities must agree within 1e-6, class ids exactly, class
+names must be the labels of those ids. The labels asset, the classify method
+name and every warmup request (replayed through the session, as the server
+does before serving a version) are checked too. Any disagreement or failure
+raises ExportError and the version is not published.
 """
 
 from __future__ import annotations
@@ -23,6 +32,10 @@ from tf_mlp.export import describe, signatures, warmup
 TOLERANCE = 1e-6
 """Largest allowed |probability difference| between the SavedModel and the in-memory model."""
 
+SESSION_LOADER = "session"
+"""tf.compat.v1.saved_model.loader.load in a Session, as TensorFlow Serving loads a SavedModel."""
+OBJECT_LOADER = "tf.saved_model.load"
+
 
 def expected_probabilities(model, pixels: np.ndarray) -> np.ndarray:
     """What every signature must reproduce: softmax of the in-memory model's logits."""
@@ -31,6 +44,67 @@ def expected_probabilities(model, pixels: np.ndarray) -> np.ndarray:
 
 def _fail(what: str, detail: str):
     raise ExportError(f"verification failed, version not published: {what}: {detail}")
+
+
+_PREAMBLES = ("Graph execution error:", "Detected at node")
+"""Lines a Session's errors start with that say nothing about the failure."""
+
+
+def _first_line(error: Exception) -> str:
+    message = error.message if isinstance(error, tf.errors.OpError) else str(error)
+    lines = [line.strip() for line in message.splitlines() if line.strip() and not line.strip().startswith(_PREAMBLES)]
+    return lines[0] if lines else type(error).__name__
+
+
+class SessionModel:
+    """A SavedModel loaded the way TensorFlow Serving's C++ LoadSavedModel does, in its own graph."""
+
+    def __init__(self, saved_model_dir):
+        self.graph = tf.Graph()
+        self.session = tf.compat.v1.Session(graph=self.graph)
+        try:
+            with self.graph.as_default():
+                meta_graph = tf.compat.v1.saved_model.loader.load(
+                    self.session, [tf.saved_model.SERVING], str(saved_model_dir)
+                )
+        except BaseException:
+            self.close()
+            raise
+        self.signature_defs = dict(meta_graph.signature_def)
+
+    @property
+    def signature_names(self):
+        return set(self.signature_defs)
+
+    def run(self, signature: str, inputs: dict) -> dict:
+        """{output key: ndarray}: feed and fetch by the SignatureDef's tensor names."""
+        definition = self.signature_defs[signature]
+        if set(inputs) != set(definition.inputs):
+            raise ValueError(f"inputs {sorted(inputs)}, the signature takes {sorted(definition.inputs)}")
+        feed = {definition.inputs[key].name: value for key, value in inputs.items()}
+        fetches = {key: info.name for key, info in definition.outputs.items()}
+        return self.session.run(fetches, feed_dict=feed)
+
+    def close(self) -> None:
+        self.session.close()
+
+
+class ObjectModel:
+    """A SavedModel loaded with tf.saved_model.load, its signatures called as concrete functions."""
+
+    def __init__(self, saved_model_dir):
+        self.loaded = tf.saved_model.load(str(saved_model_dir))
+
+    @property
+    def signature_names(self):
+        return set(self.loaded.signatures)
+
+    def run(self, signature: str, inputs: dict) -> dict:
+        arguments = {key: tf.constant(value) for key, value in inputs.items()}
+        return {key: value.numpy() for key, value in self.loaded.signatures[signature](**arguments).items()}
+
+    def close(self) -> None:
+        pass
 
 
 def _compare(what: str, probabilities, expected: np.ndarray) -> float:
@@ -48,23 +122,71 @@ def _compare(what: str, probabilities, expected: np.ndarray) -> float:
 def _check_predictions(what: str, outputs: dict, expected: np.ndarray, class_names) -> float:
     difference = _compare(what, outputs[contract.PROBABILITIES_OUTPUT], expected)
     expected_ids = np.argmax(expected, axis=-1)
-    if not np.array_equal(outputs[contract.CLASS_IDS_OUTPUT].numpy(), expected_ids):
+    if not np.array_equal(outputs[contract.CLASS_IDS_OUTPUT], expected_ids):
         _fail(what, "class_ids differ from the in-memory model")
-    names = [name.decode() for name in outputs[contract.CLASS_NAMES_OUTPUT].numpy()]
+    names = [bytes(name).decode() for name in outputs[contract.CLASS_NAMES_OUTPUT]]
     if names != [class_names[index] for index in expected_ids]:
         _fail(what, "class_names are not the labels of class_ids")
     return difference
 
 
-def _call(loaded, signature: str, **inputs) -> dict:
+def _run(loaded, loader: str, signature: str, inputs: dict) -> dict:
+    what = f"signature {signature!r} ({loader})"
     try:
-        return loaded.signatures[signature](**inputs)
-    except (tf.errors.OpError, TypeError, ValueError) as error:
-        _fail(f"signature {signature!r}", str(error).strip().splitlines()[0])
+        outputs = loaded.run(signature, inputs)
+    except (tf.errors.OpError, TypeError, ValueError, KeyError) as error:
+        _fail(what, _first_line(error))
+    return outputs
+
+
+def check_signatures(loaded, loader: str, pixels: np.ndarray, expected: np.ndarray, class_names) -> dict:
+    """Run every signature of a loaded SavedModel on pixels; {signature: max probability difference}."""
+    missing = [name for name in signatures.SIGNATURE_NAMES if name not in loaded.signature_names]
+    if missing:
+        _fail(f"signatures ({loader})", f"missing {', '.join(missing)}")
+    pngs = np.array(warmup.encode_png(pixels), dtype=object)
+    differences = {}
+
+    def check(signature, inputs, outputs_check):
+        what = f"signature {signature!r} ({loader})"
+        differences[signature] = outputs_check(what, _run(loaded, loader, signature, inputs))
+
+    def predictions(what, outputs):
+        return _check_predictions(what, outputs, expected, class_names)
+
+    check(contract.SERVING_SIGNATURE, {contract.IMAGES_INPUT: pixels}, predictions)
+    check(contract.ENCODED_SIGNATURE, {contract.ENCODED_INPUT: pngs}, predictions)
+    raw = np.array([image.tobytes() for image in pixels], dtype=object)
+    check(contract.RAW_SIGNATURE, {contract.RAW_INPUT: raw}, predictions)
+
+    unit_floats = pixels.reshape(len(pixels), contract.NUM_PIXELS).astype(np.float32) / 255.0
+    check(
+        contract.MNIST_EXAMPLE_SIGNATURE,
+        {contract.IMAGES_INPUT: unit_floats},
+        lambda what, outputs: _compare(what, outputs[contract.MNIST_EXAMPLE_OUTPUT], expected),
+    )
+
+    def classified(what, outputs):
+        difference = _compare(what, outputs[contract.CLASSIFY_SCORES_OUTPUT], expected)
+        classes = np.asarray(outputs[contract.CLASSIFY_CLASSES_OUTPUT]).astype(str)
+        if classes.shape != (len(pixels), len(class_names)) or not all(list(row) == class_names for row in classes):
+            _fail(what, "classes are not the class names in class-id order")
+        return difference
+
+    examples = np.array([warmup.make_example(png).SerializeToString() for png in pngs], dtype=object)
+    check(contract.CLASSIFY_SIGNATURE, {contract.CLASSIFY_INPUT: examples}, classified)
+    return differences
+
+
+def _load(loader_class, loader: str, saved_model_dir):
+    try:
+        return loader_class(saved_model_dir)
+    except (tf.errors.OpError, OSError, RuntimeError, ValueError) as error:
+        _fail(f"loading ({loader})", _first_line(error))
 
 
 def verify_saved_model(saved_model_dir, model, class_names, pixels: np.ndarray) -> dict:
-    """Raise ExportError unless the SavedModel behaves like the model; return what was checked."""
+    """Raise ExportError unless the SavedModel behaves like the model under both loaders; return what was checked."""
     saved_model_dir = pathlib.Path(saved_model_dir)
     pixels = np.asarray(pixels, dtype=np.uint8)
     class_names = list(class_names)
@@ -72,56 +194,30 @@ def verify_saved_model(saved_model_dir, model, class_names, pixels: np.ndarray) 
     if labels != class_names:
         _fail(f"assets/{contract.LABELS_ASSET}", f"holds {labels}, expected {class_names}")
     summary = describe.signature_summary(saved_model_dir)
-    classify_method = summary.get(contract.CLASSIFY_SIGNATURE, {}).get("method")
-    if classify_method != contract.CLASSIFY_METHOD_NAME:
-        _fail(f"signature {contract.CLASSIFY_SIGNATURE!r}", f"method name {classify_method!r}")
+    for name, method in signatures.METHOD_NAMES.items():
+        found = summary.get(name, {}).get("method")
+        if found != method:
+            _fail(f"signature {name!r}", f"method name {found!r}, expected {method!r}")
 
-    loaded = tf.saved_model.load(str(saved_model_dir))
-    missing = [name for name in signatures.SIGNATURE_NAMES if name not in loaded.signatures]
-    if missing:
-        _fail("signatures", f"missing {', '.join(missing)}")
     expected = expected_probabilities(model, pixels)
-    pngs = tf.constant(warmup.encode_png(pixels), dtype=tf.string)
     differences = {}
-
-    outputs = _call(loaded, contract.SERVING_SIGNATURE, **{contract.IMAGES_INPUT: tf.constant(pixels)})
-    differences[contract.SERVING_SIGNATURE] = _check_predictions(
-        contract.SERVING_SIGNATURE, outputs, expected, class_names
-    )
-
-    outputs = _call(loaded, contract.ENCODED_SIGNATURE, **{contract.ENCODED_INPUT: pngs})
-    differences[contract.ENCODED_SIGNATURE] = _check_predictions(
-        contract.ENCODED_SIGNATURE, outputs, expected, class_names
-    )
-
-    raw = tf.constant([image.tobytes() for image in pixels], dtype=tf.string)
-    outputs = _call(loaded, contract.RAW_SIGNATURE, **{contract.RAW_INPUT: raw})
-    differences[contract.RAW_SIGNATURE] = _check_predictions(contract.RAW_SIGNATURE, outputs, expected, class_names)
-
-    unit_floats = pixels.reshape(len(pixels), contract.NUM_PIXELS).astype(np.float32) / 255.0
-    outputs = _call(loaded, contract.MNIST_EXAMPLE_SIGNATURE, **{contract.IMAGES_INPUT: tf.constant(unit_floats)})
-    differences[contract.MNIST_EXAMPLE_SIGNATURE] = _compare(
-        contract.MNIST_EXAMPLE_SIGNATURE, outputs[contract.MNIST_EXAMPLE_OUTPUT], expected
-    )
-
-    examples = [warmup.make_example(png).SerializeToString() for png in pngs.numpy()]
-    serialized = tf.constant(examples, dtype=tf.string)
-    outputs = _call(loaded, contract.CLASSIFY_SIGNATURE, **{contract.CLASSIFY_INPUT: serialized})
-    differences[contract.CLASSIFY_SIGNATURE] = _compare(
-        contract.CLASSIFY_SIGNATURE, outputs[contract.CLASSIFY_SCORES_OUTPUT], expected
-    )
-    classes = outputs[contract.CLASSIFY_CLASSES_OUTPUT].numpy().astype(str)
-    if classes.shape != (len(pixels), len(class_names)) or not all(list(row) == class_names for row in classes):
-        _fail(contract.CLASSIFY_SIGNATURE, "classes are not the class names in class-id order")
-
-    try:
-        warmup_records = warmup.replay(loaded, saved_model_dir / "assets.extra" / contract.WARMUP_FILE)
-    except tf.errors.OpError as error:
-        _fail("warmup request", str(error).strip().splitlines()[0])
+    warmup_records = 0
+    for loader_class, loader in ((SessionModel, SESSION_LOADER), (ObjectModel, OBJECT_LOADER)):
+        loaded = _load(loader_class, loader, saved_model_dir)
+        try:
+            differences[loader] = check_signatures(loaded, loader, pixels, expected, class_names)
+            if loader == SESSION_LOADER:
+                # TensorFlow Serving replays the warmup file in the session it serves from.
+                try:
+                    warmup_records = warmup.replay(loaded.run, saved_model_dir / "assets.extra" / contract.WARMUP_FILE)
+                except (tf.errors.OpError, KeyError, ValueError) as error:
+                    _fail(f"warmup request ({loader})", _first_line(error))
+        finally:
+            loaded.close()
     return {
         "images": int(len(pixels)),
         "tolerance": TOLERANCE,
+        "loaders": [SESSION_LOADER, OBJECT_LOADER],
         "max_probability_difference": differences,
         "warmup_requests": warmup_records,
     }
-

@@ -94,27 +94,26 @@ def read_requests(path) -> list[prediction_log_pb2.PredictionLog]:
     return logs
 
 
-def run_request(loaded, log: prediction_log_pb2.PredictionLog) -> dict:
-    """Run one warmup request against a tf.saved_model.load()ed model, as the server would."""
+def request_inputs(log: prediction_log_pb2.PredictionLog) -> tuple[str, dict]:
+    """(signature name, {input key: ndarray}) of one warmup request, as the server would feed it."""
     kind = log.WhichOneof("log_type")
     if kind == "predict_log":
         request = log.predict_log.request
-        inputs = {name: tf.constant(tf.make_ndarray(tensor)) for name, tensor in request.inputs.items()}
+        inputs = {name: tf.make_ndarray(tensor) for name, tensor in request.inputs.items()}
     elif kind == "classify_log":
         request = log.classify_log.request
         serialized = [example.SerializeToString() for example in request.input.example_list.examples]
-        inputs = {contract.CLASSIFY_INPUT: tf.constant(serialized, dtype=tf.string)}
+        inputs = {contract.CLASSIFY_INPUT: np.array(serialized, dtype=object)}
     else:
         raise ExportError(f"warmup record of unsupported type {kind!r}")
-    signature = request.model_spec.signature_name or contract.SERVING_SIGNATURE
-    return loaded.signatures[signature](**inputs)
+    return request.model_spec.signature_name or contract.SERVING_SIGNATURE, inputs
 
 
-def replay(loaded, path) -> int:
-    """Run every request of the warmup file; return how many ran. Errors propagate."""
+def replay(run, path) -> int:
+    """Run every request of the warmup file with run(signature, inputs); return how many ran. Errors propagate."""
     logs = read_requests(path)
     if not 0 < len(logs) <= 1000:
         raise ExportError(f"{path}: {len(logs)} warmup records; TensorFlow Serving needs 1 to 1000")
     for log in logs:
-        run_request(loaded, log)
+        run(*request_inputs(log))
     return len(logs)

@@ -130,7 +130,7 @@ class ServerOptions:
             raise ConfigError("--per_process_gpu_memory_fraction must be between 0.0 and 1.0")
 
     def thread_counts(self) -> tuple[int, int]:
-        """(intra_op, inter_op) threads as server.cc puts them in the session config; 0 means TensorFlow's choice.
+        """(intra_op, inter_op) threads as server.cc puts them in each session's config; 0: TensorFlow's choice.
 
         The two specific flags win over --tensorflow_session_parallelism,
         which sets both.
@@ -138,27 +138,6 @@ class ServerOptions:
         if self.tensorflow_intra_op_parallelism > 0 or self.tensorflow_inter_op_parallelism > 0:
             return self.tensorflow_intra_op_parallelism, self.tensorflow_inter_op_parallelism
         return self.tensorflow_session_parallelism, self.tensorflow_session_parallelism
-
-    def session_config(self):
-        """The tf.compat.v1.ConfigProto a model's session runs with, built as server.cc builds it.
-
-        --tensorflow_session_config_file first (a text ConfigProto), then the
-        GPU memory fraction and the thread counts from the flags on top.
-        """
-        from tensorflow.core.protobuf import config_pb2  # protobuf classes only: no TensorFlow runtime start
-
-        from tf_mlp.server import config_files
-
-        config = config_pb2.ConfigProto()
-        if self.tensorflow_session_config_file:
-            config_files.parse_text_proto(self.tensorflow_session_config_file, config)
-        config.gpu_options.per_process_gpu_memory_fraction = self.per_process_gpu_memory_fraction
-        config.intra_op_parallelism_threads, config.inter_op_parallelism_threads = self.thread_counts()
-        return config
-
-    def saved_model_tag_set(self) -> list[str]:
-        """--saved_model_tags split on commas, as server.cc does."""
-        return self.saved_model_tags.split(",")
 
     def ignored_flag_warnings(self) -> list[str]:
         """One line per flag given a non-default value that has no effect here."""
@@ -201,6 +180,8 @@ NO_EFFECT = {
     "xla_gpu_compilation_enabled": "functions are compiled as the SavedModel asks (jit_compile)",
     "skip_initialize_tpu": "there is no TPU support",
     "saved_model_tags": "SavedModels are loaded with the 'serve' tag",
+    "tensorflow_session_config_file": "sessions get the thread counts of the flags and TensorFlow's other defaults",
+    "per_process_gpu_memory_fraction": "sessions get TensorFlow's default GPU memory options",
 }
 
 
@@ -256,7 +237,7 @@ FLAG_HELP = {
     "op. 0: auto-configured.",
     "tensorflow_inter_op_parallelism": "Number of ops that can be executed simultaneously. 0: auto-configured.",
     "tensorflow_session_config_file": "If non-empty, read an ascii TensorFlow ConfigProto from the supplied file "
-    "name; the thread flags above override its thread counts.",
+    "name.",
     "per_process_gpu_memory_fraction": "Fraction of each GPU's memory the process may take (0.0: TensorFlow "
     "chooses).",
     "platform_config_file": "Read an ascii PlatformConfigMap protobuf instead of the TensorFlow platform's.",

@@ -46,8 +46,6 @@ from tf_mlp.server.metrics import Metrics
 from tf_mlp.server.options import ANY_FREE_PORT, DISABLED_PORT, ServerOptions
 from tf_mlp.server.profiler import ProfilerService
 from tf_mlp.server.rest import RestApi
-from tf_mlp.server.status import Code, ServingError
-from tf_mlp.server.versions import State
 
 log = logging.getLogger(__name__)
 
@@ -121,16 +119,11 @@ class Server:
             monitoring = None
             if self.options.monitoring_config_file:
                 monitoring = config_files.read_monitoring_config(self.options.monitoring_config_file)
-            _set_thread_counts(self.options)
             self.core = ServerCore(self.options)
             self.core.start()
         except ConfigError as error:
             message = str(error)
             raise ConfigError(message if message.startswith(_FAILED_TO_START) else _FAILED_TO_START + message) from None
-        unavailable = _models_failed_at_startup(self.core)
-        if unavailable:
-            self._shutdown_core()
-            raise ServerError(_FAILED_TO_START + unavailable)
         # One pool runs the models for both APIs: as large as the larger of their thread flags.
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max(self.options.rest_api_num_threads, self.options.grpc_max_threads,
@@ -279,41 +272,6 @@ def _bind_error(host: str, port: int) -> str:
             return ""
     except OSError as error:
         return f": {os.strerror(error.errno)}"
-
-
-def _set_thread_counts(options: ServerOptions) -> None:
-    """Apply --tensorflow_*_parallelism to this process's TensorFlow runtime before any model loads."""
-    intra, inter = options.thread_counts()
-    if not intra and not inter:
-        return
-    import tensorflow as tf
-
-    try:
-        if intra:
-            tf.config.threading.set_intra_op_parallelism_threads(intra)
-        if inter:
-            tf.config.threading.set_inter_op_parallelism_threads(inter)
-    except RuntimeError:
-        # The runtime was already started in this process (another Server, a test): its pools stay.
-        log.warning("TensorFlow is already initialized in this process; --tensorflow_*_parallelism not applied")
-
-
-def _models_failed_at_startup(core) -> str:
-    """ServerCore::WaitUntilModelsAvailable's error, for models whose latest version failed to load at start-up."""
-    failures = []
-    for name in core.model_names():
-        try:
-            statuses = core.model_status(name).model_version_status  # highest version first
-        except ServingError:
-            continue  # no version on disk yet: it answers 404 until one appears
-        if statuses and not any(status.state == State.AVAILABLE.value for status in statuses):
-            latest = statuses[0]
-            if latest.status.error_code != Code.OK:
-                failures.append(f"{{{{name: {name} version: {latest.version}}} due to error: "
-                                f"{Code(latest.status.error_code).name}: {latest.status.error_message}}}, ")
-    if not failures:
-        return ""
-    return f"UNKNOWN: {len(failures)} model(s) did not become available: {{{''.join(failures)}}}"
 
 
 def serve(options: ServerOptions) -> None:
