@@ -250,3 +250,21 @@ def test_the_readme_models_config_example_serves_as_written(tmp_path):
         assert metrics.status_code == 200
     finally:
         server.stop()
+
+
+def test_profiler_service_is_off_with_enable_profiler_false(tmp_path):
+    base = serving_helpers.model_base(tmp_path)
+    for enabled in (True, False):
+        server = serving_helpers.start_server(model_base_path=str(base), enable_profiler=enabled)
+        try:
+            with grpc.insecure_channel(server.grpc_target) as channel:
+                # An empty TerminateRequest: answered when the service is there, UNIMPLEMENTED when it is not.
+                terminate = channel.unary_unary("/tensorflow.ProfilerService/Terminate")
+                if enabled:
+                    assert terminate(b"", timeout=30) == b""
+                else:
+                    with pytest.raises(grpc.RpcError) as error:
+                        terminate(b"", timeout=30)
+                    assert error.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        finally:
+            server.stop()
