@@ -162,7 +162,8 @@ def _other_model():
         (lambda: _request(images=np.zeros((1, 10), np.uint8)), grpc.StatusCode.INVALID_ARGUMENT,
          "Input to reshape is a tensor with 10 values, but the requested shape has 784 (node "),
         (lambda: _request(pixels=np.zeros((1, 28, 28), np.uint8)), grpc.StatusCode.INVALID_ARGUMENT,
-         "input tensor alias not found in signature: pixels. Inputs expected to be in the set {images}."),
+         "Signature input alias: images(feed name: serving_default_images:0) not found in request and no default "
+         "value provided. Inputs expected to be in the request {pixels}, or default input alias set: "),
         (_extra_input, grpc.StatusCode.INVALID_ARGUMENT,
          "input size does not match signature: 2!=1 len({images,other}) != len({images}). Sent extra: {other}. "
          "Missing but required: {}."),

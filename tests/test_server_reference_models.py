@@ -165,7 +165,8 @@ def test_multi_inference(stub, model):
     "tasks, code, message",
     [
         ([("half_plus_two", "regress_x_to_y", REGRESS), ("half_plus_three", "regress", REGRESS)],
-         grpc.StatusCode.INVALID_ARGUMENT, "All ModelSpecs in a MultiInferenceRequest must access the same model name."),
+         grpc.StatusCode.INVALID_ARGUMENT,
+         "All ModelSpecs in a MultiInferenceRequest must access the same model name."),
         ([("half_plus_two", "regress_x_to_y", REGRESS), ("half_plus_two", "regress_x_to_y", CLASSIFY)],
          grpc.StatusCode.INVALID_ARGUMENT, "Duplicate evaluation of signature: regress_x_to_y"),
         ([("half_plus_two", "nope", REGRESS)], grpc.StatusCode.INVALID_ARGUMENT,
@@ -182,6 +183,60 @@ def test_multi_inference_errors(stub, tasks, code, message):
     assert error.value.code() == code
     assert error.value.details().startswith(message)
     assert "\n" not in error.value.details()
+
+
+def test_scalar_outputs_and_signatures_of_tf_saved_model_save(tmp_path):
+    """test_tf_saved_model_save_multiple_signatures: unshaped inputs, scalar outputs, a second signature."""
+    root = tf.train.Checkpoint()
+    root.f = tf.function(lambda x: {"y": 1.0}, input_signature=[tf.TensorSpec(None, tf.float32)])
+    root.g = tf.function(lambda x: {"y": 2.0}, input_signature=[tf.TensorSpec(None, tf.float32)])
+    tf.saved_model.save(root, str(tmp_path / "multiple" / "123"),
+                        signatures={"serving_default": root.f, "custom_signature_key": root.g})
+    server = serving_helpers.start_server(model_base_path=str(tmp_path / "multiple"), model_name="default")
+    try:
+        with grpc.insecure_channel(server.grpc_target) as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            custom = stub.Predict(_predict_x("default", signature_name="custom_signature_key"), 10.0)
+            assert custom.outputs["y"].float_val == [2.0] and not custom.outputs["y"].tensor_shape.dim
+            assert stub.Predict(_predict_x("default"), 10.0).outputs["y"].float_val == [1.0]
+        # A scalar is one JSON value in the columnar format; the row format needs a batch dimension.
+        assert _post(server, "default", "predict", {"inputs": [2.0]}).json() == {"outputs": 1.0}
+        row = _post(server, "default", "predict", {"instances": [2.0]})
+        assert (row.status_code, row.json()) == (400, {"error": "Tensor name: y has no shape information "})
+    finally:
+        server.stop()
+
+
+class _WithDefault(tf.Module):
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.float32)])
+    def add(self, x, z=tf.constant([5.0])):
+        return {"y": x + z}
+
+
+def test_signature_defaults_fill_inputs_left_out(tmp_path):
+    """A tf.function's default argument is the SignatureDef's default, used by gRPC (saved_model::GetInputValues);
+    TensorFlow Serving's JSON conversion still wants every input named."""
+    module = _WithDefault()
+    tf.saved_model.save(module, str(tmp_path / "defaults" / "1"), signatures={"serving_default": module.add})
+    server = serving_helpers.start_server(model_base_path=str(tmp_path / "defaults"), model_name="default")
+    try:
+        assert _post(server, "default", "predict", {"inputs": {"x": [1.0], "z": [2.0]}}).json() == {"outputs": [3.0]}
+        assert _post(server, "default", "predict", {"inputs": {"x": [1.0]}}).json() == {
+            "error": "Missing named input: z in 'inputs' object."}
+        with grpc.insecure_channel(server.grpc_target) as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            assert stub.Predict(_predict_x("default"), 10.0).outputs["y"].float_val == [7.0]
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = "default"
+            request.inputs["z"].CopyFrom(tf.make_tensor_proto(np.array([1.0], np.float32)))
+            with pytest.raises(grpc.RpcError) as error:
+                stub.Predict(request, 10.0)
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert error.value.details() == (
+            "Signature input alias: x(feed name: serving_default_x:0) not found in request and no default value "
+            "provided. Inputs expected to be in the request {z}, or default input alias set: z")
+    finally:
+        server.stop()
 
 
 def test_method_name_check_follows_its_option(bases):

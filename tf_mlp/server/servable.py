@@ -145,9 +145,10 @@ class SessionRunner:
         names = tuple(feeds)
         try:
             runner = self._callable(names, tuple(fetch_names))
-            return runner(*(feeds[name] for name in names))
+            results = runner(*(feeds[name] for name in names))
         except tf.errors.OpError as error:
             raise from_tensorflow_error(error) from None
+        return [_as_array(value) for value in results]
 
     def close(self) -> None:
         self._session.close()
@@ -193,7 +194,8 @@ class Servable:
         return self.signatures.get(name or DEFAULT_SIGNATURE)
 
     def check_inputs(self, signature: Signature, inputs: dict) -> None:
-        """INVALID_ARGUMENT unless inputs match the signature in names and dtypes (predict_util.cc's messages).
+        """Check inputs (alias -> ndarray) as predict_util.cc and saved_model::GetInputValues do, with their
+        messages; an input left out that the signature has a default for is added to `inputs`.
 
         Shapes are not checked: as in TensorFlow Serving, the graph computes
         any shape it can, and refuses the others with the session's message.
@@ -201,19 +203,26 @@ class Servable:
         """
         expected = set(signature.inputs)
         sent = set(inputs)
-        if len(sent) != len(expected):
+        defaults = signature.definition.defaults
+        if len(sent) > len(expected) or (len(sent) < len(expected) and not defaults):
             raise invalid_argument(
                 f"input size does not match signature: {len(sent)}!={len(expected)} "
                 f"len({{{','.join(sorted(sent))}}}) != len({{{','.join(sorted(expected))}}}). "
                 f"Sent extra: {{{','.join(sorted(sent - expected))}}}. "
                 f"Missing but required: {{{','.join(sorted(expected - sent))}}}."
             )
-        for alias in sorted(sent):
-            if alias not in expected:
+        for alias, spec in signature.inputs.items():
+            if alias in sent:
+                continue
+            if alias not in defaults:
                 raise invalid_argument(
-                    f"input tensor alias not found in signature: {alias}. "
-                    f"Inputs expected to be in the set {{{','.join(sorted(expected))}}}."
-                )
+                    f"Signature input alias: {alias}(feed name: {spec.name}) not found in request and no default "
+                    f"value provided. Inputs expected to be in the request {{{','.join(sorted(sent))}}}, or default "
+                    f"input alias set: {','.join(sorted(defaults))}")
+            inputs[alias] = tensors.to_numpy(defaults[alias], alias)
+        if sent - expected:
+            raise invalid_argument(f"Inputs contains invalid name. Used request inputs: "
+                                   f"{','.join(sorted(sent & expected))}, request input: {','.join(sorted(sent))}")
         for index, (alias, spec) in enumerate(signature.inputs.items()):
             check_dtype(index, inputs[alias], spec.dtype)
 
@@ -249,6 +258,17 @@ class Servable:
                 Code.DATA_LOSS, f"{error.message}. Please verify your warmup data is in TFRecord format."
             ) from None
         return records
+
+
+def _as_array(value) -> np.ndarray:
+    """A fetched value as an ndarray: a scalar output comes back as a numpy scalar, or bytes for a string."""
+    if isinstance(value, np.ndarray):
+        return value
+    if isinstance(value, bytes):
+        array = np.empty((), dtype=object)  # np.asarray would make an 'S' array and strip trailing NULs
+        array[()] = value
+        return array
+    return np.asarray(value)
 
 
 def check_dtype(index: int, array: np.ndarray, dtype: int) -> None:
