@@ -305,5 +305,5 @@ def test_a_version_that_fails_to_load_stops_start_up(tmp_path):
                                      max_num_load_retries=0)
     message = str(error.value)
     assert message.startswith("Failed to start server. Error: UNKNOWN: 1 model(s) did not become available: "
-                              "{{name: default version: 7} due to error: ")
+                              "{{{name: default version: 7} due to error: ")  # ServableId::DebugString's braces too
     assert message.endswith("}, }") and "\n" not in message

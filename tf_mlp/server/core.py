@@ -162,7 +162,7 @@ class ServerCore:
                     failed.append(f"{{{{name: {name} version: {version}}} due to error: {status.error.to_string()}}}, ")
         if not failed:
             return None
-        return ServingError(Code.UNKNOWN, f"{len(failed)} model(s) did not become available: {''.join(failed)}}}")
+        return ServingError(Code.UNKNOWN, f"{len(failed)} model(s) did not become available: {{{''.join(failed)}}}")
 
     def _checked_labels(self, model_configs: dict) -> dict:
         """UpdateModelVersionLabelMap: a label may only name an available version, unless allowed."""

@@ -73,9 +73,10 @@ class LoadSettings:
 
     @classmethod
     def from_options(cls, options) -> "LoadSettings":
+        intra_op_threads, inter_op_threads = options.thread_counts()  # --tensorflow_session_parallelism too
         return cls(
-            intra_op_threads=options.tensorflow_intra_op_parallelism,
-            inter_op_threads=options.tensorflow_inter_op_parallelism,
+            intra_op_threads=intra_op_threads,
+            inter_op_threads=inter_op_threads,
             prefer_tflite_model=options.prefer_tflite_model,
             method_name_check=options.enable_signature_method_name_check,
         )
