@@ -2,7 +2,7 @@
 
 `run:RUN_DIR` restores the model a run reported (tf_mlp.run_dir.restore_model)
 and wraps it in the exported model's own serving module
-(tf_mlp.export.signatures.ServingModule), so pixels, encoded images and raw
+(tf_mlp.export.signatures.ServingFunctions), so pixels, encoded images and raw
 bytes go through exactly the functions a SavedModel export would contain:
 the same decoding, resizing, softmax and class names. A run has no versions
 and no SignatureDefs on disk: status shows version 0, and metadata is an
@@ -29,14 +29,16 @@ class RunClient(Client):
         super().__init__(target, spec, timeout, retry)
         if spec.version is not None or spec.label is not None:
             raise ConfigError("a run directory has no versions or labels; export it to choose among versions")
-        from tf_mlp.export.signatures import ServingModule
+        from tf_mlp.export.signatures import ServingFunctions, class_table
 
         self.path = pathlib.Path(target.path)
         self._names = layout.read_class_names(self.path)
         _, model = layout.restore_model(self.path)
-        # Kept: the signature functions hold their module only weakly.
-        self._module = ServingModule(model, str(self.path / layout.LABELS_FILE))
-        self._functions = self._module.signatures()
+        serving = ServingFunctions(model, class_table(str(self.path / layout.LABELS_FILE)))
+        self._functions = {
+            name: tf.function(function, input_signature=[spec])
+            for name, (function, spec) in serving.endpoints().items()
+        }
 
     def _run(self, signature: str, kind: str, batch) -> dict:
         function = self._functions.get(signature)
