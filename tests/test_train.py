@@ -42,11 +42,11 @@ def test_interrupted_run_resumes_at_the_exact_step_with_identical_weights(tmp_pa
     def crashing_factory(*args, **kwargs):
         function, calls = real_factory(*args, **kwargs), []
 
-        def crash_on_sixth_call(iterator, count):
-            calls.append(count)
+        def crash_on_sixth_call(*arguments):
+            calls.append(arguments)
             if len(calls) == 6:
                 raise KeyboardInterrupt("simulated crash")
-            return function(iterator, count)
+            return function(*arguments)
 
         return crash_on_sixth_call
 
