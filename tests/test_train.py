@@ -116,7 +116,7 @@ split_cpu(2)
 import tensorflow as tf
 from tests import synthetic
 from tf_mlp import config as c, train, run_dir as layout
-config = c.preset("mlp").override("model", hidden_units=(32,)).override("train", epochs=2, batch_size=64, optimizer="momentum", learning_rate=0.05, l2=None)
+config = c.preset("mlp").override("model", hidden_units=(32,)).override("train", epochs=2, batch_size=64, optimizer="momentum", learning_rate=0.05, flip=True, shift=1)
 config = config.override("model", l2=1e-4)
 splits = synthetic.make_splits()
 out = {}
@@ -132,6 +132,7 @@ print(json.dumps(out))
 
 
 def test_mirrored_strategy_on_two_logical_cpus_matches_one_device(tmp_path):
+    # Augmentation included: each replica augments its half of the global batch exactly as one device would.
     # Logical devices must be configured before TensorFlow starts: run in a fresh process.
     result = subprocess.run(
         [sys.executable, "-c", MIRRORED_SCRIPT, str(tmp_path)], capture_output=True, text=True, cwd=REPO_ROOT
