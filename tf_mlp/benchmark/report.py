@@ -80,6 +80,9 @@ def write(results: dict, output_dir) -> pathlib.Path:
 
 
 def _measured_with(part: dict) -> list[str]:
+    if "command" not in part:
+        # Results from before each part recorded its own command.
+        return ["Measured by an earlier run of the whole benchmark; `python scripts/benchmark.py --publish` repeats it.", ""]
     when = f" on {part['date']}" if part.get("date") else ""
     repetitions = f", {part['repetitions']} interleaved repetition{'s' if part['repetitions'] > 1 else ''}" if part.get("repetitions") else ""
-    return [f"Measured{when}{repetitions} with:", "", f"```sh\n{part.get('command', 'python scripts/benchmark.py')}\n```", ""]
+    return [f"Measured{when}{repetitions} with:", "", f"```sh\n{part['command']}\n```", ""]
