@@ -43,11 +43,11 @@ def test_interrupted_run_resumes_at_the_exact_step_with_identical_weights(tmp_pa
     def crashing_factory(*args, **kwargs):
         function, calls = real_factory(*args, **kwargs), []
 
-        def crash_on_sixth_call(iterator, count):
-            calls.append(count)
+        def crash_on_sixth_call(*arguments):
+            calls.append(arguments)
             if len(calls) == 6:
                 raise KeyboardInterrupt("simulated crash")
-            return function(iterator, count)
+            return function(*arguments)
 
         return crash_on_sixth_call
 
@@ -163,7 +163,7 @@ split_cpu(2)
 import tensorflow as tf
 from tests import synthetic
 from tf_mlp import config as c, train, run_dir as layout
-config = c.preset("mlp").override("model", hidden_units=(32,)).override("train", epochs=2, batch_size=64, optimizer="momentum", learning_rate=0.05, l2=None)
+config = c.preset("mlp").override("model", hidden_units=(32,)).override("train", epochs=2, batch_size=64, optimizer="momentum", learning_rate=0.05, flip=True, shift=1)
 config = config.override("model", l2=1e-4)
 splits = synthetic.make_splits()
 out = {}
@@ -179,6 +179,7 @@ print(json.dumps(out))
 
 
 def test_mirrored_strategy_on_two_logical_cpus_matches_one_device(tmp_path):
+    # Augmentation included: each replica augments its half of the global batch exactly as one device would.
     # Logical devices must be configured before TensorFlow starts: run in a fresh process.
     result = subprocess.run(
         [sys.executable, "-c", MIRRORED_SCRIPT, str(tmp_path)], capture_output=True, text=True, cwd=REPO_ROOT
