@@ -142,3 +142,14 @@ def test_options_keep_their_spelling():
     assert {"--data", "--hidden", "--dropout", "--input-dropout", "--checkpoint-every", "--drop-overlap/--keep-overlap",
             "--flip/--no-flip", "--xla/--no-xla", "--mixed-precision/--no-mixed-precision", "--seed"} <= flags
     assert len({spec.key for spec in config.command_line_options()}) == len(flags)
+
+
+def test_max_checkpoints_is_an_option():
+    from click.testing import CliRunner
+
+    from tf_mlp.cli import main
+
+    result = CliRunner().invoke(main, ["config", "--max-checkpoints", "7"])
+    assert json.loads(result.output)["train"]["max_checkpoints"] == 7
+    result = CliRunner().invoke(main, ["config", "--max-checkpoints", "0"])
+    assert result.exit_code == 1 and result.output == "Error: train.max_checkpoints must be >= 1, got 0\n"

@@ -174,7 +174,7 @@ class TrainConfig:
     (an MLP has no translation invariance of its own)."""
     checkpoint_every_steps: int = option(500, "Checkpoint every this many steps (and at every epoch end).", flag="--checkpoint-every")
     """Also checkpoint at the end of every epoch and of training."""
-    max_checkpoints: int = 3
+    max_checkpoints: int = option(3, "Newest checkpoints to keep in RUN_DIR/checkpoints (older ones are deleted).")
     seed: int = option(0, "Seed of initialisation, data order and dropout.", also_sets=("data", "seed"))
     """Seed of weight initialisation, shuffling and dropout: same seed, same run."""
     xla: bool = option(False, "Compile the train step with XLA.")
