@@ -15,10 +15,11 @@ import math
 import pathlib
 import typing
 
+from tf_mlp import optimizers
+from tf_mlp.data.catalog import DATA_SETS
 from tf_mlp.errors import ConfigError
 
-DATA_SETS = ("fashion_mnist", "mnist", "notmnist", "idx")
-OPTIMIZERS = ("sgd", "momentum", "adam")
+OPTIMIZERS = optimizers.NAMES
 STRATEGIES = ("default", "mirrored", "multiworker")
 
 
@@ -110,7 +111,7 @@ class DataConfig:
     """Which data set, where it lives, and how it is split."""
 
     name: str = option("fashion_mnist", "Data set.", flag="--data", choices=DATA_SETS)
-    """fashion_mnist, mnist, notmnist (archives of PNGs) or idx (any IDX directory)."""
+    """A name in tf_mlp/data/catalog.py: fashion_mnist, mnist, notmnist (archives of PNGs), idx (any IDX directory), ..."""
     source_dir: str | None = option(None, "Raw data: IDX directory or notMNIST archives (default: the data set's usual place).")
     """Raw files: an IDX directory or a directory of notMNIST archives/folders.
     None means the data set's default (Debian's fashion-mnist package for
@@ -155,7 +156,7 @@ class TrainConfig:
     epochs: int = option(20, "Epochs to train.")
     batch_size: int = option(128, "Global minibatch size.")
     """Global batch size (split across replicas under a distribution strategy)."""
-    optimizer: str = option("adam", "sgd, momentum or adam.", choices=OPTIMIZERS)
+    optimizer: str = option("adam", optimizers.HELP, choices=OPTIMIZERS)
     learning_rate: float = option(1e-3, "Initial learning rate.")
     momentum: float = option(0.9, "Momentum (momentum optimizer only).")
     """Used by the momentum optimizer only."""

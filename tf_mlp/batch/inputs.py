@@ -237,7 +237,8 @@ def _directory_inputs(root: pathlib.Path) -> InputSource:
 
 
 def _tfds_inputs(name_and_split: str, source_dir: str | None, data_dir: str | None) -> InputSource:
-    from tf_mlp.config import DATA_SETS, DataConfig
+    from tf_mlp.config import DataConfig
+    from tf_mlp.data.catalog import DATA_SETS
     from tf_mlp.data import load_splits
 
     name, _, split = name_and_split.partition("/")

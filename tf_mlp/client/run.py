@@ -15,7 +15,8 @@ import pathlib
 
 import tensorflow as tf
 
-from tf_mlp import run_dir as layout
+from tf_mlp import layout
+from tf_mlp.run_dir import read_class_names, restore_model
 from tf_mlp.client import errors
 from tf_mlp.client.base import Client, ModelSpec
 from tf_mlp.client.local import clean_message
@@ -32,10 +33,10 @@ class RunClient(Client):
         from tf_mlp.export.signatures import ServingModule
 
         self.path = pathlib.Path(target.path)
-        self._names = layout.read_class_names(self.path)
-        _, model = layout.restore_model(self.path)
+        self._names = read_class_names(self.path)
+        _, model = restore_model(self.path)
         # Kept: the signature functions hold their module only weakly.
-        self._module = ServingModule(model, str(self.path / layout.LABELS_FILE))
+        self._module = ServingModule(model, str(layout.labels_path(self.path)))
         self._functions = self._module.signatures()
 
     def _run(self, signature: str, kind: str, batch) -> dict:
