@@ -175,6 +175,18 @@ def test_labels_txt_names_the_classes(tmp_path):
     raises_one_line(r"labels.txt: has 3 class names \(expected 10", load, tmp_path, tmp_path / "src")
 
 
+def test_kmnist_reads_local_idx_files_and_its_class_names_file(tmp_path):
+    fixtures.make_idx_dir(tmp_path / "kmnist", train=40, test=20)
+    splits = load(tmp_path, tmp_path / "kmnist", name="kmnist", validation_size=8)
+    assert splits.sizes() == {"train": 32, "validation": 8, "test": 20}
+    assert splits.class_names[:3] == ("o", "ki", "su")
+    hiragana = "おきすつなはまやれを"
+    (tmp_path / "kmnist" / "labels.txt").write_text("".join(f"{name}\n" for name in hiragana), encoding="utf-8")
+    assert load(tmp_path, tmp_path / "kmnist", name="kmnist", validation_size=8).class_names == tuple(hiragana)
+    raises_one_line(r"data set 'kmnist' needs --source-dir \(a directory of IDX files\)", data.load_splits,
+                    DataConfig(name="kmnist", data_dir=str(tmp_path / "tfds")))
+
+
 def test_catalogue_fallback_fails_fast_offline(tmp_path, monkeypatch):
     not_installed = dataclasses.replace(catalog.CATALOG["fashion_mnist"], default_source=tmp_path / "not-installed")
     monkeypatch.setitem(catalog.CATALOG, "fashion_mnist", not_installed)

@@ -63,6 +63,9 @@ CATALOG: dict[str, DataSet] = {data_set.name: data_set for data_set in (
         split_policy=COURSE_SIZES,
     ),
     DataSet("idx", DIGITS, labels_from_source=True),
+    # Kuzushiji-MNIST, from the IDX files its authors distribute (train-images-idx3-ubyte.gz and friends):
+    # ten cursive hiragana, named by their romanisation unless the directory's labels.txt names them.
+    DataSet("kmnist", ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"), labels_from_source=True),
 )}
 
 DATA_SETS = tuple(CATALOG)
