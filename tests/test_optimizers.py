@@ -6,7 +6,7 @@ import pytest
 from tf_mlp import config, model, optimizers, steps
 from tf_mlp.errors import ConfigError
 
-SLOTS = {"sgd": 0, "momentum": 1, "adam": 2}
+SLOTS = {"sgd": 0, "momentum": 1, "adam": 2, "adamw": 2}
 """Slot variables per parameter that each Keras optimizer keeps."""
 
 
@@ -36,3 +36,10 @@ def test_optimizer_slots_follow_the_keras_optimizer():
     assert model.optimizer_slots_per_parameter(config.TrainConfig(optimizer="momentum", momentum=0.0)) == 0
     with pytest.raises(ConfigError, match="optimizer must be one of"):
         model.optimizer_slots_per_parameter("rmsprop")
+
+
+def test_adamw_decays_weights_that_get_no_gradient():
+    weights = keras.Variable(keras.ops.ones((2, 2)))
+    optimizer = optimizers.build(config.TrainConfig(optimizer="adamw"), 0.1)
+    optimizer.apply([keras.ops.zeros((2, 2))], [weights])
+    assert keras.ops.convert_to_numpy(weights) == pytest.approx(1 - 0.1 * 0.004)

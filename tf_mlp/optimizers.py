@@ -45,10 +45,19 @@ def _adam(learning_rate, config):
     return keras.optimizers.Adam(learning_rate)
 
 
+def _adamw(learning_rate, config):
+    import keras
+
+    # Keras's default decoupled weight decay (0.004 of each weight per step, times the learning rate);
+    # unlike --l2 it is not part of the loss, so Adam's scaling does not dilute it.
+    return keras.optimizers.AdamW(learning_rate)
+
+
 KINDS: dict[str, OptimizerKind] = {kind.name: kind for kind in (
     OptimizerKind("sgd", "plain minibatch SGD", _sgd),
     OptimizerKind("momentum", "SGD with --momentum", _momentum),
     OptimizerKind("adam", "Adam", _adam),
+    OptimizerKind("adamw", "Adam with decoupled weight decay", _adamw),
 )}
 
 NAMES = tuple(KINDS)
