@@ -28,11 +28,10 @@ import time
 
 import numpy as np
 
-from tf_mlp import contract, layout
-from tf_mlp.run_dir import latest_checkpoint, load_config, model_checkpoint, read_class_names, read_evaluation, restore_model
+from tf_mlp import contract, image_files, layout
 from tf_mlp.errors import DataError, ExportError
-from tf_mlp.export import card
-from tf_mlp.export import describe, signatures, verify, versions, warmup
+from tf_mlp.export import card, describe, signatures, verify, versions, warmup
+from tf_mlp.run_dir import latest_checkpoint, load_config, model_checkpoint, read_class_names, read_evaluation, restore_model
 
 VERIFICATION_IMAGES = 1000
 """Test images (the first ones of the test split) a run's export is verified on."""
@@ -134,24 +133,20 @@ def export_model(
 
 
 def _test_images(config) -> np.ndarray:
-    from tf_mlp.data import load_splits
-
-    return load_splits(config.data).test.images[:VERIFICATION_IMAGES]
+    return image_files.read_split(config.data, "test").images[:VERIFICATION_IMAGES]
 
 
 def read_verification_images(path) -> np.ndarray:
     """The first VERIFICATION_IMAGES images of a pixel file (.npy, .npz or IDX: what batch inference reads)."""
-    from tf_mlp.batch.inputs import open_inputs
-    from tf_mlp.client.base import PIXELS
-
     if not pathlib.Path(path).is_file():
         raise ExportError(
             f"--verify-on {path}: no such file (give an .npy, .npz or IDX file of uint8 [N, 28, 28] images)"
         )
-    inputs = open_inputs(str(path))
-    if inputs.kind != PIXELS or not len(inputs):
+    images, _ = image_files.read_pixel_file(pathlib.Path(path))
+    images = image_files.check_images(str(path), images)
+    if not len(images):
         raise ExportError(f"--verify-on {path}: holds no images")
-    return inputs.images[:VERIFICATION_IMAGES]
+    return images[:VERIFICATION_IMAGES]
 
 
 _CHECKPOINT_NAME = re.compile(r"ckpt-([0-9]+)")
