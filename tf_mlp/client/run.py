@@ -2,7 +2,7 @@
 
 `run:RUN_DIR` restores the model a run reported (tf_mlp.run_dir.restore_model)
 and wraps it in the exported model's own serving module
-(tf_mlp.export.signatures.ServingModule), so pixels, encoded images and raw
+(tf_mlp.export.signatures.ServingFunctions), so pixels, encoded images and raw
 bytes go through exactly the functions a SavedModel export would contain:
 the same decoding, resizing, softmax and class names. A run has no versions
 and no SignatureDefs on disk: status shows version 0, and metadata is an
@@ -16,13 +16,13 @@ import pathlib
 import tensorflow as tf
 
 from tf_mlp import layout
-from tf_mlp.run_dir import read_class_names, restore_model
 from tf_mlp.client import errors
 from tf_mlp.client.base import Client, ModelSpec
 from tf_mlp.client.local import clean_message
 from tf_mlp.client.results import ModelMetadata, ModelStatus
 from tf_mlp.client.target import Target
 from tf_mlp.errors import ConfigError
+from tf_mlp.run_dir import read_class_names, restore_model
 
 
 class RunClient(Client):
@@ -30,14 +30,15 @@ class RunClient(Client):
         super().__init__(target, spec, timeout, retry)
         if spec.version is not None or spec.label is not None:
             raise ConfigError("a run directory has no versions or labels; export it to choose among versions")
-        from tf_mlp.export.signatures import ServingModule
+        from tf_mlp.export.signatures import ServingFunctions, class_table
 
         self.path = pathlib.Path(target.path)
         self._names = read_class_names(self.path)
         _, model = restore_model(self.path)
-        # Kept: the signature functions hold their module only weakly.
-        self._module = ServingModule(model, str(layout.labels_path(self.path)))
-        self._functions = self._module.signatures()
+        # The export's own signature functions, over the run's model and labels: a run answers as its export would.
+        serving = ServingFunctions(model, class_table(str(layout.labels_path(self.path))))
+        self._functions = {name: tf.function(function, input_signature=[spec])
+                           for name, (function, spec) in serving.endpoints().items()}
 
     def _run(self, signature: str, kind: str, batch) -> dict:
         function = self._functions.get(signature)
