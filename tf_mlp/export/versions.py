@@ -94,6 +94,8 @@ def publish(staging: pathlib.Path, export_base, version: int, *, overwrite: bool
     target = version_dir(export_base, version)
     if not target.exists():
         try:
+            # rename(2) on one file system is atomic: a server polling the
+            # base path sees no version <version> or all of it, never half.
             # On Linux, rename onto an existing non-empty directory fails, so
             # a concurrent export that took the same number is never clobbered.
             os.rename(staging, target)
