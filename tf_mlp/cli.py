@@ -119,10 +119,11 @@ def train(run_dir, logical_cpus, **options):
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def evaluate_command(run_dir, split, as_json):
     """Accuracy, per-class accuracy and confusion matrix of RUN_DIR's model on a split."""
-    from tf_mlp import evaluate, run_dir as layout
+    from tf_mlp import evaluate
     from tf_mlp.data import load_splits
+    from tf_mlp.run_dir import restore_model
 
-    run_config, model = layout.restore_model(run_dir)
+    run_config, model = restore_model(run_dir)
     splits = load_splits(run_config.data)
     result = evaluate.evaluate_model(model, splits.split(split), splits.class_names)
     click.echo(json.dumps(result, indent=2) if as_json else evaluate.format_report(result, split))
