@@ -37,6 +37,25 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The embedded model server over the shared tiny export, one per test module (a module may define its own)."""
+    from tests import serving_helpers
+
+    base = serving_helpers.model_base(tmp_path_factory.mktemp("served"))
+    server = serving_helpers.start_server(model_base_path=str(base))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def targets(server):
+    """{protocol: target} of the module's server, for tf_mlp.client.connect."""
+    from tests import serving_helpers
+
+    return serving_helpers.client_targets(server)
+
+
 @pytest.fixture(scope="session")
 def tiny_splits():
     return synthetic.make_splits()

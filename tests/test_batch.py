@@ -40,19 +40,6 @@ def run_script(*arguments):
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    base = serving_helpers.model_base(tmp_path_factory.mktemp("batch"))
-    server = serving_helpers.start_server(model_base_path=str(base))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def targets(server):
-    return serving_helpers.client_targets(server)
-
-
-@pytest.fixture(scope="module")
 def dataset():
     return synthetic.make_split(COUNT, seed=21)
 
@@ -356,6 +343,7 @@ def _tiled(directory: pathlib.Path, dataset, times: int) -> pathlib.Path:
     return path
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_has_no_gaps_and_no_duplicates(tmp_path, server, npy_inputs, dataset, reference):
     images, labels = npy_inputs
     output = tmp_path / "out.csv"
@@ -392,6 +380,7 @@ def test_resume_after_sigkill_has_no_gaps_and_no_duplicates(tmp_path, server, np
     assert sorted(path.name for path in tmp_path.iterdir()) == ["out.csv"]
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_with_a_resume_hint(tmp_path, server, npy_inputs):
     output = tmp_path / "out.csv"
     journal = batch.journal_path(output)

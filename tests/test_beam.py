@@ -52,7 +52,10 @@ def npy_inputs(tmp_path_factory):
     return directory / "images.npy", directory / "labels.npy"
 
 
-@pytest.mark.parametrize("output_name, workers", [("out.csv", TWO_PROCESSES), ("out.jsonl", TWO_THREADS)])
+@pytest.mark.parametrize("output_name, workers", [
+    pytest.param("out.csv", TWO_PROCESSES, marks=pytest.mark.slow),  # two worker processes start TensorFlow
+    ("out.jsonl", TWO_THREADS),
+])
 def test_two_workers_write_the_batch_scripts_file_byte_for_byte(tmp_path, model_base, npy_inputs, output_name,
                                                                 workers):
     images, labels = npy_inputs

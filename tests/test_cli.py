@@ -122,6 +122,7 @@ def _checkpoint_steps(run_dir):
     return [int(path.rsplit("-", 1)[1]) for path in state.all_model_checkpoint_paths] if state else []
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_the_same_command_resumes_and_finishes(tmp_path, tiny_splits):
     from tests.conftest import write_idx_data_set
     from tests import synthetic

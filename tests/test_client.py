@@ -34,19 +34,6 @@ FAST_RETRIES = client.RetryPolicy(max_attempts=4, initial_backoff=0.01, max_back
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    base = serving_helpers.model_base(tmp_path_factory.mktemp("client"))
-    server = serving_helpers.start_server(model_base_path=str(base))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def targets(server):
-    return serving_helpers.client_targets(server)
-
-
-@pytest.fixture(scope="module")
 def images():
     return serving_helpers.test_images(6)
 

@@ -9,6 +9,7 @@ import sys
 import tempfile
 
 import numpy as np
+import pytest
 
 from tests.conftest import write_idx_data_set
 from tf_mlp.config import DataConfig
@@ -35,6 +36,7 @@ def _train_command(idx_dir, data_dir, run_dir, strategy):
     ]
 
 
+@pytest.mark.slow
 def test_two_workers_match_one_worker_at_the_same_global_batch(tmp_path, tiny_splits):
     idx_dir = write_idx_data_set(tmp_path / "idx", tiny_splits)
     data_dir = tmp_path / "tfds"

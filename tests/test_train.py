@@ -179,6 +179,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_on_two_logical_cpus_matches_one_device(tmp_path):
     # Logical devices must be configured before TensorFlow starts: run in a fresh process.
     result = subprocess.run(
