@@ -71,6 +71,31 @@ def tiny_config():
     )
 
 
+@pytest.fixture(scope="module")
+def splits():
+    """The tiny synthetic splits, one copy per test module."""
+    return synthetic.make_splits()
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, splits):
+    """A run directory of the mlp preset shrunk to 32 hidden units, trained one epoch on the tiny splits."""
+    from tf_mlp.train import train_and_evaluate
+
+    run_dir = tmp_path_factory.mktemp("trained") / "run"
+    run_config = config.preset("mlp").override("model", hidden_units=(32,)).override("train", epochs=1, batch_size=32)
+    train_and_evaluate(run_config, run_dir, splits=splits, verbose=False)
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def model(run):
+    """The run fixture's restored Keras model."""
+    from tf_mlp.run_dir import restore_model
+
+    return restore_model(run)[1]
+
+
 def write_idx_data_set(directory, splits) -> pathlib.Path:
     """Write a DataSplits' train+validation and test as Fashion-MNIST-style IDX files."""
     import numpy as np

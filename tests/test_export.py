@@ -18,29 +18,10 @@ from tf_mlp.config import preset
 from tf_mlp.errors import CheckpointError, ExportError
 from tf_mlp.export import card, describe, exporter, verify, versions, warmup
 from tf_mlp.model import build_model
-from tf_mlp.run_dir import load_config, read_evaluation, restore_model
+from tf_mlp.run_dir import load_config, read_evaluation
 from tf_mlp.train import train_and_evaluate
 
 FASHION_MNIST_DIR = pathlib.Path("/usr/share/datasets/fashion-mnist")
-
-
-@pytest.fixture(scope="module")
-def splits():
-    return synthetic.make_splits()
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory, splits):
-    """A trained tiny run directory."""
-    run_dir = tmp_path_factory.mktemp("export") / "run"
-    config = preset("mlp").override("model", hidden_units=(32,)).override("train", epochs=1, batch_size=32)
-    train_and_evaluate(config, run_dir, splits=splits, verbose=False)
-    return run_dir
-
-
-@pytest.fixture(scope="module")
-def model(run):
-    return restore_model(run)[1]
 
 
 @pytest.fixture(scope="module")
