@@ -8,7 +8,12 @@
 # Environment: MODELS_DIR (default <repo>/models, what `tf-mlp export` writes),
 #   REST_PORT (8501), GRPC_PORT (8500), TF_SERVING_IMAGE (see docker-compose.yml).
 #
-# models.config names base_path /models/tf_mlp, the container's path; for
+# Extra arguments are tensorflow_model_server flags, passed on to whichever
+# server starts (tf-mlp serve accepts all of them; the few that mean nothing to
+# it are named in a one-line warning).
+#
+# models.config names base_path models/tf_mlp, relative to the server's
+# working directory (/ in the container, where models/ is mounted); for
 # servers outside Docker a copy with base_path under MODELS_DIR is written to
 # $TMPDIR/tf-mlp-serving/models.config (re-read every 60 s like the original,
 # but edits go to serving/models.config: run.sh again to pick them up).
@@ -35,7 +40,7 @@ local_config() {
   local directory
   directory="${TMPDIR:-/tmp}/tf-mlp-serving/$(printf '%s' "$models_dir" | cksum | cut -d ' ' -f 1)"
   mkdir -p "$directory"
-  sed "s#base_path: \"/models/#base_path: \"$models_dir/#" "$here/models.config" > "$directory/models.config"
+  sed "s#base_path: \"models/#base_path: \"$models_dir/#" "$here/models.config" > "$directory/models.config"
   echo "$directory/models.config"
 }
 
@@ -53,7 +58,7 @@ if command -v tensorflow_model_server > /dev/null; then
   exec tensorflow_model_server "${flags[@]}" "${common_flags[@]}" "$@"
 elif command -v docker > /dev/null && docker info > /dev/null 2>&1; then
   echo "run.sh: starting $image in Docker (models in $models_dir)" >&2
-  exec docker run --rm --init \
+  exec docker run --rm --init -w / \
     -p "127.0.0.1:$grpc_port:8500" -p "127.0.0.1:$rest_port:8501" \
     -v "$models_dir:/models:ro" -v "$here:/config:ro" \
     "$image" \

@@ -69,10 +69,17 @@ NOTES = [
 ]
 
 
+KEPT_SECTION = "## Against TensorFlow Serving's own tests"
+"""Written by hand from scripts/tf_serving_conformance.py's run; kept when the rest is regenerated."""
+
+
 def _write_at_exit() -> None:
     target = os.environ.get("TF_MLP_ROBUSTNESS_REPORT")
     if target and (FAULTS or ANSWERS):
-        pathlib.Path(target).write_text(render())
+        path = pathlib.Path(target)
+        previous = path.read_text() if path.exists() else ""
+        kept = previous[previous.index(KEPT_SECTION):] if KEPT_SECTION in previous else ""
+        path.write_text(render() + ("\n" + kept if kept else ""))
 
 
 atexit.register(_write_at_exit)

@@ -24,7 +24,8 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, log_path: pathlib.Path, *flags: str):
+    def __init__(self, log_path: pathlib.Path, *flags: str, cwd=None):
+        self.cwd = cwd
         self.rest_port, self.grpc_port = free_port(), free_port()
         self.flags = [f"--port={self.grpc_port}", f"--rest_api_port={self.rest_port}", *flags]
         self.log_path = log_path
@@ -43,18 +44,18 @@ class ServerProcess:
     def pid(self) -> int:
         return self.process.pid
 
-    def start(self, timeout: float = 120) -> "ServerProcess":
-        """Start and wait until the model answers its status request."""
+    def start(self, timeout: float = 120, ready_status: int = 200) -> "ServerProcess":
+        """Start and wait until the model's status request answers ready_status (404: up, nothing loaded)."""
         self.starts += 1
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "tf_mlp.cli", "serve", *self.flags], stdout=log, stderr=subprocess.STDOUT,
-                env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+                env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), cwd=self.cwd)
         deadline = time.monotonic() + timeout
         while True:
             assert self.process.poll() is None, f"the server exited: {self.log()[-3000:]}"
             try:
-                if requests.get(f"{self.rest_url}/v1/models/tf_mlp", timeout=5).status_code == 200:
+                if requests.get(f"{self.rest_url}/v1/models/tf_mlp", timeout=5).status_code == ready_status:
                     return self
             except requests.ConnectionError:
                 pass
@@ -105,3 +106,10 @@ class ServerProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def serve_until_exit(*flags: str, timeout: float = 300, cwd=None) -> subprocess.CompletedProcess:
+    """Run `tf-mlp serve` with flags expected to make it exit; its exit code and output (stderr in stdout)."""
+    return subprocess.run([sys.executable, "-m", "tf_mlp.cli", "serve", *flags], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=timeout, cwd=cwd, check=False,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))

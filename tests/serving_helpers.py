@@ -61,10 +61,13 @@ def model_base(tmp_path: pathlib.Path, versions=(1,)) -> pathlib.Path:
 
 
 def start_server(**options) -> Server:
-    """A started Server on free ports (REST and gRPC), polling the file system every 50 ms."""
+    """A started Server on free ports (REST and gRPC), polling the file system every 50 ms, no load retries."""
     options.setdefault("port", ANY_FREE_PORT)
     options.setdefault("rest_api_port", ANY_FREE_PORT)
     options.setdefault("file_system_poll_wait_seconds", 0.05)
+    # A version that fails to load fails start-up (as TensorFlow Serving); with its default 5 retries a minute
+    # apart, that would take 5 minutes to show.
+    options.setdefault("max_num_load_retries", 0)
     return Server(ServerOptions(**options)).start()
 
 

@@ -29,7 +29,7 @@ class FakeServable:
         self.batches = []
         self.release = release
 
-    def run(self, signature, inputs):
+    def run(self, signature, inputs, output_aliases=None):
         if self.release is not None:
             self.release.wait(30)
         self.batches.append(inputs["x"].copy())
@@ -46,6 +46,7 @@ class FakePlan:
     servable: FakeServable
     inputs: dict
     signature: FakeSignature = dataclasses.field(default_factory=FakeSignature)
+    output_aliases: list = dataclasses.field(default_factory=lambda: ["y"])
 
 
 def _run(coroutine):

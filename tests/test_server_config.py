@@ -27,7 +27,7 @@ def test_models_config_is_a_model_server_config():
     text_format.Parse((SERVING / "models.config").read_text(), config)
     (model,) = config.model_config_list.config
     assert model.name == contract.MODEL_NAME
-    assert model.base_path == "/models/tf_mlp"
+    assert model.base_path == "models/tf_mlp"  # relative: the repository root, or / in the container
     assert model.model_platform == "tensorflow"
     assert model.model_version_policy.WhichOneof("policy_choice") == "latest"
     assert dict(model.version_labels) == {"stable": 1, "canary": 2}
@@ -55,6 +55,7 @@ def test_compose_file_and_run_script_pass_the_same_flags():
     compose = (SERVING / "docker-compose.yml").read_text()
     script = (SERVING / "run.sh").read_text()
     assert "../models:/models" in compose and "8500:8500" in compose and "8501:8501" in compose
+    assert "working_dir: /" in compose and "-w /" in script  # where models.config's relative base_path points
     assert "image: ${TF_SERVING_IMAGE:-tensorflow/serving:" in compose
     expected = {
         "model_config_file", "model_config_file_poll_wait_seconds", "file_system_poll_wait_seconds",
@@ -161,3 +162,107 @@ def test_status_codes_map_as_tensorflow_serving():
                 Code.UNIMPLEMENTED: 501, Code.INTERNAL: 500}
     for code, status in expected.items():
         assert ServingError(code, "x").http_status == status == HTTP_STATUS[code]
+
+
+# Every flag `tensorflow_model_server --help` lists (tensorflow_serving/model_servers/main.cc), with a value
+# that differs from its default where one can.
+TF_SERVING_FLAGS = {
+    "port": "9000", "grpc_socket_path": "/tmp/x.sock", "rest_api_port": "9001", "rest_api_num_threads": "3",
+    "rest_api_timeout_in_ms": "100", "rest_api_enable_cors_support": "true", "enable_batching": "true",
+    "allow_version_labels_for_unavailable_models": "true", "batching_parameters_file": "b.config",
+    "enable_per_model_batching_parameters": "true", "model_config_file": "m.config",
+    "model_config_file_poll_wait_seconds": "5", "model_name": "m", "model_base_path": "/m",
+    "num_load_threads": "2", "num_unload_threads": "2", "max_num_load_retries": "1",
+    "load_retry_interval_micros": "10", "file_system_poll_wait_seconds": "2", "flush_filesystem_caches": "false",
+    "tensorflow_session_parallelism": "2", "tensorflow_session_config_file": "s.config",
+    "tensorflow_intra_op_parallelism": "2", "tensorflow_inter_op_parallelism": "0",
+    "use_alts_credentials": "false", "ssl_config_file": "", "platform_config_file": "p.config",
+    "per_process_gpu_memory_fraction": "0.5", "saved_model_tags": "serve,gpu",
+    "grpc_channel_arguments": "grpc.max_connection_age_ms=2000", "grpc_max_threads": "5",
+    "enable_model_warmup": "false", "num_request_iterations_for_warmup": "2", "version": "false",
+    "monitoring_config_file": "mon.config", "remove_unused_fields_from_bundle_metagraph": "false",
+    "prefer_tflite_model": "true", "num_tflite_pools": "3", "num_tflite_interpreters_per_pool": "2",
+    "enable_signature_method_name_check": "true", "xla_cpu_compilation_enabled": "true",
+    "xla_gpu_compilation_enabled": "true", "enable_profiler": "false", "thread_pool_factory_config_file": "t.config",
+    "mixed_precision": "bfloat16", "skip_initialize_tpu": "true", "enable_grpc_healthcheck_service": "true",
+    "enable_serialization_as_tensor_content": "true",
+}
+HONOURED = set(TF_SERVING_FLAGS) - set(options_module.NO_EFFECT) - {"use_alts_credentials", "ssl_config_file"}
+
+
+def test_every_tensorflow_model_server_flag_is_accepted():
+    parsed = options_module.parse_flags([f"--{name}={value}" for name, value in TF_SERVING_FLAGS.items()])
+    for name, value in TF_SERVING_FLAGS.items():
+        field = getattr(parsed, name)
+        expected = (value == "true") if isinstance(field, bool) else type(field)(value)
+        assert field == expected, name
+
+
+def test_flags_without_effect_are_named_in_one_line_each_and_honoured_ones_not_at_all():
+    parsed = options_module.parse_flags([f"--{name}={value}" for name, value in TF_SERVING_FLAGS.items()])
+    warnings = parsed.ignored_flag_warnings()
+    assert len(warnings) == len(options_module.NO_EFFECT)
+    for name, line in zip(options_module.NO_EFFECT, warnings):
+        assert line.startswith(f"--{name}=") and "has no effect in tf-mlp serve: " in line and "\n" not in line
+    assert not any(warning.startswith(f"--{name}=") for warning in warnings for name in HONOURED)
+    assert options_module.parse_flags(["--model_base_path=x"]).ignored_flag_warnings() == []
+    assert options_module.parse_flags(["--model_base_path=x", "--rest_api_enable_cors_support=false"]
+                                      ).ignored_flag_warnings() == []
+
+
+def test_new_option_fields_default_to_tensorflow_servings():
+    defaults = options_module.ServerOptions()
+    assert defaults.enable_signature_method_name_check is False
+    assert defaults.prefer_tflite_model is False
+    assert defaults.enable_profiler is True
+    assert defaults.grpc_socket_path == "" and defaults.grpc_channel_arguments == ""
+
+
+@pytest.mark.parametrize("flag", ["--ssl_config_file=ssl.config", "--use_alts_credentials"])
+def test_secure_channel_flags_are_refused_not_served_in_plain_text(flag):
+    with pytest.raises(ConfigError, match="secure gRPC channels are not supported"):
+        options_module.parse_flags(["--model_base_path=x", flag])
+
+
+def test_grpc_channel_arguments_parse_as_tensorflow_serving():
+    assert options_module.grpc_channel_arguments(
+        "grpc.max_connection_age_ms=2000,grpc.lb_policy_name=grpclb,grpc.so_reuseaddr=1") == [
+        ("grpc.max_connection_age_ms", 2000), ("grpc.lb_policy_name", "grpclb"), ("grpc.so_reuseaddr", 1)]
+    assert options_module.grpc_channel_arguments("") == []
+    # Beyond int32 stays a string, as absl::SimpleAtoi into an int32 fails.
+    assert options_module.grpc_channel_arguments("a=4294967296") == [("a", "4294967296")]
+    with pytest.raises(ConfigError, match="'grpc.max_connection_age_ms' is not key=value"):
+        options_module.parse_flags(["--model_base_path=x", "--grpc_channel_arguments=grpc.max_connection_age_ms"])
+
+
+def test_thread_flags_reach_each_sessions_config_as_in_server_cc():
+    from tf_mlp.server.servable import LoadSettings
+
+    def counts(*flags):
+        settings = LoadSettings.from_options(options_module.parse_flags(["--model_base_path=x", *flags]))
+        return settings.intra_op_threads, settings.inter_op_threads
+
+    assert counts() == (0, 0)
+    assert counts("--tensorflow_session_parallelism=3") == (3, 3)
+    assert counts("--tensorflow_intra_op_parallelism=2", "--tensorflow_inter_op_parallelism=1") == (2, 1)
+    assert counts("--tensorflow_session_parallelism=3", "--tensorflow_intra_op_parallelism=2") == (2, 0)
+    with pytest.raises(ConfigError, match="You cannot configure all."):
+        options_module.parse_flags(["--model_base_path=x", "--tensorflow_session_parallelism=1",
+                                    "--tensorflow_intra_op_parallelism=1", "--tensorflow_inter_op_parallelism=1"])
+
+
+def test_bad_model_config_says_what_tensorflow_serving_says(tmp_path):
+    bad = tmp_path / "bad.config"
+    bad.write_text("model_config_list { config { name: 'a' base_path: '/x' bogus: 1 } }")
+    with pytest.raises(ConfigError) as error:
+        config_files.read_model_server_config(bad)
+    assert str(error.value).startswith(f"Invalid protobuf file: '{bad}': Error parsing text-format "
+                                       "tensorflow.serving.ModelServerConfig: 1:")
+    assert "bogus" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_version_flag_answers_without_a_model():
+    result = CliRunner().invoke(cli.main, ["serve", "--version"])
+    assert result.exit_code == 0
+    assert result.output.startswith("tf-mlp serve (TensorFlow-Serving-compatible): ")
+    assert "TensorFlow Library: 2." in result.output

@@ -1,22 +1,38 @@
-"""serving/run.sh without TensorFlow Serving or Docker: `tf-mlp serve` with the shipped configs, stopped by SIGTERM.
+"""`tf-mlp serve` as a process: serving/run.sh, tensorflow_model_server's flags, start-up failures.
 
-A request parked in a batch (its timeout is far beyond the test) is in flight
-when SIGTERM arrives: the server must answer it, then exit 0, and accept no
-connection afterwards.
+serving/run.sh without TensorFlow Serving or Docker starts `tf-mlp serve`
+with the shipped configs, stopped by SIGTERM: a request parked in a batch
+(its timeout is far beyond the test) is in flight when SIGTERM arrives; the
+server must answer it, then exit 0, and accept no connection afterwards.
+
+The other tests start the server with flags and check what
+tensorflow_model_server does with them: a UNIX socket, channel arguments,
+the profiler service, ports in use, a base path that does not exist, a bad
+config file, a model that fails to load, and the README's models.config
+command.
 """
 
+import os
 import pathlib
 import queue
 import re
+import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 
+import grpc
+import pytest
 import requests
+import tensorflow as tf
+from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
 
 from tests import serving_helpers
+from tests.server_process import ServerProcess, free_port, serve_until_exit
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RUN_SCRIPT = REPO / "serving" / "run.sh"
@@ -44,9 +60,13 @@ def test_run_script_serves_with_tf_mlp_serve_and_stops_gracefully(tmp_path):
     parked.write_text("max_batch_size { value: 32 } batch_timeout_micros { value: 600000000 }")
     environment = {"PATH": _path_without_servers(tmp_path / "bin"), "TMPDIR": str(tmp_path), "HOME": str(tmp_path),
                    "MODELS_DIR": str(tmp_path / "models"), "REST_PORT": "-1", "GRPC_PORT": "-1",
-                   "TF_CPP_MIN_LOG_LEVEL": "2"}
+                   "TF_CPP_MIN_LOG_LEVEL": "2",
+                   # The tf-mlp script imports the package from PYTHONPATH first (a worktree under test).
+                   "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
     process = subprocess.Popen(
-        ["bash", str(RUN_SCRIPT), f"--batching_parameters_file={parked}", "--shutdown_grace_seconds=120"],
+        # --tensorflow_intra_op_parallelism: a tensorflow_model_server flag passed on to the embedded server.
+        ["bash", str(RUN_SCRIPT), f"--batching_parameters_file={parked}", "--shutdown_grace_seconds=120",
+         "--tensorflow_intra_op_parallelism=2"],
         env=environment, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     lines = queue.Queue()
     log = []
@@ -91,3 +111,160 @@ def test_run_script_serves_with_tf_mlp_serve_and_stops_gracefully(tmp_path):
         raise AssertionError("the server still accepts connections after exiting")
     except requests.ConnectionError:
         pass
+
+
+def _status_over(target: str) -> int:
+    with grpc.insecure_channel(target) as channel:
+        request = get_model_status_pb2.GetModelStatusRequest()
+        request.model_spec.name = "tf_mlp"
+        response = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(request, timeout=30)
+        return response.model_version_status[0].state
+
+
+@pytest.mark.slow
+def test_tensorflow_model_server_flags_are_honoured_or_named(tmp_path):
+    base = serving_helpers.model_base(tmp_path)
+    socket_path = tmp_path / "grpc.sock"
+    server = ServerProcess(
+        tmp_path / "server.log", f"--model_base_path={base}", f"--grpc_socket_path={socket_path}",
+        "--grpc_channel_arguments=grpc.max_connection_age_ms=2000,grpc.lb_policy_name=grpclb,grpc.so_reuseaddr=1",
+        "--tensorflow_intra_op_parallelism=1", "--tensorflow_inter_op_parallelism=1", "--grpc_max_threads=3",
+        "--prefer_tflite_model=true", "--enable_signature_method_name_check=false", "--rest_api_enable_cors_support",
+        "--num_load_threads=2").start()
+    try:
+        available = get_model_status_pb2.ModelVersionStatus.AVAILABLE
+        assert _status_over(f"unix:{socket_path}") == available
+        assert _status_over(server.grpc_target) == available
+
+        # tensorflow.ProfilerService on the gRPC port, called by TensorFlow's own profiler client.
+        logdir = tmp_path / "profile"
+        sender = threading.Thread(target=lambda: [requests.post(
+            f"{server.rest_url}/v1/models/tf_mlp:predict", json={"instances": [IMAGE]}, timeout=30)
+            for _ in range(20)])
+        sender.start()
+        tf.profiler.experimental.client.trace(server.grpc_target, str(logdir), 1000, num_tracing_attempts=5)
+        sender.join()
+        (written,) = (logdir / "plugins" / "profile").glob("*/*.xplane.pb")
+        assert written.stat().st_size > 0
+    finally:
+        server.stop()
+    log = server.log()
+    assert "unknown flag" not in log
+    warnings = [line for line in log.splitlines() if "has no effect in tf-mlp serve" in line]
+    assert len(warnings) == 2, warnings
+    assert "--rest_api_enable_cors_support=true has no effect" in warnings[0]
+    assert "--num_load_threads=2 has no effect" in warnings[1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("api", ["grpc", "rest"])
+def test_a_port_in_use_is_a_one_line_error(tmp_path, api):
+    base = serving_helpers.model_base(tmp_path)
+    with socket.socket() as occupant:
+        # SO_REUSEPORT on the occupant, as a grpcio server sets it: only a server that sets it too could share.
+        occupant.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        occupant.bind(("127.0.0.1", 0))
+        occupant.listen()
+        taken = occupant.getsockname()[1]
+        other = free_port()
+        grpc_port, rest_port = (taken, other) if api == "grpc" else (other, taken)
+        result = serve_until_exit(f"--model_base_path={base}", f"--port={grpc_port}",
+                                  f"--rest_api_port={rest_port}")
+    assert result.returncode == 1
+    name = "gRPC" if api == "grpc" else "REST"
+    assert result.stdout.splitlines()[-1] == f"Error: cannot listen for {name} on 127.0.0.1:{taken}: " \
+                                             "Address already in use"
+
+
+@pytest.mark.slow
+def test_a_base_path_that_does_not_exist_is_said_once_and_polled(tmp_path):
+    base = tmp_path / "models" / "tf_mlp"
+    server = ServerProcess(tmp_path / "server.log", f"--model_base_path={base}",
+                           "--file_system_poll_wait_seconds=1").start(ready_status=404)
+    try:
+        serving_helpers.wait_for(lambda: server.log().count("Could not find base path") >= 1, timeout=60,
+                                 message="the missing base path in the log")
+        time.sleep(3)  # three more polls
+        serving_helpers.add_version(base, 1)
+        serving_helpers.wait_for(
+            lambda: requests.get(f"{server.rest_url}/v1/models/tf_mlp", timeout=5).status_code == 200,
+            timeout=120, message="the version published after start-up")
+    finally:
+        server.stop()
+    lines = [line for line in server.log().splitlines() if "Could not find base path" in line]
+    assert len(lines) == 1, lines
+    assert f"Could not find base path {base} for servable tf_mlp with error NOT_FOUND: {base}; " \
+           "No such file or directory" in lines[0]
+    assert "Did you forget to name your leaf directory" not in server.log()
+
+
+def test_a_bad_model_config_file_stops_start_up_with_tensorflow_servings_message(tmp_path):
+    bad = tmp_path / "bad_model_config.txt"
+    bad.write_text("improperly formatted file")
+    result = serve_until_exit(f"--model_config_file={bad}", "--port=-1", "--rest_api_port=-1")
+    assert result.returncode == 1
+    assert result.stdout.splitlines()[-1].startswith(
+        f"Error: Failed to start server. Error: Invalid protobuf file: '{bad}': "
+        "Error parsing text-format tensorflow.serving.ModelServerConfig: 1:")
+
+
+@pytest.mark.slow
+def test_a_model_that_fails_to_load_at_start_up_stops_the_server(tmp_path):
+    version = serving_helpers.model_base(tmp_path) / "1"
+    (version / "saved_model.pb").write_bytes(b"not a SavedModel")
+    result = serve_until_exit(f"--model_base_path={version.parent}", "--port=-1", "--rest_api_port=-1",
+                              "--max_num_load_retries=0")
+    assert result.returncode == 1
+    last = result.stdout.splitlines()[-1]
+    # ServerCore::WaitUntilModelsAvailable's text; ServableId::DebugString brings the third brace.
+    assert last.startswith("Error: Failed to start server. Error: UNKNOWN: 1 model(s) did not become available: "
+                           "{{{name: tf_mlp version: 1} due to error: "), last
+    assert last.endswith("}, }")
+
+
+def _readme_models_config_command() -> list:
+    """The README's `tf-mlp serve --model_config_file=serving/models.config ...` example, as arguments."""
+    text = (REPO / "README.md").read_text().replace("\\\n", " ")
+    (line,) = [line for line in text.splitlines() if line.startswith("tf-mlp serve --model_config_file=")]
+    return shlex.split(line.split("#")[0])[2:]
+
+
+@pytest.mark.slow
+def test_the_readme_models_config_example_serves_as_written(tmp_path):
+    # The README's command runs in the repository's root: serving/ is the repository's, models/ an export.
+    serving_helpers.model_base(tmp_path)
+    (tmp_path / "serving").symlink_to(REPO / "serving")
+    flags = _readme_models_config_command()
+    assert "--model_config_file=serving/models.config" in flags
+    server = ServerProcess(tmp_path / "server.log", *flags, cwd=tmp_path)
+    # ServerProcess puts its free ports first; the README's flags name none, so they stay.
+    server.flags = [*flags, f"--port={server.grpc_port}", f"--rest_api_port={server.rest_port}"]
+    server.start()
+    try:
+        stable = requests.get(f"{server.rest_url}/v1/models/tf_mlp/labels/stable", timeout=30)
+        assert stable.status_code == 200 and stable.json()["model_version_status"][0]["version"] == "1"
+        answer = requests.post(f"{server.rest_url}/v1/models/tf_mlp/labels/stable:predict",
+                               json={"instances": [IMAGE]}, timeout=30)
+        assert answer.status_code == 200
+        metrics = requests.get(f"{server.rest_url}/monitoring/prometheus/metrics", timeout=30)
+        assert metrics.status_code == 200
+    finally:
+        server.stop()
+
+
+def test_profiler_service_is_off_with_enable_profiler_false(tmp_path):
+    base = serving_helpers.model_base(tmp_path)
+    for enabled in (True, False):
+        server = serving_helpers.start_server(model_base_path=str(base), enable_profiler=enabled)
+        try:
+            with grpc.insecure_channel(server.grpc_target) as channel:
+                # An empty TerminateRequest: answered when the service is there, UNIMPLEMENTED when it is not.
+                terminate = channel.unary_unary("/tensorflow.ProfilerService/Terminate")
+                if enabled:
+                    assert terminate(b"", timeout=30) == b""
+                else:
+                    with pytest.raises(grpc.RpcError) as error:
+                        terminate(b"", timeout=30)
+                    assert error.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        finally:
+            server.stop()

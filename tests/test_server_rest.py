@@ -82,6 +82,19 @@ def test_predict_row_format(server, images, expected):
     _check_rows(response.json()["predictions"], expected)
 
 
+def test_shapes_are_left_to_the_graph(server, images, expected):
+    """As TensorFlow Serving: no up-front shape check; what the graph computes is served, the rest is a 400
+    with the session's message on one line."""
+    flat = _post(server, "/v1/models/tf_mlp:predict", {"instances": images.reshape(len(images), -1).tolist()})
+    assert flat.status_code == 200, flat.text  # [n,784] into [?,28,28]: the model flattens its input anyway
+    _check_rows(flat.json()["predictions"], expected)
+    bad = _post(server, "/v1/models/tf_mlp:predict", {"instances": [[0] * 10]})
+    assert bad.status_code == 400
+    error = bad.json()["error"]
+    assert error.startswith("Input to reshape is a tensor with 10 values, but the requested shape has 784 (node ")
+    assert "\n" not in error and "[[" not in error
+
+
 def test_predict_columnar_format(server, images, expected):
     response = _post(server, "/v1/models/tf_mlp/versions/1:predict",
                      {"signature_name": "serving_default", "inputs": {"images": images.tolist()}})
@@ -143,8 +156,8 @@ IMAGE = [[0] * 28] * 28
         ("POST", "/v1/models/tf_mlp:predict", {"instances": [[[1.5] * 28] * 28]}, 400,
          "Failed to process element: 0 of 'instances' list. Error: INVALID_ARGUMENT: JSON Value: 1.5 Type: Number "
          "is not of expected type: uint8"),
-        ("POST", "/v1/models/tf_mlp:predict", {"instances": [[0] * 784]}, 400,
-         "input tensor images of signature serving_default has shape [1,784] but the signature expects [?,28,28]"),
+        ("POST", "/v1/models/tf_mlp:predict", {"instances": [[0] * 10]}, 400,
+         "Input to reshape is a tensor with 10 values, but the requested shape has 784 (node "),
         ("POST", "/v1/models/tf_mlp:predict", {"instances": [IMAGE, IMAGE[:27]]}, 400,
          "Failed to process element: 1 of 'instances' list. Error: INVALID_ARGUMENT: Expecting tensor size: 784 "
          "but got: 756"),
@@ -162,13 +175,13 @@ IMAGE = [[0] * 28] * 28
          "JSON Value: \"\ufffd\ufffd\" Type: String is not of expected type: uint8"),
         ("POST", "/v1/models/tf_mlp:predict", {"instances": [[[300] * 28] * 28]}, 400,
          "JSON Value: 300 Type: Number is not of expected type: uint8"),
+        # The method-name check is off by default (as in TensorFlow Serving): serving_default is refused by
+        # the classify and regress signature checks instead.
         ("POST", "/v1/models/tf_mlp:classify", {"examples": [{"image": "x"}]}, 400,
-         "Expected classification signature method_name to be tensorflow/serving/classify. "
-         "Was: tensorflow/serving/predict"),
+         "Expected one or two output Tensors, found 3"),
         ("POST", "/v1/models/tf_mlp:classify", {"signature_name": "classify"}, 400,
          "When method is classify, key 'examples' is expected and was not found"),
-        ("POST", "/v1/models/tf_mlp:regress", {"examples": [{"x": 1.0}]}, 400,
-         "Expected regression signature method_name to be tensorflow/serving/regress."),
+        ("POST", "/v1/models/tf_mlp:regress", {"examples": [{"x": 1.0}]}, 400, "Expected one output Tensor."),
         ("GET", "/v1/models/tf_mlp/versions/x", None, 400, "Malformed request: GET /v1/models/tf_mlp/versions/x"),
         ("POST", "/v1/models/tf_mlp", {}, 400, "Malformed request: POST /v1/models/tf_mlp"),
         ("DELETE", "/v1/models/tf_mlp", None, 400, "Malformed request: DELETE /v1/models/tf_mlp"),

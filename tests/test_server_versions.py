@@ -174,7 +174,7 @@ def test_shipped_config_specific_policy_labels_and_config_polling(tmp_path):
     base = serving_helpers.model_base(tmp_path, versions=(1, 2, 3))
     config = tmp_path / "models.config"
     # The shipped models.config, pointed at this test's base path as run.sh does.
-    config.write_text(SHIPPED_CONFIG.read_text().replace('base_path: "/models/tf_mlp"', f'base_path: "{base}"'))
+    config.write_text(SHIPPED_CONFIG.read_text().replace('base_path: "models/tf_mlp"', f'base_path: "{base}"'))
     server = serving_helpers.start_server(model_config_file=str(config), model_config_file_poll_wait_seconds=0.05,
                                           allow_version_labels_for_unavailable_models=True)
     try:

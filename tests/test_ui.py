@@ -7,6 +7,7 @@ itself, in a real browser, is tested in tests/test_ui_browser.py.
 
 from __future__ import annotations
 
+import configparser
 import http.server
 import json
 import pathlib
@@ -243,8 +244,9 @@ def test_everything_the_page_loads_ships_in_the_package():
             assert (STATIC_DIR / ref[len("/static/"):]).is_file()
     for path in STATIC_DIR.iterdir():
         assert not re.search(r"https?://", path.read_text()), f"{path.name} refers to another site"
-    setup_cfg = (pathlib.Path(__file__).resolve().parents[1] / "setup.cfg").read_text()
-    assert re.search(r"^\[options\.package_data\]\s*\ntf_mlp\.ui = static/\*", setup_cfg, re.M)
+    setup_cfg = configparser.ConfigParser()
+    setup_cfg.read(pathlib.Path(__file__).resolve().parents[1] / "setup.cfg")
+    assert setup_cfg["options.package_data"]["tf_mlp.ui"] == "static/*"
 
 
 # --- Options and the command -------------------------------------------------------------------------------

@@ -275,9 +275,11 @@ def _serve_help() -> str:
 
     return (
         "Serve exported models as TensorFlow Serving does (REST and gRPC), with its flags.\n\n"
-        "Takes tensorflow_model_server's flags, spelled the same (--flag=value), e.g.\n\n"
+        "Takes every flag of tensorflow_model_server, spelled the same (--flag=value); the few that have no\n"
+        "effect here are named in a one-line warning at start. From the repository's root, e.g.\n\n"
         "\b\n  tf-mlp serve --model_base_path=models/tf_mlp\n"
-        "  tf-mlp serve --model_config_file=serving/models.config --enable_batching\n\n"
+        "  tf-mlp serve --model_config_file=serving/models.config "
+        "--allow_version_labels_for_unavailable_models=true\n\n"
         "Stops gracefully on SIGTERM or Ctrl-C. Flags and defaults:\n\n\b\n" + flags_help()
     )
 
@@ -294,6 +296,13 @@ def serve(flags):
     from tf_mlp import server
 
     options = server.parse_flags(flags)
+    if options.version:
+        import tensorflow as tf
+
+        from tf_mlp import __version__
+
+        click.echo(f"tf-mlp serve (TensorFlow-Serving-compatible): {__version__}\nTensorFlow Library: {tf.__version__}")
+        return
     server.serve(options)
 
 

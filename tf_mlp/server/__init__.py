@@ -1,6 +1,7 @@
 """A TensorFlow-Serving-compatible model server: same flags, URLs, JSON, gRPC services and errors.
 
-Built on TensorFlow's runtime (`tf.saved_model.load`) and TensorFlow
+Built on TensorFlow's session runtime (the `serve` MetaGraph loaded as
+TensorFlow Serving loads it, TFLite for `model.tflite`) and TensorFlow
 Serving's own protobufs, for tests, CI and machines without Docker; deploy
 with the real tensorflow_model_server (see serving/). Modules:
 
@@ -8,8 +9,9 @@ with the real tensorflow_model_server (see serving/). Modules:
     config_files   models.config, batching and monitoring text protos
     core           ServerCore: config, versions, labels, lookups, status, metadata
     versions       one model's versions: policy, polling, load (with warmup) and unload
-    servable       one loaded version: SignatureDefs and the functions that run them
-    inference      Predict / Classify / Regress plans and response protos
+    servable       one loaded version: SignatureDefs and the session that runs them
+    tflite_runner  a version's model.tflite run by TensorFlow Lite (--prefer_tflite_model)
+    inference      Predict / Classify / Regress / MultiInference plans and response protos
     batching       direct and batching runners (--enable_batching)
     json_codec, json_tensors, json_examples    the REST API's JSON
     rest, grpc_services                        the two APIs

@@ -1,7 +1,7 @@
 """Running plans: directly, or merged with concurrent requests into batches (--enable_batching).
 
 BatchingRunner follows TensorFlow Serving's BatchingSession over a
-SharedBatchScheduler queue, one queue per servable and signature:
+SharedBatchScheduler queue, one queue per servable, signature and set of outputs:
 
 - a request (task) joins the open batch if it fits in `max_batch_size`,
   otherwise the open batch is closed and a new one opened; a task larger
@@ -71,7 +71,8 @@ class DirectRunner:
 
     async def run(self, plan: Plan) -> dict:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, plan.servable.run, plan.signature, plan.inputs)
+        return await loop.run_in_executor(self._executor, plan.servable.run, plan.signature, plan.inputs,
+                                          plan.output_aliases)
 
     async def flush(self) -> None:
         pass
@@ -152,7 +153,8 @@ class BatchingRunner:
     async def run(self, plan: Plan) -> dict:
         self.loop = asyncio.get_running_loop()
         size = _task_size(plan)
-        key = (id(plan.servable), plan.signature.name)
+        # As BatchingSession's TensorSignature: only runs with the same feeds and fetches share a batch.
+        key = (id(plan.servable), plan.signature.name, tuple(plan.output_aliases))
         queue = self._queues.get(key)
         if queue is None:
             queue = self._queues[key] = _Queue(self)
@@ -194,7 +196,8 @@ class BatchingRunner:
             if tasks:
                 plan = tasks[0].plan
                 inputs = _merge(tasks, self.settings.allowed_batch_sizes)
-                outputs = await self.loop.run_in_executor(self._executor, plan.servable.run, plan.signature, inputs)
+                outputs = await self.loop.run_in_executor(self._executor, plan.servable.run, plan.signature, inputs,
+                                                          plan.output_aliases)
                 _split(tasks, outputs, batch_size=next(iter(inputs.values())).shape[0])
         except Exception as error:  # noqa: BLE001 - every waiting request gets the batch's error
             for task in tasks:

@@ -101,7 +101,9 @@ def parse_text_proto(path, message):
     try:
         text_format.Parse(text, message)
     except text_format.ParseError as error:
-        raise ConfigError(f"Invalid protobuf file: '{path}': {error}") from None
+        # tensorflow_model_server's two lines in one: protobuf's parser error, then ParseProtoTextFile's status.
+        raise ConfigError(f"Invalid protobuf file: '{path}': Error parsing text-format "
+                          f"{message.DESCRIPTOR.full_name}: {error}") from None
     return message
 
 

@@ -22,7 +22,7 @@ from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 from tf_mlp.errors import ConfigError, TfMlpError
 from tf_mlp.server import config_files, inference, tensors
 from tf_mlp.server.options import ServerOptions
-from tf_mlp.server.servable import Servable
+from tf_mlp.server.servable import LoadSettings, Servable
 from tf_mlp.server.status import Code, ServingError, invalid_argument, not_found
 from tf_mlp.server.versions import ModelVersions, State
 
@@ -46,7 +46,12 @@ class ServerCore:
     # ---- lifecycle -------------------------------------------------------
 
     def start(self) -> None:
-        """Apply the initial config and load what it names; ConfigError if the config is refused."""
+        """Apply the initial config and load what it names.
+
+        ConfigError (TensorFlow Serving's "Failed to start server. Error: ...")
+        if the config is refused or a model's version fails to load; then
+        nothing stays loaded.
+        """
         if self.options.model_config_file:
             config = config_files.read_model_server_config(self.options.model_config_file)
         else:
@@ -54,6 +59,8 @@ class ServerCore:
         try:
             self.reload_config(config)
         except ServingError as error:
+            for model in self._models.values():
+                model.unload_all()
             raise ConfigError(f"Failed to start server. Error: {error.to_string()}") from None
         self._thread = threading.Thread(target=self._manage, name="model-manager", daemon=True)
         self._thread.start()
@@ -120,9 +127,42 @@ class ServerCore:
                     load_retry_interval_seconds=self.options.load_retry_interval_micros / 1e6,
                     stop_event=self._stop,
                 )
+        added = [name for name in models if name not in self._models]
         self._models = models
         for model in models.values():
             model.poll()
+        error = self.unavailable_models_error(added)
+        if error is not None:
+            raise error
+
+    def load_errors(self) -> dict:
+        """(model, version) -> ServingError for every version whose last load attempt failed."""
+        errors = {}
+        for name, model in self._models.items():
+            for version, status in model.statuses().items():
+                if status.state == State.END and status.error is not None:
+                    errors[(name, version)] = status.error
+        return errors
+
+    def unavailable_models_error(self, names) -> ServingError | None:
+        """WaitUntilModelsAvailable: UNKNOWN if a model's latest version failed to load.
+
+        A model with no version on disk yet is not counted: its first version
+        is loaded whenever it appears.
+        """
+        failed = []
+        for name in names:
+            model = self._models.get(name)
+            if model is None:
+                continue
+            statuses = model.statuses()
+            if statuses:
+                version, status = next(iter(statuses.items()))  # the highest version
+                if status.state == State.END and status.error is not None:
+                    failed.append(f"{{{{name: {name} version: {version}}} due to error: {status.error.to_string()}}}, ")
+        if not failed:
+            return None
+        return ServingError(Code.UNKNOWN, f"{len(failed)} model(s) did not become available: {{{''.join(failed)}}}")
 
     def _checked_labels(self, model_configs: dict) -> dict:
         """UpdateModelVersionLabelMap: a label may only name an available version, unless allowed."""
@@ -145,7 +185,7 @@ class ServerCore:
 
     def load_version(self, model_name: str, version: int, path) -> Servable:
         """Load a version and replay its warmup requests; ServingError if either fails."""
-        servable = Servable.load(model_name, version, path)
+        servable = Servable.load(model_name, version, path, LoadSettings.from_options(self.options))
         if self.options.enable_model_warmup:
             iterations = max(self.options.num_request_iterations_for_warmup, 1)
             records = servable.warmup_records()
@@ -247,4 +287,4 @@ def replay_warmup_record(servable: Servable, record) -> None:
                                       inference.serialized_examples(request.input))
     else:
         raise ServingError(Code.UNIMPLEMENTED, f"Unsupported log_type for warmup: {kind}")
-    servable.run(plan.signature, plan.inputs)
+    servable.run(plan.signature, plan.inputs, plan.output_aliases)

@@ -1,10 +1,10 @@
 """The gRPC API: PredictionService and ModelService from tensorflow-serving-api's generated classes.
 
-Predict, Classify, Regress and GetModelMetadata, GetModelStatus and
-HandleReloadConfigRequest answer as prediction_service_impl.cc and
-model_service_impl.cc do; errors are aborts with the status code of the
-ServingError and its message. A client deadline bounds the run, as upstream
-turns it into the session's timeout. MultiInference is not implemented.
+Predict, Classify, Regress, MultiInference and GetModelMetadata,
+GetModelStatus and HandleReloadConfigRequest answer as
+prediction_service_impl.cc and model_service_impl.cc do; errors are aborts
+with the status code of the ServingError and its message. A client deadline
+bounds the run, as upstream turns it into the session's timeout.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from tensorflow_serving.apis import (
     classification_pb2,
     get_model_status_pb2,
     model_management_pb2,
+    model_pb2,
     model_service_pb2_grpc,
     prediction_service_pb2_grpc,
     regression_pb2,
@@ -107,7 +108,20 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             await _abort(context, error)
 
     async def MultiInference(self, request, context):
-        await _abort(context, ServingError(Code.UNIMPLEMENTED, "MultiInference is not supported by this server"))
+        """Classify and regress tasks over one model's signatures, run together (multi_inference_helper.cc)."""
+        try:
+            # The first task's ModelSpec picks the servable (an empty one when there are no tasks).
+            spec = request.tasks[0].model_spec if request.tasks else model_pb2.ModelSpec()
+            servable = self._core.servable_for_spec(spec)
+            plan = inference.plan_multi_inference(servable, request)
+            loop = asyncio.get_running_loop()
+            try:
+                return await asyncio.wait_for(loop.run_in_executor(self._executor, plan.run),
+                                              context.time_remaining())
+            except asyncio.TimeoutError:
+                raise ServingError(Code.DEADLINE_EXCEEDED, DEADLINE_MESSAGE) from None
+        except ServingError as error:
+            await _abort(context, error)
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):

@@ -11,8 +11,9 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+from google.protobuf import text_format
 from tensorflow.core.framework import types_pb2
-from tensorflow_serving.apis import classification_pb2, predict_pb2, regression_pb2
+from tensorflow_serving.apis import classification_pb2, inference_pb2, predict_pb2, regression_pb2
 
 from tf_mlp.server import tensors
 from tf_mlp.server.servable import (
@@ -52,7 +53,7 @@ def plan_predict(servable: Servable, signature_name: str, inputs: dict, output_f
     signature = servable.signature(name)
     if signature is None:
         raise ServingError(Code.FAILED_PRECONDITION, f'Serving signature key "{name}" not found.')
-    if signature.method_name not in (PREDICT_METHOD, CLASSIFY_METHOD, REGRESS_METHOD):
+    if servable.method_name_check and signature.method_name not in (PREDICT_METHOD, CLASSIFY_METHOD, REGRESS_METHOD):
         raise ServingError(
             Code.INTERNAL,
             f"Expected prediction signature method_name to be one of {{{PREDICT_METHOD}, {CLASSIFY_METHOD}, "
@@ -72,43 +73,64 @@ def plan_predict(servable: Servable, signature_name: str, inputs: dict, output_f
     return Plan(servable, signature, inputs, aliases or list(signature.outputs))
 
 
-def _examples_signature(servable: Servable, signature_name: str, method: str, kind: str) -> Signature:
+def _check_method(servable: Servable, signature: Signature, method: str, kind: str) -> None:
+    """--enable_signature_method_name_check (off by default, as in TensorFlow Serving)."""
+    if servable.method_name_check and signature.method_name != method:
+        raise invalid_argument(f"Expected {kind} signature method_name to be {method}. Was: {signature.method_name}")
+
+
+def classify_outputs(servable: Servable, signature: Signature) -> list:
+    """PreProcessClassification: the checks, then the output aliases to fetch (classes, scores)."""
+    _check_method(servable, signature, CLASSIFY_METHOD, "classification")
+    if len(signature.inputs) != 1:
+        raise invalid_argument("Expected one input Tensor.")
+    if len(signature.outputs) not in (1, 2):
+        raise invalid_argument(f"Expected one or two output Tensors, found {len(signature.outputs)}")
+    if CLASSIFY_INPUTS not in signature.inputs:
+        raise invalid_argument(f"No classification inputs found in SignatureDef: {_short(signature.definition)}")
+    aliases = [alias for alias in (CLASSIFY_CLASSES, CLASSIFY_SCORES) if alias in signature.outputs]
+    if not aliases:
+        raise invalid_argument(
+            f'Expected classification signature outputs to contain at least one of "{CLASSIFY_CLASSES}" or '
+            f'"{CLASSIFY_SCORES}". Signature was: {_short(signature.definition)}')
+    return aliases
+
+
+def regress_outputs(servable: Servable, signature: Signature) -> list:
+    """PreProcessRegression: the checks, then the output alias to fetch."""
+    _check_method(servable, signature, REGRESS_METHOD, "regression")
+    if len(signature.inputs) != 1:
+        raise invalid_argument("Expected one input Tensor.")
+    if len(signature.outputs) != 1:
+        raise invalid_argument("Expected one output Tensor.")
+    if CLASSIFY_INPUTS not in signature.inputs:
+        raise invalid_argument(f"No regression inputs found in SignatureDef: {_short(signature.definition)}")
+    if REGRESS_OUTPUTS not in signature.outputs:
+        raise invalid_argument(f"No regression outputs found in SignatureDef: {_short(signature.definition)}")
+    return [REGRESS_OUTPUTS]
+
+
+def _short(definition) -> str:
+    """SignatureDef::ShortDebugString, so the message stays on one line."""
+    return text_format.MessageToString(definition, as_one_line=True)
+
+
+def _examples_signature(servable: Servable, signature_name: str) -> Signature:
     name = signature_name or DEFAULT_SIGNATURE
     signature = servable.signature(name)
     if signature is None:
         raise invalid_argument(f"No signature was found with the name: {name}")
-    if signature.method_name != method:
-        raise invalid_argument(f"Expected {kind} signature method_name to be {method}. Was: {signature.method_name}")
-    if len(signature.inputs) != 1:
-        raise invalid_argument("Expected one input Tensor.")
-    if CLASSIFY_INPUTS not in signature.inputs:
-        raise ServingError(Code.FAILED_PRECONDITION, f"No {kind} inputs found in SignatureDef: {signature.definition}")
     return signature
 
 
 def plan_classify(servable: Servable, signature_name: str, serialized_examples: np.ndarray) -> Plan:
-    signature = _examples_signature(servable, signature_name, CLASSIFY_METHOD, "classification")
-    if len(signature.outputs) not in (1, 2):
-        raise invalid_argument(f"Expected one or two output Tensors, found {len(signature.outputs)}")
-    aliases = [alias for alias in (CLASSIFY_CLASSES, CLASSIFY_SCORES) if alias in signature.outputs]
-    if not aliases:
-        raise ServingError(
-            Code.FAILED_PRECONDITION,
-            f'Expected classification signature outputs to contain at least one of "{CLASSIFY_CLASSES}" or '
-            f'"{CLASSIFY_SCORES}". Signature was: {signature.definition}',
-        )
-    return _plan_examples(servable, signature, serialized_examples, aliases)
+    signature = _examples_signature(servable, signature_name)
+    return _plan_examples(servable, signature, serialized_examples, classify_outputs(servable, signature))
 
 
 def plan_regress(servable: Servable, signature_name: str, serialized_examples: np.ndarray) -> Plan:
-    signature = _examples_signature(servable, signature_name, REGRESS_METHOD, "regression")
-    if len(signature.outputs) != 1:
-        raise invalid_argument("Expected one output Tensor.")
-    if REGRESS_OUTPUTS not in signature.outputs:
-        raise ServingError(
-            Code.FAILED_PRECONDITION, f"No regression outputs found in SignatureDef: {signature.definition}"
-        )
-    return _plan_examples(servable, signature, serialized_examples, [REGRESS_OUTPUTS])
+    signature = _examples_signature(servable, signature_name)
+    return _plan_examples(servable, signature, serialized_examples, regress_outputs(servable, signature))
 
 
 def _plan_examples(servable, signature, serialized_examples, aliases) -> Plan:
@@ -156,7 +178,8 @@ def predict_response(plan: Plan, outputs: dict) -> predict_pb2.PredictResponse:
 
 def _check_matrix(array: np.ndarray, dtype: int, alias: str, examples: int) -> None:
     if array.ndim != 2:
-        raise invalid_argument(f"Expected Tensor shape: [batch_size num_classes] but got {list(array.shape)}")
+        raise invalid_argument(
+            f"Expected Tensor shape: [batch_size num_classes] but got {tensors.shape_string(array.shape)}")
     if tensors.dtype_of(array) != dtype:
         raise invalid_argument(
             f"Expected {alias} Tensor of {types_pb2.DataType.Name(dtype)}. "
@@ -167,9 +190,13 @@ def _check_matrix(array: np.ndarray, dtype: int, alias: str, examples: int) -> N
 
 
 def classification_result(plan: Plan, outputs: dict) -> classification_pb2.ClassificationResult:
-    examples = plan.batch_size
-    classes = outputs.get(CLASSIFY_CLASSES) if CLASSIFY_CLASSES in plan.output_aliases else None
-    scores = outputs.get(CLASSIFY_SCORES) if CLASSIFY_SCORES in plan.output_aliases else None
+    """PostProcessClassificationResult over a plan's outputs (alias -> ndarray)."""
+    return _classifications(outputs, plan.batch_size)
+
+
+def _classifications(outputs: dict, examples: int) -> classification_pb2.ClassificationResult:
+    classes = outputs.get(CLASSIFY_CLASSES)
+    scores = outputs.get(CLASSIFY_SCORES)
     if classes is not None:
         _check_matrix(classes, types_pb2.DT_STRING, CLASSIFY_CLASSES, examples)
     if scores is not None:
@@ -192,13 +219,16 @@ def classification_result(plan: Plan, outputs: dict) -> classification_pb2.Class
 
 
 def regression_result(plan: Plan, outputs: dict) -> regression_pb2.RegressionResult:
-    values = outputs[REGRESS_OUTPUTS]
-    examples = plan.batch_size
+    """PostProcessRegressionResult over a plan's outputs (alias -> ndarray)."""
+    return _regressions(outputs[REGRESS_OUTPUTS], plan.batch_size)
+
+
+def _regressions(values: np.ndarray, examples: int) -> regression_pb2.RegressionResult:
     if values.ndim == 2 and values.shape[1] == 1:
         values = values[:, 0]
     if values.ndim != 1:
         raise invalid_argument(f"Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got "
-                               f"{list(values.shape)}")
+                               f"{tensors.shape_string(values.shape)}")
     if values.shape[0] != examples:
         raise invalid_argument(f"Input batch size did not match output batch size: {examples} vs. {values.shape[0]}")
     if tensors.dtype_of(values) != types_pb2.DT_FLOAT:
@@ -208,3 +238,64 @@ def regression_result(plan: Plan, outputs: dict) -> regression_pb2.RegressionRes
     for value in values.tolist():
         result.regressions.add(value=value)
     return result
+
+
+@dataclasses.dataclass
+class MultiPlan:
+    """A MultiInferenceRequest checked against one servable: its tasks run in one session run."""
+
+    servable: Servable
+    tasks: list
+    """(task, signature, output aliases) per task, in request order."""
+    examples: np.ndarray
+
+    def run(self) -> inference_pb2.MultiInferenceResponse:
+        """TensorFlowMultiInferenceRunner::Infer: feed the examples to every task's input, fetch once."""
+        feeds = {signature.inputs[CLASSIFY_INPUTS].name: self.examples for _, signature, _ in self.tasks}
+        fetch_names = sorted({signature.outputs[alias].name for _, signature, aliases in self.tasks
+                              for alias in aliases})
+        response = inference_pb2.MultiInferenceResponse()
+        if not self.tasks:
+            return response
+        values = dict(zip(fetch_names, self.servable.run_tensors(self.tasks[0][1], feeds, fetch_names)))
+        count = len(self.examples)
+        for task, signature, aliases in self.tasks:
+            outputs = {alias: values[signature.outputs[alias].name] for alias in aliases}
+            result = response.results.add()
+            if task.method_name == CLASSIFY_METHOD:
+                result.classification_result.CopyFrom(_classifications(outputs, count))
+            else:
+                result.regression_result.CopyFrom(_regressions(outputs[REGRESS_OUTPUTS], count))
+            fill_model_spec(result.model_spec, self.servable, task.model_spec.signature_name)
+        return response
+
+
+def plan_multi_inference(servable: Servable, request) -> MultiPlan:
+    """The checks of multi_inference.cc, in its order and with its messages."""
+    model_name = ""
+    signature_names = set()
+    tasks = []
+    for task in request.tasks:
+        if not task.model_spec.name:
+            raise invalid_argument("Found ModelSpec with an empty model name.")
+        model_name = model_name or task.model_spec.name
+        if task.model_spec.name != model_name:
+            raise invalid_argument("All ModelSpecs in a MultiInferenceRequest must access the same model name.")
+        name = task.model_spec.signature_name or DEFAULT_SIGNATURE
+        if name in signature_names:
+            raise invalid_argument(f"Duplicate evaluation of signature: {name}")
+        signature_names.add(name)
+        signature = servable.signature(name)
+        if signature is None:
+            raise invalid_argument(f"Requested signature not found in model graph: {name}")
+        if task.method_name == CLASSIFY_METHOD:
+            aliases = classify_outputs(servable, signature)
+        elif task.method_name == REGRESS_METHOD:
+            aliases = regress_outputs(servable, signature)
+        else:
+            raise ServingError(Code.UNIMPLEMENTED, f"Unsupported signature method_name: {task.method_name}")
+        tasks.append((task, signature, aliases))
+    examples = serialized_examples(request.input)
+    for _, signature, _ in tasks:
+        servable.check_inputs(signature, {CLASSIFY_INPUTS: examples})
+    return MultiPlan(servable, tasks, examples)

@@ -303,6 +303,9 @@ def predict_inputs(document: dict, signature, body: bytes) -> tuple:
 
 def _jsonable(name: str, array: np.ndarray):
     """An output ready for json_codec.dumps: strings decoded, or {"b64": ...} for *_bytes names."""
+    if array.ndim == 0:
+        # A scalar is written as one value, not a list of one (np.ascontiguousarray makes it 1-D).
+        return _jsonable(name, array.reshape(1))[0]
     if array.dtype != object:
         return np.ascontiguousarray(array)
     if name.endswith(BYTES_SUFFIX):

@@ -19,6 +19,8 @@ import collections
 import contextlib
 import time
 
+import tensorflow as tf
+
 LATENCY_BUCKETS = tuple(10 * 1.8**index for index in range(33))
 REQUEST_COUNT = ":tensorflow:serving:request_count"
 REQUEST_LATENCY = ":tensorflow:serving:request_latency"
@@ -55,12 +57,18 @@ class Metrics:
 
     @contextlib.contextmanager
     def request(self, api: str, entrypoint: str):
-        """Time one request; the caller sets `outcome['model']` and `outcome['status']` inside the block."""
+        """Time one request; the caller sets `outcome['model']` and `outcome['status']` inside the block.
+
+        While a profile is being captured (tensorflow.ProfilerService on the
+        gRPC port), each request is also a trace event named like
+        `predict:REST`, so the trace shows requests beside the model's ops.
+        """
         outcome = {"model": "", "status": "OK"}
         self.in_flight += 1
         start = time.perf_counter()
         try:
-            yield outcome
+            with tf.profiler.experimental.Trace(f"{api}:{entrypoint}"):  # a no-op unless a trace is running
+                yield outcome
         finally:
             self.in_flight -= 1
             self.record(outcome["model"], api, entrypoint, outcome["status"], (time.perf_counter() - start) * 1e6)

@@ -3,10 +3,17 @@
 `ServerOptions` is the Python form (one field per flag, same names);
 `parse_flags(["--rest_api_port=8501", ...])` is the command-line form, which
 accepts `--flag=value`, `--flag value`, and for booleans a bare `--flag`, as
-TensorFlow's flag parser does. Defaults are tensorflow_model_server's except
-where DESIGN.md says otherwise: the REST API is on (8501) rather than off,
-everything binds 127.0.0.1 rather than all interfaces, and the model is named
-`tf_mlp` rather than `default`. `--host`, `--rest_api_max_request_bytes` and
+TensorFlow's flag parser does. Every flag `tensorflow_model_server --help`
+lists is accepted. Most are honoured; the few that mean nothing here (CORS,
+TPU, TensorFlow Lite interpreter pools, ...) are listed in `NO_EFFECT`, and
+`ignored_flag_warnings()` names, in one line each, those given a value other
+than their default. SSL and ALTS credentials are refused rather than
+silently served in plain text.
+
+Defaults are tensorflow_model_server's except where DESIGN.md says
+otherwise: the REST API is on (8501) rather than off, everything binds
+127.0.0.1 rather than all interfaces, and the model is named `tf_mlp` rather
+than `default`. `--host`, `--rest_api_max_request_bytes` and
 `--shutdown_grace_seconds` are this server's own additions.
 """
 
@@ -25,17 +32,21 @@ ANY_FREE_PORT = -1
 DISABLED_PORT = 0
 """Port value turning an API off, as in tensorflow_model_server."""
 
+SERVE_TAG = "serve"
+
 _CPUS = os.cpu_count() or 1
 
 
 @dataclasses.dataclass
 class ServerOptions:
     port: int = contract.DEFAULT_GRPC_PORT
+    grpc_socket_path: str = ""
     rest_api_port: int = contract.DEFAULT_REST_PORT
     host: str = contract.DEFAULT_HOST
     rest_api_num_threads: int = 4 * _CPUS
     rest_api_timeout_in_ms: int = 30000
     rest_api_max_request_bytes: int = 64 * 1024 * 1024
+    rest_api_enable_cors_support: bool = False
     model_name: str = contract.MODEL_NAME
     model_base_path: str = ""
     model_config_file: str = ""
@@ -45,12 +56,41 @@ class ServerOptions:
     file_system_poll_wait_seconds: float = 1
     enable_batching: bool = False
     batching_parameters_file: str = ""
+    enable_per_model_batching_parameters: bool = False
     monitoring_config_file: str = ""
     allow_version_labels_for_unavailable_models: bool = False
+    num_load_threads: int = 0
+    num_unload_threads: int = 0
     max_num_load_retries: int = 5
     load_retry_interval_micros: int = 60 * 1000 * 1000
+    flush_filesystem_caches: bool = True
     enable_model_warmup: bool = True
     num_request_iterations_for_warmup: int = 0
+    saved_model_tags: str = SERVE_TAG
+    tensorflow_session_parallelism: int = 0
+    tensorflow_intra_op_parallelism: int = 0
+    tensorflow_inter_op_parallelism: int = 0
+    tensorflow_session_config_file: str = ""
+    per_process_gpu_memory_fraction: float = 0.0
+    platform_config_file: str = ""
+    grpc_channel_arguments: str = ""
+    grpc_max_threads: int = 4 * _CPUS
+    use_alts_credentials: bool = False
+    ssl_config_file: str = ""
+    enable_profiler: bool = True
+    enable_grpc_healthcheck_service: bool = False
+    enable_signature_method_name_check: bool = False
+    prefer_tflite_model: bool = False
+    num_tflite_pools: int = _CPUS
+    num_tflite_interpreters_per_pool: int = 1
+    remove_unused_fields_from_bundle_metagraph: bool = True
+    enable_serialization_as_tensor_content: bool = False
+    thread_pool_factory_config_file: str = ""
+    mixed_precision: str = ""
+    xla_cpu_compilation_enabled: bool = False
+    xla_gpu_compilation_enabled: bool = False
+    skip_initialize_tpu: bool = False
+    version: bool = False
     shutdown_grace_seconds: float = 30.0
 
     def validate(self) -> None:
@@ -65,24 +105,105 @@ class ServerOptions:
                 raise ConfigError(f"--{name}={value} is not a port (0 disables, -1 picks a free one)")
         if self.port == self.rest_api_port and self.port > 0:
             raise ConfigError(f"--rest_api_port={self.rest_api_port} must differ from --port={self.port}")
-        if self.port == DISABLED_PORT and self.rest_api_port == DISABLED_PORT:
-            raise ConfigError("both --port and --rest_api_port are 0; enable at least one API")
+        if self.port == DISABLED_PORT and self.rest_api_port == DISABLED_PORT and not self.grpc_socket_path:
+            raise ConfigError("both --port and --rest_api_port are 0 and --grpc_socket_path is empty; "
+                              "enable at least one API")
         if self.rest_api_max_request_bytes <= 0:
             raise ConfigError("--rest_api_max_request_bytes must be positive")
-        if self.rest_api_num_threads <= 0:
-            raise ConfigError("--rest_api_num_threads must be positive")
+        for name in ("rest_api_num_threads", "grpc_max_threads"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"--{name} must be positive")
+        if self.use_alts_credentials and self.ssl_config_file:
+            raise ConfigError("Either use_alts_credentials must be false or ssl_config_file must be empty.")
+        if self.use_alts_credentials or self.ssl_config_file:
+            flag = "--use_alts_credentials" if self.use_alts_credentials else "--ssl_config_file"
+            raise ConfigError(f"{flag}: secure gRPC channels are not supported by tf-mlp serve; terminate TLS "
+                              "in a proxy in front of it, or serve with tensorflow_model_server")
+        if (self.tensorflow_intra_op_parallelism > 0 and self.tensorflow_inter_op_parallelism > 0
+                and self.tensorflow_session_parallelism > 0):
+            raise ConfigError("Either configure server_options.tensorflow_session_parallelism or "
+                              "(server_options.tensorflow_intra_op_parallelism, "
+                              "server_options.tensorflow_inter_op_parallelism) separately. "
+                              "You cannot configure all.")
+        grpc_channel_arguments(self.grpc_channel_arguments)
+        if not 0.0 <= self.per_process_gpu_memory_fraction <= 1.0:
+            raise ConfigError("--per_process_gpu_memory_fraction must be between 0.0 and 1.0")
+
+    def thread_counts(self) -> tuple[int, int]:
+        """(intra_op, inter_op) threads as server.cc puts them in each session's config; 0: TensorFlow's choice.
+
+        The two specific flags win over --tensorflow_session_parallelism,
+        which sets both.
+        """
+        if self.tensorflow_intra_op_parallelism > 0 or self.tensorflow_inter_op_parallelism > 0:
+            return self.tensorflow_intra_op_parallelism, self.tensorflow_inter_op_parallelism
+        return self.tensorflow_session_parallelism, self.tensorflow_session_parallelism
+
+    def ignored_flag_warnings(self) -> list[str]:
+        """One line per flag given a non-default value that has no effect here."""
+        defaults = ServerOptions()
+        return [f"--{name}={_shown(getattr(self, name))} has no effect in tf-mlp serve: {reason}"
+                for name, reason in NO_EFFECT.items() if getattr(self, name) != getattr(defaults, name)]
 
 
-# (flag, help) in the order `--help` lists them; the help texts follow
+def grpc_channel_arguments(text: str) -> list[tuple[str, int | str]]:
+    """Parse --grpc_channel_arguments as server.cc does: `key=value,...`, int32 values as ints, others as strings."""
+    arguments = []
+    for item in text.split(",") if text else []:
+        key, separator, value = item.partition("=")
+        if not separator or not key:
+            raise ConfigError(f"--grpc_channel_arguments: {item!r} is not key=value")
+        try:
+            number = int(value)
+        except ValueError:
+            number = None
+        arguments.append((key, number if number is not None and -2**31 <= number < 2**31 else value))
+    return arguments
+
+
+# Flags of tensorflow_model_server that mean nothing for this server, and why.
+NO_EFFECT = {
+    "rest_api_enable_cors_support": "CORS headers are not implemented",
+    "enable_per_model_batching_parameters": "batching parameters come from --batching_parameters_file only",
+    "num_load_threads": "versions are loaded one at a time, by the manager thread",
+    "num_unload_threads": "versions are unloaded one at a time, by the manager thread",
+    "flush_filesystem_caches": "there are no file system caches to flush",
+    "platform_config_file": "only the TensorFlow platform is served",
+    "enable_grpc_healthcheck_service": "the gRPC health service is not served (use ModelService.GetModelStatus)",
+    "num_tflite_pools": "there are no TensorFlow Lite interpreter pools",
+    "num_tflite_interpreters_per_pool": "there are no TensorFlow Lite interpreter pools",
+    "remove_unused_fields_from_bundle_metagraph": "the MetaGraphDef is not kept after loading",
+    "enable_serialization_as_tensor_content": "responses fill the typed value fields",
+    "thread_pool_factory_config_file": "there are no custom thread pool factories",
+    "mixed_precision": "models run in the precision they were exported with",
+    "xla_cpu_compilation_enabled": "functions are compiled as the SavedModel asks (jit_compile)",
+    "xla_gpu_compilation_enabled": "functions are compiled as the SavedModel asks (jit_compile)",
+    "skip_initialize_tpu": "there is no TPU support",
+    "saved_model_tags": "SavedModels are loaded with the 'serve' tag",
+    "tensorflow_session_config_file": "sessions get the thread counts of the flags and TensorFlow's other defaults",
+    "per_process_gpu_memory_fraction": "sessions get TensorFlow's default GPU memory options",
+}
+
+
+def _shown(value) -> str:
+    return str(value).lower() if isinstance(value, bool) else repr(value) if value == "" else str(value)
+
+
+_NO_EFFECT_NOTE = "Accepted for compatibility; no effect here ({})."
+
+# Help in the order `--help` lists the flags; the texts follow
 # tensorflow_model_server's own where the flag is one of its flags.
 FLAG_HELP = {
     "port": "Port to listen on for the gRPC API (0 disables it, -1 picks a free port).",
+    "grpc_socket_path": "If non-empty, also listen to a UNIX socket for the gRPC API on the given path "
+    "(relative or absolute).",
     "rest_api_port": "Port to listen on for the HTTP/REST API (0 disables it, -1 picks a free port). "
     "Must differ from --port.",
     "host": "Address both APIs bind to. The default serves this machine only; 0.0.0.0 serves every interface.",
     "rest_api_num_threads": "Number of threads for HTTP/REST request decoding and model runs.",
     "rest_api_timeout_in_ms": "Timeout for HTTP/REST API calls (504 when exceeded).",
     "rest_api_max_request_bytes": "Largest HTTP/REST request body accepted (413 above it).",
+    "rest_api_enable_cors_support": "Enable CORS headers in response.",
     "model_name": "Name of the model (ignored if --model_config_file is set).",
     "model_base_path": "Path to export: the directory holding numbered version directories "
     "(ignored if --model_config_file is set, otherwise required).",
@@ -95,18 +216,57 @@ FLAG_HELP = {
     "enable_batching": "Enable server-side batching of concurrent requests.",
     "batching_parameters_file": "If non-empty, read an ascii BatchingParameters protobuf from the supplied file "
     "name and use the contained values instead of the defaults.",
+    "enable_per_model_batching_parameters": "Read batching parameters from each SavedModel's directory.",
     "monitoring_config_file": "If non-empty, read an ascii MonitoringConfig protobuf from the supplied file name "
     "(Prometheus metrics on the REST port).",
     "allow_version_labels_for_unavailable_models": "If true, allows assigning unused version labels to models "
     "that are not available yet.",
+    "num_load_threads": "Number of threads loading servables.",
+    "num_unload_threads": "Number of threads unloading servables.",
     "max_num_load_retries": "Maximum number of times a failed version load is retried before giving up "
     "(0: one attempt).",
     "load_retry_interval_micros": "The interval, in microseconds, between each servable load retry.",
+    "flush_filesystem_caches": "Flush filesystem caches after loading servables.",
     "enable_model_warmup": "Replay assets.extra/tf_serving_warmup_requests when a version loads, "
     "before it serves.",
     "num_request_iterations_for_warmup": "Number of times each warmup request is replayed (used only if > 0).",
+    "saved_model_tags": "Comma-separated set of tags of the meta graph to load from each SavedModel.",
+    "tensorflow_session_parallelism": "Number of threads to use for running a TensorFlow session "
+    "(both intra-op and inter-op). 0: auto-configured.",
+    "tensorflow_intra_op_parallelism": "Number of threads to use to parallelize the execution of an individual "
+    "op. 0: auto-configured.",
+    "tensorflow_inter_op_parallelism": "Number of ops that can be executed simultaneously. 0: auto-configured.",
+    "tensorflow_session_config_file": "If non-empty, read an ascii TensorFlow ConfigProto from the supplied file "
+    "name.",
+    "per_process_gpu_memory_fraction": "Fraction of each GPU's memory the process may take (0.0: TensorFlow "
+    "chooses).",
+    "platform_config_file": "Read an ascii PlatformConfigMap protobuf instead of the TensorFlow platform's.",
+    "grpc_channel_arguments": "A comma separated list of arguments passed to the gRPC server "
+    "(e.g. grpc.max_connection_age_ms=2000).",
+    "grpc_max_threads": "Threads available to run the model for gRPC requests (the pool they share with "
+    "REST is the larger of this and --rest_api_num_threads).",
+    "use_alts_credentials": "Use Google ALTS credentials (refused: no secure channels here).",
+    "ssl_config_file": "Read an ascii SSLConfig protobuf and serve gRPC over SSL (refused: no secure channels "
+    "here).",
+    "enable_profiler": "Serve tensorflow.ProfilerService on the gRPC port (traces with TensorFlow's profiler).",
+    "enable_grpc_healthcheck_service": "Enable the standard gRPC healthcheck service.",
+    "enable_signature_method_name_check": "Check each SignatureDef's method_name against the API called "
+    "(Classify, Regress, Predict). Leave off for native TF2 models.",
+    "prefer_tflite_model": "Serve model.tflite from a version directory instead of saved_model.pb when present.",
+    "num_tflite_pools": "Number of TensorFlow Lite interpreter pools.",
+    "num_tflite_interpreters_per_pool": "Number of TensorFlow Lite interpreters per pool.",
+    "remove_unused_fields_from_bundle_metagraph": "Remove unused fields from the MetaGraphDef to save memory.",
+    "enable_serialization_as_tensor_content": "Serialize predict responses as tensor content.",
+    "thread_pool_factory_config_file": "Read an ascii ThreadPoolConfig protobuf.",
+    "mixed_precision": "Mixed precision mode.",
+    "xla_cpu_compilation_enabled": "Enable XLA:CPU JIT.",
+    "xla_gpu_compilation_enabled": "Enable XLA:CPU and XLA:GPU JIT.",
+    "skip_initialize_tpu": "Skip initializing the TPU system.",
+    "version": "Display the version and exit.",
     "shutdown_grace_seconds": "On SIGTERM or SIGINT, seconds to let requests in flight finish.",
 }
+for _name, _reason in NO_EFFECT.items():
+    FLAG_HELP[_name] += " " + _NO_EFFECT_NOTE.format(_reason)
 
 
 def _parse_bool(text: str) -> bool:
@@ -142,16 +302,13 @@ def parse_flags(argv) -> ServerOptions:
     if unknown:
         raise ConfigError(f"unknown flag {unknown[0]} (see tf-mlp serve --help)")
     options = ServerOptions(**vars(namespace))
-    options.validate()
+    if not options.version:  # --version answers without a model, as tensorflow_model_server
+        options.validate()
     return options
 
 
 def flags_help() -> str:
     """The flag list for `tf-mlp serve --help`."""
     defaults = ServerOptions()
-    lines = []
-    for name, help_text in FLAG_HELP.items():
-        default = getattr(defaults, name)
-        shown = str(default).lower() if isinstance(default, bool) else repr(default) if default == "" else default
-        lines.append(f"  --{name}={shown}\n      {help_text}")
-    return "\n".join(lines)
+    return "\n".join(f"  --{name}={_shown(getattr(defaults, name))}\n      {help_text}"
+                     for name, help_text in FLAG_HELP.items())

@@ -1,11 +1,17 @@
-"""One loaded model version: its SignatureDefs and the functions that run them.
+"""One loaded model version: its SignatureDefs and a session that runs them by tensor name.
 
-The SignatureDefs are read from the version's `saved_model.pb` (the `serve`
-meta graph), so metadata, tensor names, dtypes, shapes and method names are
-exactly what TensorFlow Serving would report; the functions come from
-`tf.saved_model.load`, TensorFlow's own runtime. A Servable is immutable once
-loaded; requests that hold one keep it alive while a newer version replaces
-it, which is how an unload never fails a request in flight.
+As TensorFlow Serving's SavedModelBundle, a version is the MetaGraph tagged
+`serve`, loaded by TensorFlow's session-based SavedModel loader into its own
+graph and `Session`; a request runs the signature's input and output tensors
+by name, exactly what TensorFlow Serving's `Session::Run` feeds and fetches.
+So TF1 and TF2 SavedModels load (or are refused) as they are there, a shape
+the graph can compute is computed, and an error comes back as the session's
+own message. With `prefer_tflite_model`, a version directory holding
+`model.tflite` is served by TensorFlow Lite instead (tflite_runner.py).
+
+A Servable is immutable once loaded; requests that hold one keep it (and its
+session) alive while a newer version replaces it, which is how an unload
+never fails a request in flight.
 """
 
 from __future__ import annotations
@@ -13,10 +19,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import pathlib
+import threading
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
+from tensorflow.core.protobuf import config_pb2, meta_graph_pb2, saved_model_pb2
 
 from tf_mlp.server import tensors
 from tf_mlp.server.status import Code, ServingError, from_tensorflow_error, invalid_argument
@@ -28,8 +35,10 @@ DEFAULT_SIGNATURE = "serving_default"
 PREDICT_METHOD = "tensorflow/serving/predict"
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 REGRESS_METHOD = "tensorflow/serving/regress"
-INIT_OP_SIGNATURE = "__saved_model_init_op"
 WARMUP_FILE = pathlib.Path("assets.extra") / "tf_serving_warmup_requests"
+TFLITE_FILE = "model.tflite"
+MAX_CACHED_CALLABLES = 64
+"""Distinct (feeds, fetches) combinations kept ready per version; others run uncached."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +62,26 @@ class Signature:
     definition: meta_graph_pb2.SignatureDef
 
 
+@dataclasses.dataclass(frozen=True)
+class LoadSettings:
+    """What the server's options say about loading a version."""
+
+    intra_op_threads: int = 0
+    inter_op_threads: int = 0
+    prefer_tflite_model: bool = False
+    method_name_check: bool = False
+
+    @classmethod
+    def from_options(cls, options) -> "LoadSettings":
+        intra_op_threads, inter_op_threads = options.thread_counts()  # --tensorflow_session_parallelism too
+        return cls(
+            intra_op_threads=intra_op_threads,
+            inter_op_threads=inter_op_threads,
+            prefer_tflite_model=options.prefer_tflite_model,
+            method_name_check=options.enable_signature_method_name_check,
+        )
+
+
 def _tensor_specs(tensor_infos) -> dict:
     return {
         alias: TensorSpec(info.name, info.dtype, tensors.shape_of(info.tensor_shape))
@@ -61,7 +90,7 @@ def _tensor_specs(tensor_infos) -> dict:
 
 
 def read_signature_defs(path) -> dict:
-    """name -> SignatureDef of the SavedModel's serve meta graph (NOT_FOUND if there is none)."""
+    """name -> SignatureDef of the SavedModel's serve meta graph (NOT_FOUND with the C++ loader's messages)."""
     saved_model_file = pathlib.Path(path) / "saved_model.pb"
     saved_model = saved_model_pb2.SavedModel()
     try:
@@ -80,15 +109,63 @@ def read_signature_defs(path) -> dict:
     )
 
 
+class SessionRunner:
+    """A SavedModel's serve MetaGraph in its own graph and session; runs tensors by name, thread-safe."""
+
+    def __init__(self, path, settings: LoadSettings):
+        config = tf.compat.v1.ConfigProto(intra_op_parallelism_threads=settings.intra_op_threads,
+                                          inter_op_parallelism_threads=settings.inter_op_threads)
+        self._session = tf.compat.v1.Session(graph=tf.Graph(), config=config)
+        try:
+            meta_graph = tf.compat.v1.saved_model.loader.load(self._session, [SERVE_TAG], str(path))
+        except (tf.errors.OpError, ValueError, RuntimeError, OSError, KeyError) as error:
+            self._session.close()
+            raise from_tensorflow_error(error) from None
+        self.signature_defs = dict(meta_graph.signature_def)
+        self._callables = {}
+        self._lock = threading.Lock()
+
+    def _callable(self, feed_names: tuple, fetch_names: tuple):
+        key = (feed_names, fetch_names)
+        runner = self._callables.get(key)
+        if runner is None:
+            # Session.make_callable with feeds goes through Session.run, whose Python-side check refuses a fed
+            # shape the signature does not declare; the C++ Session (TensorFlow Serving's) accepts and computes
+            # it. A callable made from CallableOptions is the C++ Session::MakeCallable, with no such check,
+            # and skips the per-call feed/fetch bookkeeping of Session.run.
+            options = config_pb2.CallableOptions(feed=list(feed_names), fetch=list(fetch_names))
+            runner = self._session._make_callable_from_options(options)  # noqa: SLF001 - see above
+            with self._lock:
+                if len(self._callables) < MAX_CACHED_CALLABLES:
+                    self._callables[key] = runner
+        return runner
+
+    def run(self, signature, feeds: dict, fetch_names: list) -> list:
+        """Run with feeds (tensor name -> ndarray); the fetched tensors as ndarrays, in order."""
+        names = tuple(feeds)
+        try:
+            runner = self._callable(names, tuple(fetch_names))
+            results = runner(*(feeds[name] for name in names))
+        except tf.errors.OpError as error:
+            raise from_tensorflow_error(error) from None
+        return [_as_array(value) for value in results]
+
+    def close(self) -> None:
+        self._session.close()
+
+
 class Servable:
     """A loaded version of a model; `run` is thread-safe and may be called concurrently."""
 
-    def __init__(self, model_name: str, version: int, path, signature_defs: dict, loaded):
+    def __init__(self, model_name: str, version: int, path, signature_defs: dict, runner,
+                 method_name_check: bool = False):
         self.model_name = model_name
         self.version = version
         self.path = pathlib.Path(path)
         self.signature_defs = signature_defs
-        self._loaded = loaded
+        self.method_name_check = method_name_check
+        """--enable_signature_method_name_check: refuse signatures whose method_name is not the API's."""
+        self._runner = runner
         self.signatures = {
             name: Signature(name, definition.method_name, _tensor_specs(definition.inputs),
                             _tensor_specs(definition.outputs), definition)
@@ -96,13 +173,17 @@ class Servable:
         }
 
     @classmethod
-    def load(cls, model_name: str, version: int, path) -> "Servable":
-        signature_defs = read_signature_defs(path)
-        try:
-            loaded = tf.saved_model.load(str(path), tags=[SERVE_TAG])
-        except (tf.errors.OpError, ValueError, OSError) as error:
-            raise from_tensorflow_error(error) from None
-        return cls(model_name, version, path, signature_defs, loaded)
+    def load(cls, model_name: str, version: int, path, settings: LoadSettings | None = None) -> "Servable":
+        settings = settings or LoadSettings()
+        path = pathlib.Path(path)
+        if settings.prefer_tflite_model and (path / TFLITE_FILE).is_file():
+            from tf_mlp.server.tflite_runner import TfLiteRunner
+
+            runner = TfLiteRunner(path / TFLITE_FILE)
+        else:
+            read_signature_defs(path)  # the C++ loader's NOT_FOUND messages before TensorFlow's own
+            runner = SessionRunner(path, settings)
+        return cls(model_name, version, path, runner.signature_defs, runner, settings.method_name_check)
 
     @property
     def id(self) -> str:
@@ -113,55 +194,48 @@ class Servable:
         return self.signatures.get(name or DEFAULT_SIGNATURE)
 
     def check_inputs(self, signature: Signature, inputs: dict) -> None:
-        """INVALID_ARGUMENT unless inputs match the signature in names, dtypes and shapes.
+        """Check inputs (alias -> ndarray) as predict_util.cc and saved_model::GetInputValues do, with their
+        messages; an input left out that the signature has a default for is added to `inputs`.
 
-        Names are checked with TensorFlow Serving's messages (predict_util.cc).
-        Dtype and shape mismatches reach TensorFlow Serving's session, which
-        fails with a message from deep inside the graph (or, for some shapes,
-        silently computes something else); here they are refused up front,
-        naming what the signature expects.
+        Shapes are not checked: as in TensorFlow Serving, the graph computes
+        any shape it can, and refuses the others with the session's message.
+        The dtype message is the one TensorFlow Serving's Session::Run gives.
         """
         expected = set(signature.inputs)
         sent = set(inputs)
-        if len(sent) != len(expected):
+        defaults = signature.definition.defaults
+        if len(sent) > len(expected) or (len(sent) < len(expected) and not defaults):
             raise invalid_argument(
                 f"input size does not match signature: {len(sent)}!={len(expected)} "
                 f"len({{{','.join(sorted(sent))}}}) != len({{{','.join(sorted(expected))}}}). "
                 f"Sent extra: {{{','.join(sorted(sent - expected))}}}. "
                 f"Missing but required: {{{','.join(sorted(expected - sent))}}}."
             )
-        for alias in sorted(sent):
-            if alias not in expected:
+        for alias, spec in signature.inputs.items():
+            if alias in sent:
+                continue
+            if alias not in defaults:
                 raise invalid_argument(
-                    f"input tensor alias not found in signature: {alias}. "
-                    f"Inputs expected to be in the set {{{','.join(sorted(expected))}}}."
-                )
+                    f"Signature input alias: {alias}(feed name: {spec.name}) not found in request and no default "
+                    f"value provided. Inputs expected to be in the request {{{','.join(sorted(sent))}}}, or default "
+                    f"input alias set: {','.join(sorted(defaults))}")
+            inputs[alias] = tensors.to_numpy(defaults[alias], alias)
+        if sent - expected:
+            raise invalid_argument(f"Inputs contains invalid name. Used request inputs: "
+                                   f"{','.join(sorted(sent & expected))}, request input: {','.join(sorted(sent))}")
         for index, (alias, spec) in enumerate(signature.inputs.items()):
-            array = inputs[alias]
-            if tensors.dtype_of(array) != spec.dtype:
-                raise invalid_argument(
-                    f"Expects arg[{index}] to be {tensors.dtype_name(spec.dtype)} but "
-                    f"{tensors.dtype_name(tensors.dtype_of(array))} is provided"
-                )
-            if spec.shape is not None and (
-                len(spec.shape) != array.ndim
-                or any(want is not None and want != got for want, got in zip(spec.shape, array.shape))
-            ):
-                raise invalid_argument(
-                    f"input tensor {alias} of signature {signature.name} has shape "
-                    f"{tensors.shape_string(array.shape)} but the signature expects {tensors.shape_string(spec.shape)}"
-                )
+            check_dtype(index, inputs[alias], spec.dtype)
 
-    def run(self, signature: Signature, inputs: dict) -> dict:
-        """Run the signature on checked inputs; every output as an ndarray (strings as bytes objects)."""
-        function = self._loaded.signatures.get(signature.name)
-        if function is None:
-            raise invalid_argument(f"Failed to get input map for signature: {signature.name}")
-        try:
-            results = function(**{alias: tf.constant(array) for alias, array in inputs.items()})
-        except tf.errors.OpError as error:
-            raise from_tensorflow_error(error) from None
-        return {alias: tensor.numpy() for alias, tensor in results.items()}
+    def run(self, signature: Signature, inputs: dict, output_aliases=None) -> dict:
+        """Run the signature on checked inputs (alias -> ndarray); the outputs asked for (all by default)."""
+        aliases = list(signature.outputs) if output_aliases is None else list(output_aliases)
+        feeds = {signature.inputs[alias].name: array for alias, array in inputs.items()}
+        results = self._runner.run(signature, feeds, [signature.outputs[alias].name for alias in aliases])
+        return dict(zip(aliases, results))
+
+    def run_tensors(self, signature: Signature, feeds: dict, fetch_names: list) -> list:
+        """Run by graph tensor names (MultiInference feeds one tensor to several signatures' inputs)."""
+        return self._runner.run(signature, feeds, fetch_names)
 
     def warmup_records(self) -> list:
         """The PredictionLog records of assets.extra/tf_serving_warmup_requests ([] if there is none)."""
@@ -184,6 +258,25 @@ class Servable:
                 Code.DATA_LOSS, f"{error.message}. Please verify your warmup data is in TFRecord format."
             ) from None
         return records
+
+
+def _as_array(value) -> np.ndarray:
+    """A fetched value as an ndarray: a scalar output comes back as a numpy scalar, or bytes for a string."""
+    if isinstance(value, np.ndarray):
+        return value
+    if isinstance(value, bytes):
+        array = np.empty((), dtype=object)  # np.asarray would make an 'S' array and strip trailing NULs
+        array[()] = value
+        return array
+    return np.asarray(value)
+
+
+def check_dtype(index: int, array: np.ndarray, dtype: int) -> None:
+    if tensors.dtype_of(array) != dtype:
+        raise invalid_argument(
+            f"Expects arg[{index}] to be {tensors.dtype_name(dtype)} but "
+            f"{tensors.dtype_name(tensors.dtype_of(array))} is provided"
+        )
 
 
 def stack_strings(values) -> np.ndarray:

@@ -7,7 +7,12 @@
 
 `start()` loads the models the options name (so they answer as soon as it
 returns), then opens the ports; it raises TfMlpError with a one-line message
-if the config is refused or a port cannot be bound. `stop()` is graceful:
+if the config is refused, a model named at start-up fails to load (as
+tensorflow_model_server, which exits), or a port cannot be bound (gRPC
+ports are bound without SO_REUSEPORT, so a second server on a port in use
+fails instead of sharing it). The gRPC server also answers on
+`--grpc_socket_path` (a UNIX socket) and serves tensorflow.ProfilerService
+unless `--enable_profiler=false`. `stop()` is graceful:
 the ports close, requests in flight (queued batches included) finish within
 `shutdown_grace_seconds`, then the models are unloaded. `serve(options)` does
 the same from a command line, stopping on SIGTERM or SIGINT.
@@ -23,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
 import signal
 import socket
 import threading
@@ -31,19 +37,22 @@ import grpc
 from aiohttp import web
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
-from tf_mlp.errors import TfMlpError
-from tf_mlp.server import config_files
+from tf_mlp.errors import ConfigError, TfMlpError
+from tf_mlp.server import config_files, options as options_module
 from tf_mlp.server.batching import BatchingRunner, BatchingSettings, DirectRunner
 from tf_mlp.server.core import ServerCore
 from tf_mlp.server.grpc_services import ModelService, PredictionService
 from tf_mlp.server.metrics import Metrics
 from tf_mlp.server.options import ANY_FREE_PORT, DISABLED_PORT, ServerOptions
+from tf_mlp.server.profiler import ProfilerService
 from tf_mlp.server.rest import RestApi
 
 log = logging.getLogger(__name__)
 
 _UNLIMITED = -1
 """gRPC message size: TensorFlow Serving sets the server's limit to the maximum too."""
+
+_FAILED_TO_START = "Failed to start server. Error: "
 
 
 class ServerError(TfMlpError):
@@ -98,19 +107,27 @@ class Server:
         if self._thread is not None:
             raise ServerError("this Server was already started; create a new one to start again")
         self.options.validate()
-        batching = None
-        if self.options.enable_batching:
-            parameters = None
-            if self.options.batching_parameters_file:
-                parameters = config_files.read_batching_parameters(self.options.batching_parameters_file)
-            batching = BatchingSettings.from_parameters(parameters)
-        monitoring = None
-        if self.options.monitoring_config_file:
-            monitoring = config_files.read_monitoring_config(self.options.monitoring_config_file)
-        self.core = ServerCore(self.options)
-        self.core.start()
+        for warning in self.options.ignored_flag_warnings():
+            log.warning("%s", warning)
+        try:
+            batching = None
+            if self.options.enable_batching:
+                parameters = None
+                if self.options.batching_parameters_file:
+                    parameters = config_files.read_batching_parameters(self.options.batching_parameters_file)
+                batching = BatchingSettings.from_parameters(parameters)
+            monitoring = None
+            if self.options.monitoring_config_file:
+                monitoring = config_files.read_monitoring_config(self.options.monitoring_config_file)
+            self.core = ServerCore(self.options)
+            self.core.start()
+        except ConfigError as error:
+            message = str(error)
+            raise ConfigError(message if message.startswith(_FAILED_TO_START) else _FAILED_TO_START + message) from None
+        # One pool runs the models for both APIs: as large as the larger of their thread flags.
         self._executor = concurrent.futures.ThreadPoolExecutor(
-            max(self.options.rest_api_num_threads, batching.num_batch_threads if batching else 1),
+            max(self.options.rest_api_num_threads, self.options.grpc_max_threads,
+                batching.num_batch_threads if batching else 1),
             thread_name_prefix="tf-mlp-serve")
         runner = BatchingRunner(self._executor, batching) if batching else DirectRunner(self._executor)
         self._thread = threading.Thread(
@@ -166,32 +183,52 @@ class Server:
                                         family=socket.AF_INET6 if ":" in self.options.host else socket.AF_INET)
         except OSError as error:
             raise ServerError(f"cannot listen for REST on {_address(self.options.host, port)}: "
-                              f"{error.strerror}") from None
+                              f"{os.strerror(error.errno)}") from None
+
+    def _grpc_server_options(self) -> list:
+        # grpcio sets SO_REUSEPORT by default: a second server on the same port would start and take half the
+        # connections. Off, a port in use fails to bind, as with tensorflow_model_server. The flags' channel
+        # arguments come last and win.
+        arguments = {"grpc.max_receive_message_length": _UNLIMITED, "grpc.max_send_message_length": _UNLIMITED,
+                     "grpc.so_reuseport": 0}
+        arguments.update(options_module.grpc_channel_arguments(self.options.grpc_channel_arguments))
+        return list(arguments.items())
 
     async def _start_grpc(self, runner):
-        server = grpc.aio.server(options=[("grpc.max_receive_message_length", _UNLIMITED),
-                                          ("grpc.max_send_message_length", _UNLIMITED)])
+        server = grpc.aio.server(options=self._grpc_server_options())
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
             PredictionService(self.core, runner, self.metrics, self._executor), server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(self.core, self._executor), server)
-        port = 0 if self.options.port == ANY_FREE_PORT else self.options.port
+        if self.options.enable_profiler:
+            server.add_generic_rpc_handlers((ProfilerService(self._executor).handler(),))
+        if self.options.port != DISABLED_PORT:
+            port = 0 if self.options.port == ANY_FREE_PORT else self.options.port
+            self.grpc_port = self._bind_grpc(server, _address(self.options.host, port),
+                                             lambda: _bind_error(self.options.host, port))
+        if self.options.grpc_socket_path:
+            self._bind_grpc(server, f"unix:{self.options.grpc_socket_path}", lambda: "")
+        await server.start()
+        if self.grpc_port is not None:
+            log.info("Running gRPC ModelServer at %s ...", self.grpc_target)
+        if self.options.grpc_socket_path:
+            log.info("Running gRPC ModelServer at UNIX socket %s ...", self.options.grpc_socket_path)
+        return server
+
+    @staticmethod
+    def _bind_grpc(server, address: str, reason) -> int:
         try:
-            bound = server.add_insecure_port(_address(self.options.host, port))
+            bound = server.add_insecure_port(address)
         except RuntimeError:
             bound = 0
         if not bound:
-            raise ServerError(f"cannot listen for gRPC on {_address(self.options.host, port)}: address in use "
-                              "or not available")
-        await server.start()
-        self.grpc_port = bound
-        log.info("Running gRPC ModelServer at %s ...", self.grpc_target)
-        return server
+            raise ServerError(f"cannot listen for gRPC on {address}{reason() or ': not available'}")
+        return bound
 
     async def _serve(self, runner, prometheus_path) -> None:
         self._stopping = asyncio.Event()
         grpc_server = rest_runner = None
         try:
-            if self.options.port != DISABLED_PORT:
+            if self.options.port != DISABLED_PORT or self.options.grpc_socket_path:
                 grpc_server = await self._start_grpc(runner)
             if self.options.rest_api_port != DISABLED_PORT:
                 rest = RestApi(self.core, runner, self.metrics, self._executor, self.options, prometheus_path)
@@ -226,6 +263,15 @@ class Server:
         if rest_runner is not None:
             closing.append(rest_runner.cleanup())
         await asyncio.gather(*closing)
+
+
+def _bind_error(host: str, port: int) -> str:
+    """': <why>' for a port gRPC could not bind, found by binding it the same way (no SO_REUSEPORT)."""
+    try:
+        with socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET):
+            return ""
+    except OSError as error:
+        return f": {os.strerror(error.errno)}"
 
 
 def serve(options: ServerOptions) -> None:

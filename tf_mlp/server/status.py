@@ -86,20 +86,22 @@ def not_found(message: str) -> ServingError:
     return ServingError(Code.NOT_FOUND, message)
 
 
-_EAGER_PREFIX = re.compile(r"^Graph execution error:\s*(Detected at node .*?\n<stack traces unavailable>\n)?", re.S)
-_EAGER_SUFFIX = re.compile(r"\s*\[Op:[^\]]*\]\s*$")
+# Python's Session.run prefixes a graph error with where the node was defined; the C++ Session does not.
+_PYTHON_PREFIX = re.compile(r"^Graph execution error:\s*(?:Detected at node .*?\nNode: '[^']*'\n)?", re.S)
+_NODE_NOTE = re.compile(r"\[\[(?:\{\{function_node [^}]*\}\})?\{\{node ([^}]*)\}\}\]\]")
+_SPACES = re.compile(r"\s+")
+
+
+def one_line(message: str) -> str:
+    """A TensorFlow status message on one line: "... [[{{node add}}]]" becomes "... (node add)"."""
+    return _SPACES.sub(" ", _NODE_NOTE.sub(r"(node \1)", message)).strip()
 
 
 def from_tensorflow_error(error: Exception) -> ServingError:
-    """A TensorFlow runtime error keeps its own code and message, as the C++ session's would.
-
-    Eager execution wraps the runtime's message in "Graph execution error:
-    Detected at node ..." and appends "[Op:__inference_...]"; both are
-    Python-side decorations a session run does not add, so they are dropped.
-    """
+    """A TensorFlow error keeps its own code and the session's message, made one line."""
     code = getattr(error, "error_code", None)
     message = getattr(error, "message", None) or str(error)
-    message = _EAGER_SUFFIX.sub("", _EAGER_PREFIX.sub("", message))
+    message = one_line(_PYTHON_PREFIX.sub("", message))
     try:
         return ServingError(Code(code), message)
     except ValueError:

@@ -28,12 +28,18 @@ import logging
 import pathlib
 import re
 import threading
+import time
+
+import tensorflow as tf
 
 from tf_mlp.server.status import Code, ServingError
 
 log = logging.getLogger(__name__)
 
 _VERSION_NAME = re.compile(r"^[0-9]+$")
+
+MISSING_BASE_PATH_LOG_SECONDS = 60
+"""How often a base path that does not exist is reported again while polling for it."""
 
 
 class State(enum.Enum):
@@ -88,6 +94,7 @@ class ModelVersions:
         self._available = {}  # version -> Servable; replaced, never mutated
         self._statuses = {}  # version -> VersionStatus, every version ever seen
         self._failed = set()
+        self._missing_base_reported_at = None  # monotonic time the missing base path was last logged
 
     @property
     def name(self) -> str:
@@ -113,11 +120,20 @@ class ModelVersions:
             self._statuses[version] = VersionStatus(state, error)
 
     def poll(self) -> None:
-        """Look at the base path once and take every action the policy asks for."""
+        """Look at the base path once and take every action the policy asks for.
+
+        While a profile is being captured (--enable_profiler), each poll is a
+        trace event, so a trace of an idle server still shows it at work.
+        """
+        with tf.profiler.experimental.Trace(f"poll_file_system:{self.name}"):  # a no-op unless tracing
+            self._poll()
+
+    def _poll(self) -> None:
         on_disk = versions_on_disk(self.config.base_path)
         if not on_disk:
-            log.warning("No versions of servable %s found under base path %s. Did you forget to name your leaf "
-                        "directory as a number (eg. '/1/')?", self.name, self.config.base_path)
+            self._report_no_versions()
+        else:
+            self._missing_base_reported_at = None
         aspired = aspired_versions(self.config, on_disk)
         # A failed version is tried again only after it leaves and comes back.
         self._failed &= aspired
@@ -133,6 +149,24 @@ class ModelVersions:
                 self._unload(version)
             else:
                 self._load(version, on_disk[version])
+
+    def _report_no_versions(self) -> None:
+        base = pathlib.Path(self.config.base_path)
+        if base.is_dir():
+            log.warning("No versions of servable %s found under base path %s. Did you forget to name your leaf "
+                        "directory as a number (eg. '/1/')?", self.name, base)
+            return
+        # tensorflow_model_server logs this at every poll (every second by default) and keeps polling; it is
+        # logged here when first seen, then once per MISSING_BASE_PATH_LOG_SECONDS while the path stays missing.
+        now = time.monotonic()
+        if self._missing_base_reported_at is not None and now - self._missing_base_reported_at < \
+                MISSING_BASE_PATH_LOG_SECONDS:
+            return
+        self._missing_base_reported_at = now
+        reason = "Not a directory" if base.exists() else "No such file or directory"
+        log.error("FileSystemStoragePathSource encountered a filesystem access error: Could not find base path %s "
+                  "for servable %s with error NOT_FOUND: %s; %s (polling until it appears)", base, self.name, base,
+                  reason)
 
     def _next_action(self, aspired: set):
         unaspired_loaded = sorted(set(self._available) - aspired)
