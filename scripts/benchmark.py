@@ -1,48 +1,71 @@
 #!/usr/bin/env python
-"""The benchmark suite: training, input pipeline, inference, scaling, memory.
+"""The benchmark suite: training speed against Keras model.fit, inference and the server.
 
-    python scripts/benchmark.py                 # full run -> docs/PERFORMANCE.md, docs/performance/
-    python scripts/benchmark.py --quick -o /tmp/bench   # a fast smoke run (what the tests use)
+    python scripts/benchmark.py --training-only            # -> runs/benchmark/PERFORMANCE.md
+    python scripts/benchmark.py --training-only --publish  # the same, into docs/PERFORMANCE.md
+    python scripts/benchmark.py --quick -o /tmp/bench      # a fast smoke run: every figure, not for publishing
 
-Every figure is measured in this one run on this machine (medians of
---repetitions), so the ratios compare like with like.
+Every figure of a part is measured in one run on this machine (repetitions
+interleaved; medians and ranges), so its ratios compare like with like.
+Publishing one part keeps the other part already on the page, with the
+command and date it was measured with.
 """
 
 from __future__ import annotations
 
+import datetime
+import json
 import os
+import pathlib
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import click  # noqa: E402
 
+DOCS_OUTPUT = pathlib.Path(__file__).resolve().parents[1] / "docs" / "performance"
+
+
+def _is_under_docs(path: pathlib.Path) -> bool:
+    docs = DOCS_OUTPUT.parent.resolve()
+    return path.resolve() == docs or docs in path.resolve().parents
+
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--output-dir", "-o", default="docs/performance", show_default=True, help="Where performance.json and plots go; PERFORMANCE.md is written beside it.")
-@click.option("--repetitions", default=3, show_default=True, help="Repetitions per figure (the median is reported).")
-@click.option("--quick", is_flag=True, help="Fewer steps and sizes: checks that every figure is produced, not for publishing.")
-@click.option("--source-dir", help="Fashion-MNIST IDX directory (default: Debian's package).")
-@click.option("--serving/--no-serving", default=True, show_default=True, help="Also measure inference and the server.")
-def main(output_dir, repetitions, quick, source_dir, serving):
-    """Measure training and serving speed; write JSON, a markdown table and plots."""
+@click.option("--output", "--output-dir", "-o", "output_dir", type=click.Path(file_okay=False), default="runs/benchmark", show_default=True,
+              help="Where performance.json, PERFORMANCE.md and the plot go (a directory named 'performance' puts PERFORMANCE.md beside it).")
+@click.option("--publish", is_flag=True, help="Write into docs/PERFORMANCE.md and docs/performance/ instead of --output.")
+@click.option("--repetitions", default=5, show_default=True, type=click.IntRange(min=1), help="Interleaved repetitions per figure (median and range are reported).")
+@click.option("--quick", is_flag=True, help="Fewer steps and sizes: checks that every figure is produced; never written to docs/.")
+@click.option("--training-only", is_flag=True, help="Measure training only (no inference or server).")
+@click.option("--data", "data_name", type=click.Choice(["fashion_mnist", "idx"]), default="fashion_mnist", show_default=True, help="Data set to train on.")
+@click.option("--source-dir", help="IDX directory (default for fashion_mnist: Debian's package).")
+@click.option("--data-dir", help="TFDS data directory for the prepared data set (default: TFDS's).")
+@click.option("--validation-size", type=int, help="Training examples held out for validation (default: the data config's).")
+def main(output_dir, publish, repetitions, quick, training_only, data_name, source_dir, data_dir, validation_size):
+    """Measure training (and serving) speed; write JSON, a markdown page and a plot."""
+    output_dir = DOCS_OUTPUT if publish else pathlib.Path(output_dir)
+    if quick and _is_under_docs(output_dir):
+        raise click.ClickException("--quick results are smoke-test figures and are never written to docs/; use --output elsewhere")
     from tf_mlp import config as config_module
     from tf_mlp.benchmark import report, training
     from tf_mlp.data import load_splits
 
-    splits = load_splits(config_module.DataConfig(name="fashion_mnist", source_dir=source_dir))
-    results = {"cpus": os.cpu_count(), "repetitions": repetitions, "quick": quick}
-    results["training"] = training.run_training_benchmarks(splits, repetitions, quick)
-    rows = training.as_table_rows(results["training"])
-    targets = training.targets(results["training"])
-    if serving:
+    options = {"validation_size": validation_size} if validation_size is not None else {}
+    data = config_module.DataConfig(name=data_name, source_dir=source_dir, data_dir=data_dir, **options)
+    splits = load_splits(data)
+    command = "python scripts/benchmark.py" + "".join(f" {argument}" for argument in sys.argv[1:])
+    stamp = {"command": command, "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+             "repetitions": repetitions, "quick": quick}
+    previous = output_dir / "performance.json"
+    results = json.loads(previous.read_text()) if previous.is_file() and not quick else {}
+    results["cpus"] = os.cpu_count()
+    results["training"] = {**training.run_training_benchmarks(splits, data, repetitions, quick), **stamp}
+    if not training_only:
         from tf_mlp.benchmark import serving as serving_benchmarks
 
-        results["serving"] = serving_benchmarks.run_serving_benchmarks(splits, repetitions, quick)
-        rows += serving_benchmarks.as_table_rows(results["serving"])
-        targets += serving_benchmarks.targets(results["serving"])
-    command = "python scripts/benchmark.py" + "".join(f" {argument}" for argument in sys.argv[1:])
-    page = report.write(results, rows, output_dir, command, targets)
+        results["serving"] = {**serving_benchmarks.run_serving_benchmarks(splits, repetitions, quick), **stamp}
+    page = report.write(results, output_dir)
     click.echo(page.read_text())
 
 

@@ -64,8 +64,76 @@ def test_quick_benchmark_writes_every_serving_figure(quick_run):
 
 @pytest.mark.real_data
 @pytest.mark.skipif(not FASHION_MNIST.is_dir(), reason="needs Fashion-MNIST in /usr/share/datasets/fashion-mnist")
-def test_quick_benchmark_writes_the_training_figures_beside_them(quick_run):
-    training = json.loads((quick_run / "performance.json").read_text())["training"]
-    for key in ("trainer_examples_per_second", "fit_examples_per_second", "matmul_gflops",
-                "pipeline_examples_per_second", "training_peak_rss_mb"):
-        assert _positive(training[key]), key
+def test_quick_benchmark_writes_the_training_section_beside_them(quick_run):
+    results = json.loads((quick_run / "performance.json").read_text())
+    assert results["training"]["flops_per_example"] == MLP_FLOPS_BY_HAND
+    assert "## Training" in (quick_run / "PERFORMANCE.md").read_text()
+
+
+# 784-1024-10 by hand: forward 2*784*1024 + 2*1024*10; the weight gradients cost the same again; only the
+# logits layer's input gradient (2*1024*10) is computed, the first layer's input being the pixels.
+MLP_FLOPS_BY_HAND = 2 * (2 * 784 * 1024 + 2 * 1024 * 10) + 2 * 1024 * 10
+
+
+def test_training_flops_match_a_hand_count_for_two_shapes():
+    from tf_mlp.config import ModelConfig
+    from tf_mlp.model import training_flops_per_example
+
+    assert training_flops_per_example(ModelConfig(hidden_units=(1024,))) == MLP_FLOPS_BY_HAND == 3_272_704
+    # 784-256-64-10: forward and weight gradient of three products, input gradients of the last two.
+    forward = 2 * 784 * 256 + 2 * 256 * 64 + 2 * 64 * 10
+    assert training_flops_per_example(ModelConfig(hidden_units=(256, 64))) == 2 * forward + 2 * 256 * 64 + 2 * 64 * 10
+
+
+@pytest.fixture(scope="module")
+def quick_training_run(tmp_path_factory, tiny_splits):
+    from tests.conftest import write_idx_data_set
+
+    work = tmp_path_factory.mktemp("bench-training")
+    idx_dir = write_idx_data_set(work / "idx", tiny_splits)
+    output = work / "out"
+    result = subprocess.run(
+        [sys.executable, "scripts/benchmark.py", "--quick", "--training-only", "--repetitions", "2", "--data", "idx",
+         "--source-dir", str(idx_dir), "--data-dir", str(work / "tfds"), "--validation-size", "128", "-o", str(output)],
+        cwd=REPOSITORY, capture_output=True, text=True, timeout=1800,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return output
+
+
+@pytest.mark.slow
+def test_quick_training_benchmark_produces_every_figure(quick_training_run):
+    training = json.loads((quick_training_run / "performance.json").read_text())["training"]
+    assert training["flops_per_example"] == MLP_FLOPS_BY_HAND
+    assert _positive(training["matmul_gflops"]) and _positive(training["training_peak_rss_mb"])
+    rates = training["examples_per_second"]
+    for batch in training["batch_sizes"]:
+        for measure in ("cli", "trainer", "fit_spe1", "fit_spe50", "products"):
+            summary = rates[f"{measure}_{batch}"]
+            assert len(summary["values"]) == 2 and all(_positive(value) for value in summary["values"]), (measure, batch)
+            assert summary["min"] <= summary["median"] <= summary["max"]
+    assert _positive(rates["trainer_xla_128"]["median"])
+    assert training["load_average"]["max"] >= training["load_average"]["min"] >= 0
+    assert "serving" not in json.loads((quick_training_run / "performance.json").read_text())
+
+    page = (quick_training_run / "PERFORMANCE.md").read_text()
+    assert f"**{MLP_FLOPS_BY_HAND:,}**" in page
+    for batch in training["batch_sizes"]:
+        assert re.search(rf"^\| {batch} \|( [^|]+ \|){{8}}$", page, re.MULTILINE), batch
+    for goal in (">= 1.5x model.fit at defaults", ">= 1.0x model.fit with steps_per_execution tuned", ">= 55% of the matrix-multiply peak"):
+        assert goal in page, goal
+    assert "--training-only" in page and "Load average while measuring" in page
+    assert not re.search(r"\b(nan|inf)\b", page, re.IGNORECASE)
+    assert (quick_training_run / "scaling.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("destination", [["--publish"], ["--output", "docs/performance"], ["-o", "docs"]])
+def test_quick_results_are_never_written_into_docs(destination):
+    page = REPOSITORY / "docs" / "PERFORMANCE.md"
+    before = page.read_text()
+    result = subprocess.run([sys.executable, "scripts/benchmark.py", "--quick", *destination],
+                            cwd=REPOSITORY, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "Error: --quick results are smoke-test figures and are never written to docs/; use --output elsewhere"]
+    assert page.read_text() == before

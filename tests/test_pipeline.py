@@ -23,20 +23,27 @@ def test_augment_mirrors_and_shifts_within_bounds_and_is_seeded():
     np.testing.assert_array_equal(shifted, augment(tf.constant(images), [0, 1], flip=False, shift=2).numpy())
 
 
-def test_epoch_is_a_seeded_permutation_and_skipping_resumes_it():
+def test_epoch_permutation_is_seeded_and_a_batch_is_a_function_of_its_indices():
     split = synthetic.make_split(100, seed=0)
     resident = ResidentSplit(split)
-    labels = np.concatenate([batch[1].numpy() for batch in resident.epoch(10, seed=3, epoch=0)])
-    assert sorted(labels.tolist()) == sorted(split.labels.tolist())
-    again = np.concatenate([batch[1].numpy() for batch in resident.epoch(10, seed=3, epoch=0)])
-    np.testing.assert_array_equal(labels, again)
-    next_epoch = np.concatenate([batch[1].numpy() for batch in resident.epoch(10, seed=3, epoch=1)])
-    assert not np.array_equal(labels, next_epoch)
-    full = [batch[0].numpy() for batch in resident.epoch(10, seed=3, epoch=0, flip=True, shift=1)]
-    resumed = [batch[0].numpy() for batch in resident.epoch(10, seed=3, epoch=0, skip_batches=4, flip=True, shift=1)]
-    assert len(resumed) == 6
-    for original, after_restart in zip(full[4:], resumed):
-        np.testing.assert_array_equal(original, after_restart)
+    permutation = resident.permutation(seed=3, epoch=0).numpy()
+    assert sorted(permutation.tolist()) == list(range(100))
+    np.testing.assert_array_equal(permutation, resident.permutation(seed=3, epoch=0).numpy())
+    assert not np.array_equal(permutation, resident.permutation(seed=3, epoch=1).numpy())
+    assert not np.array_equal(permutation, resident.permutation(seed=4, epoch=0).numpy())
+    images, labels = resident.gather(tf.constant(permutation[20:30]))
+    np.testing.assert_array_equal(images.numpy(), split.images[permutation[20:30]])
+    np.testing.assert_array_equal(labels.numpy(), split.labels[permutation[20:30]])
+
+
+def test_augmenting_a_part_of_a_batch_matches_augmenting_the_whole_batch():
+    # Replicas each augment their slice of the global batch: the result must not depend on how it is split.
+    images = tf.constant(synthetic.make_split(12, seed=2).images)
+    whole = augment(images, [5, 7], flip=True, shift=2).numpy()
+    parts = [augment(images[offset:offset + 4], [5, 7], flip=True, shift=2, offset=offset, total=12).numpy()
+             for offset in (0, 4, 8)]
+    np.testing.assert_array_equal(np.concatenate(parts), whole)
+    assert not np.array_equal(augment(images, [5, 8], flip=True, shift=2).numpy(), whole)
 
 
 def test_in_order_covers_every_example_once_with_a_partial_last_batch():

@@ -43,11 +43,11 @@ def test_interrupted_run_resumes_at_the_exact_step_with_identical_weights(tmp_pa
     def crashing_factory(*args, **kwargs):
         function, calls = real_factory(*args, **kwargs), []
 
-        def crash_on_sixth_call(iterator, count):
-            calls.append(count)
+        def crash_on_sixth_call(*arguments):
+            calls.append(arguments)
             if len(calls) == 6:
                 raise KeyboardInterrupt("simulated crash")
-            return function(iterator, count)
+            return function(*arguments)
 
         return crash_on_sixth_call
 
@@ -164,7 +164,7 @@ import tensorflow as tf
 from tests import synthetic
 from tf_mlp import config, train
 from tf_mlp.run_dir import read_metrics, restore_model
-run_config = config.preset("mlp").override("model", hidden_units=(32,)).override("train", epochs=2, batch_size=64, optimizer="momentum", learning_rate=0.05, l2=None)
+run_config = config.preset("mlp").override("model", hidden_units=(32,)).override("train", epochs=2, batch_size=64, optimizer="momentum", learning_rate=0.05, flip=True, shift=1)
 run_config = run_config.override("model", l2=1e-4)
 splits = synthetic.make_splits()
 out = {}
@@ -181,6 +181,7 @@ print(json.dumps(out))
 
 @pytest.mark.slow
 def test_mirrored_strategy_on_two_logical_cpus_matches_one_device(tmp_path):
+    # Augmentation included: each replica augments its half of the global batch exactly as one device would.
     # Logical devices must be configured before TensorFlow starts: run in a fresh process.
     result = subprocess.run(
         [sys.executable, "-c", MIRRORED_SCRIPT, str(tmp_path)], capture_output=True, text=True, cwd=REPO_ROOT

@@ -354,26 +354,49 @@ def mlp_dropout() -> Config:
 
 
 def deep() -> Config:
-    """Several hidden layers with dropout, L2 and learning-rate decay: the
-    best MLP recipe this project found.
+    """Two wide hidden layers with dropout and learning-rate decay, early
+    stopping on validation: the best MLP recipe this project found.
 
-    Sweep on Fashion-MNIST (test accuracy, 30 epochs, one run each, on the
-    2-core machine; `tf-mlp train --preset deep` plus the options named):
-    this preset 0.9015; --decay-rate 0.3: 0.8999; --hidden 1024,1024
-    --dropout 0.4 --decay-rate 0.3: 0.8980; --flip: 0.8972; --flip --shift 1:
-    0.8906; --optimizer momentum --learning-rate 0.05 --decay-rate 0.3:
-    0.8974; --input-dropout 0.2 --label-smoothing 0.1: 0.8955; --hidden
-    1024,1024 --dropout 0.5 --label-smoothing 0.1: 0.8975. Wider (2048,1024)
-    with dropout 0.5 for 40 epochs did not fit the 10-minute budget. The
-    validation accuracies of these runs (0.899-0.911) differ by less than
-    the validation-to-test gap, so 0.90 is where an MLP of this size sits
-    here; none of these reached 0.905.
+    Chosen by validation accuracy on Fashion-MNIST (never by test accuracy)
+    among recipes without left-right mirroring (a mirror changes a letter, so
+    the preset must not assume mirror-symmetric classes). Sweep, one run each
+    with `tf-mlp train --preset deep` plus the options named, niced on the
+    shared 2-core machine (load average 4-21 during these runs); validation /
+    test accuracy, training seconds:
+
+    Fashion-MNIST (validation 5,000, test 10,000):
+    - this preset (--hidden 2048,1024 --dropout 0.4 --batch-size 256, 40
+      epochs, lr 1e-3 x 0.3 per 4,000 steps, patience 10; best epoch 37):
+      0.9128 / 0.9060, 509 s at load 4-8;
+    - --hidden 1024,1024 --dropout 0.3 (stopped at epoch 37, best 27):
+      0.9118 / 0.9036, 468 s at load 6-16;
+    - the former preset (1024,512,256, dropout 0.3, batch 128, 30 epochs,
+      decay 0.5 per 4,300 steps): 0.9072 / 0.9015;
+    - --hidden 1024,1024 --dropout 0.5 --input-dropout 0.2, 50 epochs: 0.9084 /
+      0.8984, 666 s (regularized so hard it still underfits at epoch 50);
+    - --hidden 1024,1024 --dropout 0.3 --flip, 60 epochs (stopped at 47):
+      0.9132 / 0.9008, 1,226 s at load 11-21 (mirrored, so not eligible);
+    - --hidden 1024,1024 --dropout 0.3 --shift 1: behind the unshifted run at
+      every epoch it ran (0.861 at epoch 5 against 0.873), stopped; earlier
+      sweeps found shifts hurt here too;
+    - 2048,2048 (dropout 0.5) and 2048,1024 (dropout 0.4, --flip) ran at
+      300-900 examples/s under a load of 12-21 and were stopped unfinished.
+    notMNIST sample (validation 680, test 1,200): this preset 0.9221 /
+    0.9075, 41 s (stopped at epoch 19); --hidden 1024,1024 --dropout 0.3:
+    0.9206 / 0.9083; that with --shift 1: 0.9353 / 0.9125 (0.9426 / 0.9200
+    with --l2 0); with --dropout 0.5 --input-dropout 0.2: 0.9324 / 0.9125;
+    with --flip: 0.9118 / 0.8850.
+
+    So Fashion-MNIST passes 0.905 (not 0.91), and the notMNIST sample stays
+    below 0.92: its best recipes shift the letters, which costs Fashion-MNIST
+    accuracy, and with 680 validation and 1,200 test images its figures move
+    by about 0.008 from noise alone (Fashion-MNIST's by about 0.003).
     """
     return Config(
-        model=ModelConfig(hidden_units=(1024, 512, 256), dropout_rate=0.3, l2=1e-6),
+        model=ModelConfig(hidden_units=(2048, 1024), dropout_rate=0.4, l2=1e-6),
         train=TrainConfig(
-            epochs=30, batch_size=128, optimizer="adam", learning_rate=1e-3,
-            decay_rate=0.5, decay_steps=4300,
+            epochs=40, batch_size=256, optimizer="adam", learning_rate=1e-3,
+            decay_rate=0.3, decay_steps=4000, early_stopping_patience=10,
         ),
     )
 

@@ -6,7 +6,8 @@ the multi-device path without GPUs, split the CPU into logical devices first
 
 Several workers are configured the standard way, by the TF_CONFIG
 environment variable (cluster addresses and this task's type and index).
-Every worker runs the same loop on its shard of each global batch; all of
+Every worker runs the same loop on its slice of each global batch (the
+train function picks it by global replica id, tf_mlp/steps.py); all of
 them take part in saving checkpoints (saving is a collective step), but only
 the chief's land in the run directory: the others write to a temporary
 directory that is deleted when training ends. After a worker dies, restart
@@ -70,17 +71,3 @@ class WritableDirectory:
         if self.temporary:
             shutil.rmtree(self.path, ignore_errors=True)
 
-
-def distribute_epoch(strategy: tf.distribute.Strategy, make_dataset):
-    """A distributed dataset of one epoch; make_dataset(shard) gives the (shard_index, shard_count) slices.
-
-    One machine: the global batches are split among local replicas by
-    tf.distribute itself. Several workers: each worker's input pipeline takes
-    its own slice of every global batch, so the workers together see exactly
-    the batches a single worker would, and nothing is read twice.
-    """
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        return strategy.experimental_distribute_dataset(make_dataset(None))
-    return strategy.distribute_datasets_from_function(
-        lambda context: make_dataset((context.input_pipeline_id, context.num_input_pipelines))
-    )

@@ -1,10 +1,13 @@
-"""tf.data pipelines over resident uint8 splits.
+"""Resident uint8 splits: the training data path, and tf.data pipelines for evaluation.
 
-The split's arrays are placed in memory once as tensors; each epoch draws a
-seeded permutation of indices (a stateless shuffle of [seed, epoch]) and
-gathers batches from it. Shuffling indices instead of examples is cheap, it is
-the same on every worker and every restart, and it makes resuming mid-epoch
-exact: the batches already consumed are skipped by index, not replayed.
+A split's arrays are placed in host memory once, as tensors. Training draws no
+batches through tf.data: each epoch has a seeded permutation of the example
+indices (a stateless shuffle of [seed, epoch]), and the train function slices
+batch k of it and gathers those rows itself, inside the graph (see
+tf_mlp/steps.py). Shuffling indices instead of examples is cheap, it is the
+same on every worker and every restart, and it makes resuming mid-epoch exact:
+batch k of an epoch is a function of (seed, epoch, k) alone, so a resumed run
+starts at batch k with nothing to skip or replay.
 """
 
 from __future__ import annotations
@@ -13,12 +16,15 @@ import tensorflow as tf
 
 from tf_mlp.data.splits import Split
 
+# Separates the augmentation seeds of consecutive epochs (more batches than any epoch has).
+_BATCHES_PER_EPOCH_BOUND = 1_000_003
+
 
 class ResidentSplit:
-    """A split held as tensors, able to produce epoch and evaluation pipelines."""
+    """A split held as tensors: seeded epoch permutations, batch gathers and evaluation pipelines."""
 
     def __init__(self, split: Split):
-        # Constants on the host: tf.gather on them is a memcpy per batch.
+        # Constants on the host: gathering a batch from them is a memcpy.
         with tf.device("/cpu:0"):
             self.images = tf.constant(split.images, dtype=tf.uint8)
             self.labels = tf.constant(split.labels, dtype=tf.int64)
@@ -28,60 +34,51 @@ class ResidentSplit:
         """Training drops the last partial batch, so every step has the global batch size."""
         return self.size // batch_size
 
-    def epoch(
-        self, batch_size: int, seed: int, epoch: int, skip_batches: int = 0, *,
-        flip: bool = False, shift: int = 0, shard: tuple[int, int] | None = None,
-    ) -> tf.data.Dataset:
-        """The shuffled (and optionally augmented) batches of one epoch, starting after skip_batches of them.
+    def permutation(self, seed: int, epoch: int) -> tf.Tensor:
+        """The epoch's order of example indices: the same for a given (seed, epoch) on every run and worker."""
+        with tf.device(self.images.device):
+            return tf.random.experimental.stateless_shuffle(tf.range(self.size, dtype=tf.int64), seed=[seed, epoch])
 
-        With shard=(index, count), each batch is this shard's contiguous
-        1/count slice of the global batch of batch_size (a worker's part).
-        """
-        permutation = tf.random.experimental.stateless_shuffle(
-            tf.range(self.size, dtype=tf.int64), seed=[seed, epoch]
-        )
-        batches = tf.data.Dataset.from_tensor_slices(permutation).batch(batch_size, drop_remainder=True)
-        if shard is not None:
-            index, count = shard
-            part = batch_size // count
-            batches = batches.map(lambda indices: indices[index * part:(index + 1) * part])
-        dataset = self._gather(batches.skip(skip_batches), prefetch=not (flip or shift))
-        if not (flip or shift):
-            return dataset
-        # Augmentation randomness is keyed on (seed, epoch, batch number), so a
-        # resumed run augments the remaining batches exactly as before.
-        numbered = tf.data.Dataset.zip(tf.data.Dataset.range(skip_batches, self.size), dataset)
-        return numbered.map(
-            lambda number, batch: (augment(batch[0], [seed, epoch * 1_000_003 + number], flip, shift), batch[1]),
+    def gather(self, indices: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """(uint8 images, int64 labels) of the given examples, gathered where the data lives."""
+        # Explicit placement: under a multi-GPU strategy the gather would otherwise
+        # follow the replica onto its GPU and pull the whole array across.
+        with tf.device(self.images.device):
+            return tf.gather(self.images, indices), tf.gather(self.labels, indices)
+
+    def in_order(self, batch_size: int) -> tf.data.Dataset:
+        """All examples in order, last batch partial: for evaluation and prediction."""
+        images, labels = self.images, self.labels
+        return tf.data.Dataset.range(self.size).batch(batch_size).map(
+            lambda indices: (tf.gather(images, indices), tf.gather(labels, indices)),
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,
         ).prefetch(tf.data.AUTOTUNE)
 
-    def in_order(self, batch_size: int) -> tf.data.Dataset:
-        """All examples in order, last batch partial: for evaluation and prediction."""
-        indices = tf.data.Dataset.range(self.size).batch(batch_size).cache()
-        return self._gather(indices)
 
-    def _gather(self, index_batches: tf.data.Dataset, prefetch: bool = True) -> tf.data.Dataset:
-        images, labels = self.images, self.labels
-        dataset = index_batches.map(
-            lambda indices: (tf.gather(images, indices), tf.gather(labels, indices)),
-            num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=True,
-        )
-        return dataset.prefetch(tf.data.AUTOTUNE) if prefetch else dataset
+def augmentation_seed(seed: int, epoch, batch_number) -> tf.Tensor:
+    """The augmentation seed of one global batch: a function of (seed, epoch, batch number) only."""
+    epoch, batch_number = tf.cast(epoch, tf.int64), tf.cast(batch_number, tf.int64)
+    return tf.stack([tf.constant(seed, tf.int64), epoch * _BATCHES_PER_EPOCH_BOUND + batch_number])
 
 
-def augment(images: tf.Tensor, seed, flip: bool, shift: int) -> tf.Tensor:
-    """Random left-right mirror and translation of a uint8 [B, 28, 28] batch (stateless, seeded)."""
+def augment(images: tf.Tensor, seed, flip: bool, shift: int, *, offset=0, total=None) -> tf.Tensor:
+    """Random left-right mirror and translation of a uint8 [B, 28, 28] batch (stateless, seeded).
+
+    images may be rows offset..offset+B of a global batch of `total` rows (a
+    replica's or worker's part): the random draws are made for the whole
+    global batch and sliced, so every row is augmented the same way however
+    many replicas share the batch.
+    """
     seed = tf.cast(tf.stack(seed), tf.int64)
     batch = tf.shape(images)[0]
+    total = batch if total is None else total
     if flip:
-        mirror = tf.random.stateless_uniform([batch], seed=seed) < 0.5
+        mirror = tf.random.stateless_uniform([total], seed=seed)[offset:offset + batch] < 0.5
         images = tf.where(mirror[:, None, None], tf.reverse(images, axis=[2]), images)
     if shift:
-        offsets = tf.random.stateless_uniform([batch, 2], seed=seed + 1, minval=-shift, maxval=shift + 1, dtype=tf.int32)
-        offsets = tf.cast(offsets, tf.float32)
+        offsets = tf.random.stateless_uniform([total, 2], seed=seed + 1, minval=-shift, maxval=shift + 1, dtype=tf.int32)
+        offsets = tf.cast(offsets[offset:offset + batch], tf.float32)
         ones, zeros = tf.ones([batch]), tf.zeros([batch])
         # Projective transform rows [a0 a1 a2 b0 b1 b2 c0 c1]: output (x, y) reads input (x - dx, y - dy).
         transforms = tf.stack([ones, zeros, -offsets[:, 0], zeros, ones, -offsets[:, 1], zeros, zeros], axis=1)

@@ -16,6 +16,7 @@ import keras
 import tensorflow as tf
 
 from tf_mlp.config import TrainConfig
+from tf_mlp.pipeline import ResidentSplit, augment, augmentation_seed
 
 
 def make_learning_rate(config: TrainConfig):
@@ -39,15 +40,25 @@ def current_learning_rate(optimizer: keras.optimizers.Optimizer) -> float:
 
 
 def make_train_function(
-    model, optimizer, strategy: tf.distribute.Strategy, global_batch_size: int, *, jit_compile: bool, label_smoothing: float = 0.0
+    model, optimizer, strategy: tf.distribute.Strategy, data: ResidentSplit, global_batch_size: int, *,
+    jit_compile: bool, seed: int = 0, label_smoothing: float = 0.0, flip: bool = False, shift: int = 0,
 ):
-    """train(iterator, num_steps) -> [data-loss sum, correct, count, regularization loss].
+    """train(permutation, epoch, first_batch, num_steps) -> [data-loss sum, correct, count, regularization loss].
 
-    Several steps run inside one tf.function call so that the Python loop is
-    not on the per-step path; the sums cover all steps of the call.
+    One call runs num_steps steps, batches first_batch, first_batch + 1, ...
+    of the epoch whose example order is `permutation` (ResidentSplit.permutation);
+    the sums cover all of them. Everything a step needs is already in memory,
+    so the loop is one TensorFlow while loop with no iterator and no Python
+    on the per-step path: each step slices its batch's indices from the
+    permutation and gathers the rows from the resident arrays. Under a
+    strategy every replica takes its contiguous part of the global batch (by
+    its global replica id, so across workers too), which is exactly what a
+    single device would see split in order.
     """
+    part = global_batch_size // strategy.num_replicas_in_sync
+    augmenting = flip or bool(shift)
 
-    def replica_step(images, labels):
+    def learn(images, labels):
         with tf.GradientTape() as tape:
             logits = model(images, training=True)
             if label_smoothing:
@@ -74,13 +85,24 @@ def make_train_function(
         ])
 
     if jit_compile:
-        replica_step = tf.function(replica_step, jit_compile=True)
+        # XLA compiles the arithmetic; the gather stays with the host-resident data.
+        learn = tf.function(learn, jit_compile=True)
+
+    def replica_step(batch_indices, epoch, batch_number):
+        offset = tf.distribute.get_replica_context().replica_id_in_sync_group * part
+        images, labels = data.gather(batch_indices[offset:offset + part])
+        if augmenting:
+            images = augment(images, augmentation_seed(seed, epoch, batch_number), flip, shift,
+                             offset=offset, total=global_batch_size)
+        return learn(images, labels)
 
     @tf.function
-    def train(iterator, num_steps):
+    def train(permutation, epoch, first_batch, num_steps):
         totals = tf.zeros([4], tf.float32)
-        for _ in tf.range(num_steps):
-            per_replica = strategy.run(replica_step, args=next(iterator))
+        for step in tf.range(num_steps):
+            batch_number = first_batch + step
+            batch_indices = permutation[batch_number * global_batch_size:(batch_number + 1) * global_batch_size]
+            per_replica = strategy.run(replica_step, args=(batch_indices, epoch, batch_number))
             totals += strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
         return totals
 

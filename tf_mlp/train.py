@@ -22,7 +22,7 @@ import tensorflow as tf
 from tf_mlp import evaluate, run_dir as layout, steps
 from tf_mlp.config import Config
 from tf_mlp.data.splits import DataSplits
-from tf_mlp.distribute import WritableDirectory, distribute_epoch, is_chief, make_strategy
+from tf_mlp.distribute import WritableDirectory, is_chief, make_strategy
 from tf_mlp.errors import ConfigError, TrainingDivergedError
 from tf_mlp.model import build_model, parameter_count
 from tf_mlp.pipeline import ResidentSplit
@@ -153,12 +153,13 @@ def _train_in_run_dir(config: Config, run_dir: pathlib.Path, splits: DataSplits,
         _keep_metrics_up_to(run_dir, int(state.step))
 
     train_function = steps.make_train_function(
-        model, optimizer, strategy, batch_size, jit_compile=train_config.xla, label_smoothing=train_config.label_smoothing
+        model, optimizer, strategy, train_data, batch_size, jit_compile=train_config.xla, seed=train_config.seed,
+        label_smoothing=train_config.label_smoothing, flip=train_config.flip, shift=train_config.shift,
     )
     evaluate_batch = steps.make_eval_function(model)
     writers = {name: tf.summary.create_file_writer(str(run_dir / layout.LOGS_DIR / name)) for name in ("train", "validation")} if chief else None
     try:
-        _run_epochs(train_config, strategy, optimizer, state, manager, best_manager, train_data, validation_data,
+        _run_epochs(train_config, optimizer, state, manager, best_manager, train_data, validation_data,
                     train_function, evaluate_batch, writers, run_dir, planned_steps, steps_per_epoch, verbose)
     finally:
         written.cleanup()
@@ -169,23 +170,21 @@ def _train_in_run_dir(config: Config, run_dir: pathlib.Path, splits: DataSplits,
     return _final_evaluation(config, run_dir, model, splits, state, planned_steps, verbose, chief)
 
 
-def _run_epochs(train_config, strategy, optimizer, state, manager, best_manager, train_data, validation_data,
+def _run_epochs(train_config, optimizer, state, manager, best_manager, train_data, validation_data,
                 train_function, evaluate_batch, writers, run_dir, planned_steps, steps_per_epoch, verbose) -> None:
-    batch_size = train_config.batch_size
-
     while int(state.step) < planned_steps and not bool(state.stopped_early):
         epoch, done_in_epoch = divmod(int(state.step), steps_per_epoch)
         epoch_start = time.perf_counter()
-        iterator = iter(distribute_epoch(strategy, lambda shard: train_data.epoch(
-            batch_size, train_config.seed, epoch, skip_batches=done_in_epoch,
-            flip=train_config.flip, shift=train_config.shift, shard=shard,
-        )))
+        permutation = train_data.permutation(train_config.seed, epoch)
         progress = _progress(steps_per_epoch, epoch, verbose)
         totals, calls_regularization, calls = np.zeros(4), 0.0, 0
         while done_in_epoch < steps_per_epoch:
             next_checkpoint = (int(state.step) // train_config.checkpoint_every_steps + 1) * train_config.checkpoint_every_steps
             count = min(STEPS_PER_CALL, steps_per_epoch - done_in_epoch, next_checkpoint - int(state.step))
-            call_totals = train_function(iterator, tf.constant(count)).numpy().astype(np.float64)
+            # Tensors, not Python ints, so the function is traced once for every count and position.
+            call_totals = train_function(
+                permutation, tf.constant(epoch, tf.int64), tf.constant(done_in_epoch, tf.int64), tf.constant(count, tf.int64)
+            ).numpy().astype(np.float64)
             if not np.all(np.isfinite(call_totals)):
                 raise TrainingDivergedError(
                     f"loss became NaN or infinite at step {int(state.step)}; stopped, last good checkpoint kept: {manager.latest_checkpoint or 'none'}"

@@ -1,4 +1,9 @@
-"""Write benchmark results: JSON, a markdown table (docs/PERFORMANCE.md) and scaling plots."""
+"""Write benchmark results: performance.json, PERFORMANCE.md (one section per part) and scaling plots.
+
+Each part (training, serving) records the command, date and load average it
+was measured with, so a page whose parts were measured by separate runs says
+so rather than claiming one run for all.
+"""
 
 from __future__ import annotations
 
@@ -15,50 +20,69 @@ import matplotlib.pyplot as plt  # noqa: E402
 def plot_scaling(series: dict[str, dict], path: pathlib.Path) -> None:
     """One panel per series: throughput against the scaled quantity, log-2 x axis."""
     figure, axes = plt.subplots(1, len(series), figsize=(5 * len(series), 4), squeeze=False)
-    for axis, (title, points) in zip(axes[0], series.items()):
-        keys = [int(key) for key in points]
-        axis.plot(keys, list(points.values()), "-o")
+    for axis, (title, lines) in zip(axes[0], series.items()):
+        for label, points in lines.items():
+            keys = [int(key) for key in points]
+            axis.plot(keys, list(points.values()), "-o", label=label)
         axis.set_xscale("log", base=2)
         axis.set(title=title, xlabel=title.split(" vs ")[-1], ylabel="examples per second")
         axis.grid(alpha=0.3)
+        if len(lines) > 1:
+            axis.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
 
 
-def write(results: dict, rows: list[tuple[str, str]], output_dir, command: str, targets: list[str]) -> pathlib.Path:
+def _training_series(training: dict) -> dict:
+    names = {"cli": "tf-mlp train", "trainer": "train function alone", "fit_spe1": "model.fit, defaults",
+             "products": "step's products alone"}
+    rates = training["examples_per_second"]
+    return {label: {batch: rates[f"{key}_{batch}"]["median"] for batch in training["batch_sizes"]} for key, label in names.items()}
+
+
+def page_paths(output_dir) -> tuple[pathlib.Path, pathlib.Path]:
+    """(directory of performance.json and plots, the markdown page): docs/performance -> docs/PERFORMANCE.md."""
     output_dir = pathlib.Path(output_dir)
+    page = output_dir.parent / "PERFORMANCE.md" if output_dir.name == "performance" else output_dir / "PERFORMANCE.md"
+    return output_dir, page
+
+
+def write(results: dict, output_dir) -> pathlib.Path:
+    """Write every part present in results; return the page's path."""
+    from tf_mlp.benchmark import training as training_benchmarks
+
+    output_dir, page = page_paths(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "performance.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     series = {}
-    training = results.get("training", {})
-    if training.get("scaling_batch_size"):
-        series["training vs batch size"] = training["scaling_batch_size"]
-    if training.get("scaling_hidden_width"):
-        series["training vs hidden width"] = training["scaling_hidden_width"]
-    serving = results.get("serving", {})
-    if serving.get("scaling_request_batch"):
-        series["in-process inference vs request batch"] = serving["scaling_request_batch"]
+    lines = ["# Performance", "", f"Measured on this project's machine ({platform.machine()}, {results.get('cpus')} CPU cores, no GPU).", ""]
+    training = results.get("training")
+    if training:
+        series["training vs batch size"] = _training_series(training)
+        lines += ["## Training", "", *_measured_with(training), *training_benchmarks.markdown(training), "",
+                  "### Goals", "", *[f"- {goal}" for goal in training_benchmarks.goals(training)], ""]
+    serving = results.get("serving")
+    if serving:
+        from tf_mlp.benchmark import serving as serving_benchmarks
+
+        if serving.get("scaling_request_batch"):
+            series["in-process inference vs request batch"] = {"inference": serving["scaling_request_batch"]}
+        lines += ["## Serving", "", *_measured_with(serving), "| measure | value |", "| --- | --- |",
+                  *[f"| {name} | {value} |" for name, value in serving_benchmarks.as_table_rows(serving)], "",
+                  "### Goals", "", *[f"- {goal}" for goal in serving_benchmarks.targets(serving)], ""]
     if series:
         plot_scaling(series, output_dir / "scaling.png")
-    lines = [
-        "# Performance",
-        "",
-        "Measured in one run, side by side, on this project's machine "
-        f"({platform.machine()}, {results.get('cpus')} CPU cores, no GPU); medians of "
-        f"{results.get('repetitions')} repetitions. Regenerate with:",
-        "",
-        f"```sh\n{command}\n```",
-        "",
-        "| measure | value |",
-        "| --- | --- |",
-        *[f"| {name} | {value} |" for name, value in rows],
-        "",
-    ]
-    if targets:
-        lines += ["## Targets (issue 7)", "", *[f"- {target}" for target in targets], ""]
-    if series:
-        lines += ["![scaling](performance/scaling.png)" if output_dir.name == "performance" else "![scaling](scaling.png)", ""]
-    page = output_dir.parent / "PERFORMANCE.md" if output_dir.name == "performance" else output_dir / "PERFORMANCE.md"
+        image = f"{output_dir.name}/scaling.png" if page.parent != output_dir else "scaling.png"
+        lines += [f"![scaling]({image})", ""]
     page.write_text("\n".join(lines))
     return page
+
+
+def _measured_with(part: dict) -> list[str]:
+    if "command" not in part:
+        # Results from before each part recorded its own command.
+        return ["Measured by an earlier run of the whole benchmark; `python scripts/benchmark.py --publish` repeats it.", ""]
+    when = f" on {part['date']}" if part.get("date") else ""
+    repetitions = f", {part['repetitions']} interleaved repetition{'s' if part['repetitions'] > 1 else ''}" if part.get("repetitions") else ""
+    return [f"Measured{when}{repetitions} with:", "", f"```sh\n{part['command']}\n```", ""]

@@ -79,8 +79,6 @@ def should_invert(gray: np.ndarray, polarity: str) -> bool:
 
 def grayscale(image) -> np.ndarray:
     """uint8 [H, W] gray levels of a PIL image (rule step 1)."""
-    from PIL import Image
-
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         return np.clip(np.rint(np.asarray(image, dtype=np.float64) / 257.0), 0, 255).astype(np.uint8)
     if image.mode in ("1", "L"):
