@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from tests.conftest import FASHION_MNIST_DIR
 from tf_mlp.cli import main
+from tf_mlp.config import preset
 from tf_mlp.run_dir import load_config, read_evaluation, read_metrics
 
 
@@ -89,7 +90,9 @@ def test_config_shows_a_preset_with_overrides():
     result = CliRunner().invoke(main, ["config", "--preset", "deep", "--learning-rate", "0.01"])
     assert result.exit_code == 0, result.output
     values = json.loads(result.output)
-    assert values["train"]["learning_rate"] == 0.01 and values["model"]["hidden_units"] == [1024, 512, 256]
+    deep = preset("deep")
+    assert values["train"]["learning_rate"] == 0.01 and deep.train.learning_rate != 0.01  # the option wins
+    assert values["model"]["hidden_units"] == list(deep.model.hidden_units)  # the rest is the preset's
 
 
 def test_unknown_preset_is_a_usage_error():
