@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 RUN_DIR ?= runs/demo
 
-.PHONY: demo test data browser clean audit
+.PHONY: demo test test-fast data browser clean audit
 
 $(BIN)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ demo: $(BIN)/.installed data
 
 test: $(BIN)/.installed data browser
 	$(BIN)/pytest
+
+# The edit-test loop: every test but those marked slow (over 5 s: subprocesses, servers, training to
+# convergence) or real_data (the full data sets); `make test` runs them all.
+test-fast: $(BIN)/.installed data
+	$(BIN)/pytest -m "not slow and not real_data"
 
 # pip-audit of requirements.lock (`pip freeze --all --exclude-editable` of a fresh `pip install -e '.[test,beam]'`),
 # from its own venv. --strict: a package that could not be checked fails the audit instead of passing unseen.

@@ -1,7 +1,12 @@
-"""Shared fixtures: tiny learnable data and small configs for fast tests."""
+"""Shared fixtures and helpers: tiny learnable data and small configs for fast tests, PNG bytes, free ports.
 
+Test modules import the plain helpers (png_bytes, free_port) from here.
+"""
+
+import io
 import os
 import pathlib
+import socket
 
 # Quiet TensorFlow's C++ logging in test output; must be set before TF loads.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -9,11 +14,46 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pytest  # noqa: E402
 
 from tests import synthetic  # noqa: E402
-from tf_mlp import config as config_module  # noqa: E402
+from tf_mlp import config  # noqa: E402
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTMNIST_SAMPLE = REPO_ROOT.parent / "shared" / "data" / "notmnist-sample"
 FASHION_MNIST_DIR = pathlib.Path("/usr/share/datasets/fashion-mnist")
+
+
+def png_bytes(image) -> bytes:
+    """A uint8 image array (2-D gray, or with 3/4 channels) as PNG file bytes."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def free_port() -> int:
+    """A port nothing listens on (bound and released at once)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The embedded model server over the shared tiny export, one per test module (a module may define its own)."""
+    from tests import serving_helpers
+
+    base = serving_helpers.model_base(tmp_path_factory.mktemp("served"))
+    server = serving_helpers.start_server(model_base_path=str(base))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def targets(server):
+    """{protocol: target} of the module's server, for tf_mlp.client.connect."""
+    from tests import serving_helpers
+
+    return serving_helpers.client_targets(server)
 
 
 @pytest.fixture(scope="session")
@@ -25,10 +65,35 @@ def tiny_splits():
 def tiny_config():
     """The mlp preset shrunk to seconds: a narrow hidden layer, small batches, two epochs."""
     return (
-        config_module.preset("mlp")
+        config.preset("mlp")
         .override("model", hidden_units=(32,))
         .override("train", epochs=2, batch_size=32, checkpoint_every_steps=5)
     )
+
+
+@pytest.fixture(scope="module")
+def splits():
+    """The tiny synthetic splits, one copy per test module."""
+    return synthetic.make_splits()
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, splits):
+    """A run directory of the mlp preset shrunk to 32 hidden units, trained one epoch on the tiny splits."""
+    from tf_mlp.train import train_and_evaluate
+
+    run_dir = tmp_path_factory.mktemp("trained") / "run"
+    run_config = config.preset("mlp").override("model", hidden_units=(32,)).override("train", epochs=1, batch_size=32)
+    train_and_evaluate(run_config, run_dir, splits=splits, verbose=False)
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def model(run):
+    """The run fixture's restored Keras model."""
+    from tf_mlp.run_dir import restore_model
+
+    return restore_model(run)[1]
 
 
 def write_idx_data_set(directory, splits) -> pathlib.Path:

@@ -12,8 +12,8 @@ import pathlib
 import tarfile
 
 import numpy as np
-import PIL.Image
 
+from tests.conftest import png_bytes
 from tf_mlp.data import idx
 
 SHARED_SAMPLE = pathlib.Path(__file__).resolve().parents[1].parent / "shared/data/notmnist-sample"
@@ -45,12 +45,6 @@ def make_idx_dir(
     write_idx_pair(directory, "train-", *arrays["train"])
     write_idx_pair(directory, "t10k-", *arrays["test"])
     return arrays
-
-
-def png_bytes(image: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    PIL.Image.fromarray(image).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def corrupt_png() -> bytes:

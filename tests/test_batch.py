@@ -7,12 +7,10 @@ directly on the same pixels.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import pathlib
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,12 +19,12 @@ import time
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from PIL import Image
 
 from tests import serving_helpers, synthetic
+from tests.conftest import free_port, png_bytes
 from tests.flaky_proxy import FlakyProxy
 from tf_mlp import batch, client, predict_cli
-from tf_mlp.batch import journal as journal_module
+from tf_mlp.batch.journal import Journal
 from tf_mlp.data import idx
 from tf_mlp.errors import ConfigError
 
@@ -37,33 +35,8 @@ COUNT = 120
 
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def png_bytes(image: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def run_script(*arguments):
     return CliRunner().invoke(predict_cli.batch_predict, ["--no-progress", *map(str, arguments)])
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    base = serving_helpers.model_base(tmp_path_factory.mktemp("batch"))
-    server = serving_helpers.start_server(model_base_path=str(base))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def targets(server):
-    return serving_helpers.client_targets(server)
 
 
 @pytest.fixture(scope="module")
@@ -370,6 +343,7 @@ def _tiled(directory: pathlib.Path, dataset, times: int) -> pathlib.Path:
     return path
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_has_no_gaps_and_no_duplicates(tmp_path, server, npy_inputs, dataset, reference):
     images, labels = npy_inputs
     output = tmp_path / "out.csv"
@@ -406,6 +380,7 @@ def test_resume_after_sigkill_has_no_gaps_and_no_duplicates(tmp_path, server, np
     assert sorted(path.name for path in tmp_path.iterdir()) == ["out.csv"]
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_with_a_resume_hint(tmp_path, server, npy_inputs):
     output = tmp_path / "out.csv"
     journal = batch.journal_path(output)
@@ -428,27 +403,27 @@ def test_ctrl_c_stops_with_a_resume_hint(tmp_path, server, npy_inputs):
 def test_a_cut_off_journal_line_is_dropped_and_its_chunk_redone(tmp_path):
     path = tmp_path / "out.csv.journal"
     header = {"inputs": "test", "count": 4, "fingerprint": "abc"}
-    journal, done = journal_module.Journal.open(path, header, resume=False, restart=False)
+    journal, done = Journal.open(path, header, resume=False, restart=False)
     journal.append([{"index": 0, "class_id": 1}, {"index": 1, "class_id": 2}])
     journal.close()
     whole = path.read_bytes()
     with open(path, "ab") as file:
         file.write(b'{"rows":[{"index":2,"cla')  # what a SIGKILL in the middle of a write could leave
-    journal, done = journal_module.Journal.open(path, header, resume=True, restart=False)
+    journal, done = Journal.open(path, header, resume=True, restart=False)
     assert sorted(done) == [0, 1] and path.read_bytes() == whole
     journal.append([{"index": 2, "class_id": 3}])
     journal.close()
-    _, done = journal_module.Journal.open(path, header, resume=True, restart=False)
+    _, done = Journal.open(path, header, resume=True, restart=False)
     assert sorted(done) == [0, 1, 2]
 
 
 def test_a_journal_for_other_inputs_is_refused(tmp_path):
     path = tmp_path / "out.csv.journal"
-    journal, _ = journal_module.Journal.open(path, {"inputs": "a", "count": 4, "fingerprint": "abc"}, False, False)
+    journal, _ = Journal.open(path, {"inputs": "a", "count": 4, "fingerprint": "abc"}, False, False)
     journal.close()
     with pytest.raises(ConfigError, match="was written for other inputs .* pass --restart"):
-        journal_module.Journal.open(path, {"inputs": "b", "count": 4, "fingerprint": "xyz"}, True, False)
-    journal, done = journal_module.Journal.open(path, {"inputs": "b", "count": 4, "fingerprint": "xyz"}, False, True)
+        Journal.open(path, {"inputs": "b", "count": 4, "fingerprint": "xyz"}, True, False)
+    journal, done = Journal.open(path, {"inputs": "b", "count": 4, "fingerprint": "xyz"}, False, True)
     journal.close()
     assert done == {}
 
@@ -524,11 +499,11 @@ def test_unmatched_folders_are_counted_in_the_summary_and_warned_about(tmp_path,
 
 
 def test_confusion_matrix_has_one_labelled_column_per_class_and_nothing_else():
-    from tf_mlp.batch import summary as summary_module
+    from tf_mlp.batch.summary import summarize
 
     rows = [{"label": label, "class_id": predicted, "error": None, "label_name": FASHION_CLASSES[label], "id": "x"}
             for label, predicted in [(0, 0), (0, 6), (9, 9), (6, 0)]]
-    summary = summary_module.summarize(rows, "out.csv", 0, 4, 1.0, [0.01], {}, FASHION_CLASSES)
+    summary = summarize(rows, "out.csv", 0, 4, 1.0, [0.01], {}, FASHION_CLASSES)
     lines = batch.format_summary(summary).splitlines()
     start = lines.index("confusion matrix (rows: true class, columns: predicted class)")
     header, *matrix = lines[start + 1:]
@@ -563,10 +538,10 @@ def test_resume_refuses_a_journal_written_under_another_polarity(tmp_path, datas
         inputs.set_polarity(polarity)
         headers[polarity] = {"inputs": inputs.description, "count": len(inputs), "fingerprint": inputs.fingerprint}
     path = tmp_path / "out.csv.journal"
-    journal, _ = journal_module.Journal.open(path, headers["as-is"], resume=False, restart=False)
+    journal, _ = Journal.open(path, headers["as-is"], resume=False, restart=False)
     journal.close()
     with pytest.raises(ConfigError, match="was written for other inputs"):
-        journal_module.Journal.open(path, headers["invert"], resume=True, restart=False)
+        Journal.open(path, headers["invert"], resume=True, restart=False)
 
 
 # ---- the output is checked before any work --------------------------------------------------------------------

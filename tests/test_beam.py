@@ -6,18 +6,17 @@ Skipped where the `beam` extra is not installed; `make test` installs it.
 
 from __future__ import annotations
 
-import io
 import pathlib
 import shutil
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from PIL import Image
 
 pytest.importorskip("apache_beam")
 
 from tests import serving_helpers, synthetic  # noqa: E402
+from tests.conftest import png_bytes  # noqa: E402
 from tf_mlp import batch, predict_cli  # noqa: E402
 from tf_mlp import beam as tf_mlp_beam  # noqa: E402
 
@@ -28,12 +27,6 @@ TWO_PROCESSES = ["--direct_num_workers=2", "--direct_running_mode=multi_processi
 TWO_THREADS = ["--direct_num_workers=2", "--direct_running_mode=multi_threading"]
 
 
-
-
-def png_bytes(image: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def run_batch_script(*arguments):
@@ -59,7 +52,10 @@ def npy_inputs(tmp_path_factory):
     return directory / "images.npy", directory / "labels.npy"
 
 
-@pytest.mark.parametrize("output_name, workers", [("out.csv", TWO_PROCESSES), ("out.jsonl", TWO_THREADS)])
+@pytest.mark.parametrize("output_name, workers", [
+    pytest.param("out.csv", TWO_PROCESSES, marks=pytest.mark.slow),  # two worker processes start TensorFlow
+    ("out.jsonl", TWO_THREADS),
+])
 def test_two_workers_write_the_batch_scripts_file_byte_for_byte(tmp_path, model_base, npy_inputs, output_name,
                                                                 workers):
     images, labels = npy_inputs

@@ -10,8 +10,9 @@ import tensorflow as tf
 from click.testing import CliRunner
 
 from tests.conftest import FASHION_MNIST_DIR
-from tf_mlp import run_dir as layout
 from tf_mlp.cli import main
+from tf_mlp.config import preset
+from tf_mlp.run_dir import load_config, read_evaluation, read_metrics
 
 
 def _tiny_options(idx_dir, tmp_path, run_dir):
@@ -28,13 +29,13 @@ def test_train_evaluate_and_report_through_the_cli(tmp_path, tiny_idx_dir):
     result = runner.invoke(main, _tiny_options(tiny_idx_dir, tmp_path, run_dir))
     assert result.exit_code == 0, result.output
     assert "test accuracy:" in result.output
-    config = layout.load_config(run_dir)
+    config = load_config(run_dir)
     assert config.model.hidden_units == (32,) and config.train.optimizer == "adam"  # mlp preset + overrides
 
     result = runner.invoke(main, ["evaluate", str(run_dir), "--json"])
     assert result.exit_code == 0, result.output
     evaluation = json.loads(result.output)
-    assert evaluation["accuracy"] == layout.read_evaluation(run_dir)["test_accuracy"]
+    assert evaluation["accuracy"] == read_evaluation(run_dir)["test_accuracy"]
     assert len(evaluation["confusion_matrix"]) == 10
 
     result = runner.invoke(main, ["report", str(run_dir)])
@@ -48,7 +49,7 @@ def test_option_overrides_the_preset(tmp_path, tiny_idx_dir):
     options = _tiny_options(tiny_idx_dir, tmp_path, run_dir) + ["--preset", "logistic", "--epochs", "1"]
     result = CliRunner().invoke(main, options)
     assert result.exit_code == 0, result.output
-    config = layout.load_config(run_dir)
+    config = load_config(run_dir)
     assert config.model.hidden_units == (32,)  # --hidden wins over the preset's none
     assert config.train.optimizer == "sgd"  # the rest of the logistic preset stays
 
@@ -89,7 +90,9 @@ def test_config_shows_a_preset_with_overrides():
     result = CliRunner().invoke(main, ["config", "--preset", "deep", "--learning-rate", "0.01"])
     assert result.exit_code == 0, result.output
     values = json.loads(result.output)
-    assert values["train"]["learning_rate"] == 0.01 and values["model"]["hidden_units"] == [1024, 512, 256]
+    deep = preset("deep")
+    assert values["train"]["learning_rate"] == 0.01 and deep.train.learning_rate != 0.01  # the option wins
+    assert values["model"]["hidden_units"] == list(deep.model.hidden_units)  # the rest is the preset's
 
 
 def test_unknown_preset_is_a_usage_error():
@@ -122,6 +125,7 @@ def _checkpoint_steps(run_dir):
     return [int(path.rsplit("-", 1)[1]) for path in state.all_model_checkpoint_paths] if state else []
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_the_same_command_resumes_and_finishes(tmp_path, tiny_splits):
     from tests.conftest import write_idx_data_set
     from tests import synthetic
@@ -150,8 +154,8 @@ def test_sigkill_mid_epoch_then_the_same_command_resumes_and_finishes(tmp_path, 
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     resumed_line = [line for line in result.stdout.splitlines() if line.startswith("resuming from")]
     assert resumed_line and f"at step {killed_at} of {planned}" in resumed_line[0]  # not from step 0
-    assert layout.read_evaluation(run_dir)["steps"] == planned
-    assert [row["step"] for row in layout.read_metrics(run_dir)] == [128, 256]
+    assert read_evaluation(run_dir)["steps"] == planned
+    assert [row["step"] for row in read_metrics(run_dir)] == [128, 256]
 
 
 @pytest.mark.real_data
@@ -159,6 +163,6 @@ def test_sigkill_mid_epoch_then_the_same_command_resumes_and_finishes(tmp_path, 
 def test_default_model_one_epoch_on_real_fashion_mnist(tmp_path):
     result = CliRunner().invoke(main, ["train", "--epochs", "1", "--run-dir", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
-    evaluation = layout.read_evaluation(tmp_path / "run")
+    evaluation = read_evaluation(tmp_path / "run")
     assert evaluation["split_sizes"] == {"train": 55000, "validation": 5000, "test": 10000}
     assert evaluation["test_accuracy"] >= 0.84

@@ -12,7 +12,6 @@ import concurrent.futures
 import io
 import json
 import pathlib
-import socket
 
 import grpc
 import numpy as np
@@ -22,41 +21,16 @@ from PIL import Image
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from tests import serving_helpers
+from tests.conftest import free_port, png_bytes
 from tests.flaky_proxy import FlakyProxy
 from tf_mlp import client, contract, predict_cli
-from tf_mlp.client import retry as retry_module
+from tf_mlp.client import retry
 from tf_mlp.client.results import Prediction
 from tf_mlp.errors import ConfigError
 
 FAST_RETRIES = client.RetryPolicy(max_attempts=4, initial_backoff=0.01, max_backoff=0.05)
 
 
-
-
-def png_bytes(image: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def free_port() -> int:
-    """A port nothing listens on (bound and released at once)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    base = serving_helpers.model_base(tmp_path_factory.mktemp("client"))
-    server = serving_helpers.start_server(model_base_path=str(base))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def targets(server):
-    return serving_helpers.client_targets(server)
 
 
 @pytest.fixture(scope="module")
@@ -117,14 +91,14 @@ def test_backoff_grows_exponentially_up_to_the_cap_with_full_jitter():
 
 
 def test_call_with_retries_retries_only_retryable_failures():
-    sleeps, stats = [], retry_module.CallStats()
+    sleeps, stats = [], retry.CallStats()
     policy = client.RetryPolicy(max_attempts=3, initial_backoff=0.1)
 
     def always_busy(number):
-        raise retry_module.RetryableFailure(client.UnavailableError("t", "HTTP 503", "busy"))
+        raise retry.RetryableFailure(client.UnavailableError("t", "HTTP 503", "busy"))
 
     with pytest.raises(client.UnavailableError) as caught:
-        retry_module.call_with_retries(always_busy, policy, stats, sleep=sleeps.append)
+        retry.call_with_retries(always_busy, policy, stats, sleep=sleeps.append)
     assert caught.value.attempts == 3 and len(sleeps) == 2
     assert str(caught.value) == "t: HTTP 503 (after 3 attempts): busy"
 
@@ -132,9 +106,9 @@ def test_call_with_retries_retries_only_retryable_failures():
         raise client.RequestError("t", "HTTP 400", "bad input")
 
     with pytest.raises(client.RequestError):
-        retry_module.call_with_retries(refused, policy, stats, sleep=sleeps.append)
+        retry.call_with_retries(refused, policy, stats, sleep=sleeps.append)
     assert len(sleeps) == 2  # no sleep, no second attempt
-    assert retry_module.call_with_retries(lambda number: number, policy, stats) == 1
+    assert retry.call_with_retries(lambda number: number, policy, stats) == 1
     assert stats.as_dict() == {"calls": 3, "attempts": 5, "retries": 2, "failures": 2}
 
 

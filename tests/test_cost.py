@@ -53,7 +53,7 @@ def test_info_for_the_logistic_model_has_backward_equal_to_forward():
 
 @pytest.mark.slow
 def test_quick_cost_benchmark_produces_every_figure_and_its_results_section(tmp_path):
-    from tf_mlp import model as model_module
+    from tf_mlp import model
     from tf_mlp.benchmark import cost, cost_page
     from tf_mlp.config import preset
 
@@ -68,7 +68,7 @@ def test_quick_cost_benchmark_produces_every_figure_and_its_results_section(tmp_
     for row in results["rows"]:
         config = preset(row["preset"]).model
         # The analytic side is the very function the model module owns (and `tf-mlp info` prints).
-        assert row["analytic"]["backward_over_forward"] == model_module.forward_backward_ratio(config)
+        assert row["analytic"]["backward_over_forward"] == model.forward_backward_ratio(config)
         for clock in ("seconds", "cpu_seconds"):
             for phase in cost.PHASES:
                 assert len(row[clock][phase]["samples"]) == 3 and row[clock][phase]["median"] >= 0
@@ -82,7 +82,7 @@ def test_quick_cost_benchmark_produces_every_figure_and_its_results_section(tmp_
         activations = row["analytic"]["memory_bytes"]["activations"]
         assert activations <= memory["kept_by_tape_bytes"] <= 2 * activations + 256 * 16
         # Forward and backward returns the gradients: at least one copy of the parameters.
-        assert memory["forward_backward_peak_bytes"] >= model_module.parameter_count(config) * 4
+        assert memory["forward_backward_peak_bytes"] >= model.parameter_count(config) * 4
     assert (tmp_path / "cost" / "cost.png").stat().st_size > 0
     assert "| deep | 8 | 1.45 |" in result.output and "load average" in result.output
     text = page.read_text()

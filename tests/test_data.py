@@ -7,6 +7,7 @@ only the test of its archive layout, which is not shipped, needs ../shared and
 skips without it. The full Fashion-MNIST test is marked real_data.
 """
 
+import dataclasses
 import gzip
 import logging
 import os
@@ -19,8 +20,7 @@ import tensorflow_datasets as tfds
 from tests import data_fixtures as fixtures
 from tf_mlp import data
 from tf_mlp.config import DataConfig
-from tf_mlp.contract import CLASS_NAMES
-from tf_mlp.data import idx, local_builder, notmnist_builder, overlap, sources
+from tf_mlp.data import catalog, idx, local_builder, notmnist_builder, overlap, sources
 from tf_mlp.data.splits import DataSplits, Split
 from tf_mlp.errors import DataError
 
@@ -175,8 +175,21 @@ def test_labels_txt_names_the_classes(tmp_path):
     raises_one_line(r"labels.txt: has 3 class names \(expected 10", load, tmp_path, tmp_path / "src")
 
 
+def test_kmnist_reads_local_idx_files_and_its_class_names_file(tmp_path):
+    fixtures.make_idx_dir(tmp_path / "kmnist", train=40, test=20)
+    splits = load(tmp_path, tmp_path / "kmnist", name="kmnist", validation_size=8)
+    assert splits.sizes() == {"train": 32, "validation": 8, "test": 20}
+    assert splits.class_names[:3] == ("o", "ki", "su")
+    hiragana = "おきすつなはまやれを"
+    (tmp_path / "kmnist" / "labels.txt").write_text("".join(f"{name}\n" for name in hiragana), encoding="utf-8")
+    assert load(tmp_path, tmp_path / "kmnist", name="kmnist", validation_size=8).class_names == tuple(hiragana)
+    raises_one_line(r"data set 'kmnist' needs --source-dir \(a directory of IDX files\)", data.load_splits,
+                    DataConfig(name="kmnist", data_dir=str(tmp_path / "tfds")))
+
+
 def test_catalogue_fallback_fails_fast_offline(tmp_path, monkeypatch):
-    monkeypatch.setattr(sources, "DEBIAN_FASHION_MNIST", tmp_path / "not-installed")
+    not_installed = dataclasses.replace(catalog.CATALOG["fashion_mnist"], default_source=tmp_path / "not-installed")
+    monkeypatch.setitem(catalog.CATALOG, "fashion_mnist", not_installed)
     monkeypatch.setattr(sources, "_reachable", lambda host, timeout=5.0: False)
     with pytest.raises(DataError, match="install Debian's dataset-fashion-mnist package or pass --source-dir"):
         data.load_splits(DataConfig(name="fashion_mnist", data_dir=str(tmp_path / "tfds")))
@@ -190,7 +203,7 @@ def test_idx_directory_keeps_test_split_and_draws_validation(tmp_path):
     for name in ("idx", "fashion_mnist", "mnist"):
         splits = load(tmp_path, tmp_path / "src", name=name, validation_size=8)
         assert splits.sizes() == {"train": 32, "validation": 8, "test": 20}
-        assert splits.class_names == (CLASS_NAMES[name] if name != "idx" else tuple("0123456789"))
+        assert splits.class_names == catalog.CATALOG[name].class_names
     assert splits.train.images.dtype == np.uint8 and splits.train.labels.dtype == np.int64
     np.testing.assert_array_equal(splits.test.images, arrays["test"][0])  # source order is kept
     together = np.concatenate([splits.train.images, splits.validation.images])
@@ -255,7 +268,7 @@ def test_overlap_report_counts_between_and_within_splits():
     validation.images[0] = train.images[7]
     test.images[[0, 1]] = train.images[[2, 3]]
     test.images[2] = validation.images[4]
-    report = overlap.overlap_report(DataSplits(train, validation, test, CLASS_NAMES["mnist"], "idx"))
+    report = overlap.overlap_report(DataSplits(train, validation, test, catalog.DIGITS, "idx"))
     assert report["validation_in_train"] == 1 and report["test_in_train"] == 2 and report["test_in_validation"] == 1
     assert report["within"] == {"train": 1, "validation": 0, "test": 0}
     assert report["sizes"] == {"train": 20, "validation": 5, "test": 5}
@@ -359,8 +372,8 @@ def test_sample_archive_layout_holds_the_packaged_idx_images(tmp_path):
     archive = local_builder.prepare(notmnist_builder.NotmnistArchives, fixtures.SHARED_SAMPLE, str(tmp_path / "tfds"))
     archive_images, archive_labels = local_builder.read_split(archive, "train")
     assert archive_images.shape == (8000, 28, 28) and np.bincount(archive_labels).tolist() == [800] * 10
-    packaged_images = idx.read_idx(sources.PACKAGED_NOTMNIST / "images-idx3-ubyte.gz")
-    packaged_labels = idx.read_idx(sources.PACKAGED_NOTMNIST / "labels-idx1-ubyte.gz", kind="labels")
+    packaged_images = idx.read_idx(catalog.PACKAGED_NOTMNIST / "images-idx3-ubyte.gz")
+    packaged_labels = idx.read_idx(catalog.PACKAGED_NOTMNIST / "labels-idx1-ubyte.gz", kind="labels")
     assert fixtures.sorted_pairs(archive_images, archive_labels) == fixtures.sorted_pairs(packaged_images,
                                                                                        packaged_labels)
 
@@ -369,7 +382,7 @@ def test_packaged_sample_is_the_default_notmnist_source_offline(tmp_path, monkey
     monkeypatch.setattr(sources, "_reachable", _must_not_connect)
     splits = data.load_splits(DataConfig(name="notmnist", data_dir=str(tmp_path / "tfds")))
     assert splits.sizes() == {"train": 6120, "validation": 680, "test": 1200}
-    assert splits.class_names == CLASS_NAMES["notmnist"]
+    assert splits.class_names == catalog.CATALOG["notmnist"].class_names
     assert np.bincount(splits.test.labels).tolist() == [120] * 10 and splits.skipped_files == 0
     report = overlap.overlap_report(splits)
     assert report["test_in_train"] > 0 and report["within"]["train"] > 0  # the sample has duplicates
@@ -378,20 +391,20 @@ def test_packaged_sample_is_the_default_notmnist_source_offline(tmp_path, monkey
 def test_packaged_sample_ships_with_its_licence_and_attribution():
     import configparser
 
-    shipped = sorted(path.name for path in sources.PACKAGED_NOTMNIST.iterdir())
+    shipped = sorted(path.name for path in catalog.PACKAGED_NOTMNIST.iterdir())
     assert shipped == ["LICENSE", "README.md", "images-idx3-ubyte.gz", "labels-idx1-ubyte.gz"]
-    assert (sources.PACKAGED_NOTMNIST / "LICENSE").read_text().startswith("The MIT License (MIT)\n\nCopyright (c) "
+    assert (catalog.PACKAGED_NOTMNIST / "LICENSE").read_text().startswith("The MIT License (MIT)\n\nCopyright (c) "
                                                                           "2016 David Flanagan")
-    assert "davidflanagan/notMNIST-to-MNIST" in (sources.PACKAGED_NOTMNIST / "README.md").read_text()
+    assert "davidflanagan/notMNIST-to-MNIST" in (catalog.PACKAGED_NOTMNIST / "README.md").read_text()
     setup = configparser.ConfigParser()
     setup.read(pathlib.Path(__file__).resolve().parents[1] / "setup.cfg")
     patterns = setup["options.package_data"]["tf_mlp.data"].split()
-    package_dir = sources.PACKAGED_NOTMNIST.parent
+    package_dir = catalog.PACKAGED_NOTMNIST.parent
     for name in shipped:  # every file is matched by a package_data pattern, so wheels carry it
         assert any((package_dir / "notmnist_sample" / name).match(str(package_dir / pattern)) for pattern in patterns)
     if fixtures.SHARED_SAMPLE.is_dir():  # copied unchanged
         for name in ("LICENSE", "images-idx3-ubyte.gz", "labels-idx1-ubyte.gz"):
-            assert (sources.PACKAGED_NOTMNIST / name).read_bytes() == (fixtures.SHARED_SAMPLE / name).read_bytes()
+            assert (catalog.PACKAGED_NOTMNIST / name).read_bytes() == (fixtures.SHARED_SAMPLE / name).read_bytes()
 
 
 @pytest.mark.slow
@@ -409,13 +422,13 @@ def test_train_notmnist_needs_no_source_dir(tmp_path):
 
 
 @pytest.mark.real_data
-@pytest.mark.skipif(not sources.DEBIAN_FASHION_MNIST.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
+@pytest.mark.skipif(not catalog.DEBIAN_FASHION_MNIST.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
 def test_fashion_mnist_from_debian_files_without_network(tmp_path, monkeypatch):
     monkeypatch.setattr(sources, "_reachable", _must_not_connect)
     splits = data.load_splits(DataConfig(data_dir=str(tmp_path / "tfds")))
     assert splits.sizes() == {"train": 55000, "validation": 5000, "test": 10000}
-    assert splits.class_names == CLASS_NAMES["fashion_mnist"]
-    test_images = idx.read_idx(sources.DEBIAN_FASHION_MNIST / "t10k-images-idx3-ubyte.gz")
+    assert splits.class_names == catalog.CATALOG["fashion_mnist"].class_names
+    test_images = idx.read_idx(catalog.DEBIAN_FASHION_MNIST / "t10k-images-idx3-ubyte.gz")
     np.testing.assert_array_equal(splits.test.images, test_images)
 
 

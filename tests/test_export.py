@@ -13,34 +13,15 @@ import tensorflow as tf
 from click.testing import CliRunner
 
 from tests import synthetic
-from tf_mlp import contract
-from tf_mlp import run_dir as layout
+from tf_mlp import contract, layout
 from tf_mlp.config import preset
 from tf_mlp.errors import CheckpointError, ExportError
 from tf_mlp.export import card, describe, exporter, verify, versions, warmup
 from tf_mlp.model import build_model
+from tf_mlp.run_dir import load_config, read_evaluation
 from tf_mlp.train import train_and_evaluate
 
 FASHION_MNIST_DIR = pathlib.Path("/usr/share/datasets/fashion-mnist")
-
-
-@pytest.fixture(scope="module")
-def splits():
-    return synthetic.make_splits()
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory, splits):
-    """A trained tiny run directory."""
-    run_dir = tmp_path_factory.mktemp("export") / "run"
-    config = preset("mlp").override("model", hidden_units=(32,)).override("train", epochs=1, batch_size=32)
-    train_and_evaluate(config, run_dir, splits=splits, verbose=False)
-    return run_dir
-
-
-@pytest.fixture(scope="module")
-def model(run):
-    return layout.restore_model(run)[1]
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +59,7 @@ def test_export_publishes_version_1_with_labels_warmup_and_model_card(exported, 
     assert [child.name for child in result.path.parent.iterdir()] == ["1"], "no staging directory left"
     assert (result.path / "assets" / contract.LABELS_ASSET).read_text().splitlines() == list(splits.class_names)
     model_card = card.read(result.path)
-    evaluation = layout.read_evaluation(run)
+    evaluation = read_evaluation(run)
     assert model_card["version"] == 1 and model_card["data_set"] == "synthetic"
     assert model_card["run_finished"] is True and "unfinished_reason" not in model_card
     assert model_card["test_accuracy"] == evaluation["test_accuracy"]
@@ -269,7 +250,7 @@ def test_warmup_file_holds_prediction_logs_that_run_against_the_model(exported):
 
 def test_verification_rejects_a_model_that_differs(exported, run, splits):
     result, _ = exported
-    other = build_model(layout.load_config(run).model, seed=123)
+    other = build_model(load_config(run).model, seed=123)
     with pytest.raises(ExportError, match=r"verification failed.*serving_default.*differ"):
         verify.verify_saved_model(result.path, other, splits.class_names, splits.test.images[:16])
 

@@ -21,35 +21,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests import synthetic
-from tf_mlp import contract
-from tf_mlp import run_dir as layout
-from tf_mlp.config import preset
+from tf_mlp import contract, layout
 from tf_mlp.errors import ExportError
 from tf_mlp.export import card, exporter, signatures, verify, versions, warmup
-from tf_mlp.train import train_and_evaluate
+from tf_mlp.run_dir import latest_checkpoint, read_evaluation
 
 SAVED_MODEL_CLI = pathlib.Path(sys.executable).parent / "saved_model_cli"
 # TensorFlow's C++ start-up lines on stderr (absl logging), not the command's own output.
 _TENSORFLOW_LOG_LINE = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\)|[IWEF]\d{4} )")
-
-
-@pytest.fixture(scope="module")
-def splits():
-    return synthetic.make_splits()
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory, splits):
-    run_dir = tmp_path_factory.mktemp("export-serving") / "run"
-    config = preset("mlp").override("model", hidden_units=(32,)).override("train", epochs=1, batch_size=32)
-    train_and_evaluate(config, run_dir, splits=splits, verbose=False)
-    return run_dir
-
-
-@pytest.fixture(scope="module")
-def model(run):
-    return layout.restore_model(run)[1]
 
 
 @pytest.fixture(scope="module")
@@ -197,9 +176,9 @@ def _copy_run(run, tmp_path, name="run-copy"):
 
 
 def test_unfinished_reason_names_why(run, tmp_path):
-    assert exporter.unfinished_reason(run, layout.read_evaluation(run)) is None
+    assert exporter.unfinished_reason(run, read_evaluation(run)) is None
     assert "no final test evaluation" in exporter.unfinished_reason(run, None)
-    evaluation = layout.read_evaluation(run)
+    evaluation = read_evaluation(run)
     steps = evaluation["steps"]
     stopped = dict(evaluation, planned_steps=steps + 100)
     assert exporter.unfinished_reason(run, stopped) == f"training stopped at step {steps} of {steps + 100}"
@@ -207,7 +186,7 @@ def test_unfinished_reason_names_why(run, tmp_path):
     # Resumed for more epochs after the evaluation and interrupted: a newer, higher-numbered checkpoint.
     resumed = _copy_run(run, tmp_path)
     checkpoints = layout.checkpoint_dir(resumed)
-    latest = pathlib.Path(layout.latest_checkpoint(resumed)).name
+    latest = pathlib.Path(latest_checkpoint(resumed)).name
     later = evaluation["steps"] + 16
     for path in checkpoints.glob(f"{latest}.*"):
         shutil.copy(path, checkpoints / path.name.replace(latest, f"ckpt-{later}"))

@@ -30,9 +30,9 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 from tests import robustness_report, serving_helpers, synthetic
 from tests.conftest import REPO_ROOT, write_idx_data_set
 from tests.server_process import ServerProcess
-from tf_mlp import batch, client, contract
-from tf_mlp import run_dir as layout
+from tf_mlp import batch, client, contract, layout
 from tf_mlp.export import versions
+from tf_mlp.run_dir import read_evaluation
 
 # Unbuffered: a SIGKILLed child keeps nothing back, so its output shows where it resumed from.
 ENVIRONMENT = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
@@ -71,7 +71,7 @@ def _read_every_checkpoint(run_dir) -> collections.Counter:
     shards; nothing ever restores it, and the resumed run writes that step again).
     """
     found = collections.Counter()
-    for directory in (layout.checkpoint_dir(run_dir), layout.checkpoint_dir(run_dir) / "best"):
+    for directory in (layout.checkpoint_dir(run_dir), layout.best_checkpoint_dir(run_dir)):
         state = tf.train.get_checkpoint_state(str(directory))
         listed = set(state.all_model_checkpoint_paths) if state else set()
         on_disk = {str(path.with_suffix("")) for path in directory.glob("*.index")}
@@ -156,7 +156,7 @@ def test_training_sigkilled_at_five_random_points_resumes_to_the_uninterrupted_w
     # Each restart went on from where the one before was killed, never from the start.
     assert resumed_at[0] == 0 and all(step > 0 for step in resumed_at[1:]), resumed_at
     assert resumed_at == sorted(resumed_at), resumed_at
-    assert layout.read_evaluation(killed_run)["steps"] == planned
+    assert read_evaluation(killed_run)["steps"] == planned
     killed, uninterrupted = _trained_variables(killed_run), _trained_variables(reference_run)
     assert killed.keys() == uninterrupted.keys() and any(name.startswith("model") for name in killed)
     for name, value in uninterrupted.items():

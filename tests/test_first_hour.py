@@ -20,7 +20,8 @@ import pytest
 
 from tests import synthetic
 from tests.conftest import REPO_ROOT, write_idx_data_set
-from tf_mlp import run_dir as layout
+from tf_mlp import layout
+from tf_mlp.run_dir import load_config, read_metrics, training_lock
 
 # Every test starts TensorFlow in a fresh process or two: seconds each, tens on a busy machine.
 pytestmark = pytest.mark.slow
@@ -103,7 +104,7 @@ def test_same_command_resumes_and_a_new_data_dir_is_allowed(run_copy, tmp_path):
     assert "resuming from" in result.stdout and "at step 32 of 32" in result.stdout
     moved = [tmp_path / "other-tfds" if str(option).endswith("tfds") else option for option in options]
     assert run_cli(*moved).returncode == 0
-    assert layout.load_config(run_dir).data.data_dir == str(tmp_path / "other-tfds")
+    assert load_config(run_dir).data.data_dir == str(tmp_path / "other-tfds")
 
 
 @pytest.mark.parametrize(
@@ -124,7 +125,7 @@ def test_resuming_with_other_options_is_refused_before_anything_is_written(run_c
 def test_a_second_writer_is_refused_naming_the_holder(run_copy):
     options, run_dir = run_copy
     before = snapshot(run_dir)
-    with layout.training_lock(run_dir):  # this test process plays the first writer
+    with training_lock(run_dir):  # this test process plays the first writer
         result = run_cli(*options)
     assert_one_line_error(result, f"{run_dir} is in use by another tf-mlp train (pid {os.getpid()})")
     assert snapshot(run_dir) == before
@@ -205,7 +206,7 @@ def test_ctrl_c_exits_130_and_prints_the_command_that_resumes(tmp_path):
     process = subprocess.Popen([sys.executable, "-m", "tf_mlp.cli", *map(str, options)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while not layout.read_metrics(tmp_path / "run") and time.monotonic() < deadline:  # training is under way
+    while not read_metrics(tmp_path / "run") and time.monotonic() < deadline:  # training is under way
         assert process.poll() is None, process.communicate()
         time.sleep(0.1)
     process.send_signal(signal.SIGINT)

@@ -3,8 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_mlp import config as config_module
-from tf_mlp import model as model_module
+from tf_mlp import config, model
 from tf_mlp.config import ModelConfig
 
 
@@ -13,31 +12,31 @@ from tf_mlp.config import ModelConfig
     [((), 7850), ((1024,), 814090), ((1024, 512, 256), 1_462_538), ((16,), 785 * 16 + 17 * 10)],
 )
 def test_parameter_count_follows_the_lesson_and_matches_keras(hidden_units, expected):
-    config = ModelConfig(hidden_units=hidden_units)
-    assert model_module.parameter_count(config) == expected
-    assert model_module.build_model(config).count_params() == expected
+    model_config = ModelConfig(hidden_units=hidden_units)
+    assert model.parameter_count(model_config) == expected
+    assert model.build_model(model_config).count_params() == expected
 
 
 def test_model_takes_raw_uint8_pixels_and_returns_logits():
-    model = model_module.build_model(ModelConfig(hidden_units=(8,)))
+    network = model.build_model(ModelConfig(hidden_units=(8,)))
     images = np.random.default_rng(0).integers(0, 256, size=(5, 28, 28)).astype(np.uint8)
-    logits = model(images)
-    assert model.input.dtype == "uint8"
+    logits = network(images)
+    assert network.input.dtype == "uint8"
     assert logits.shape == (5, 10) and logits.dtype == tf.float32
     # Scaling happens inside: black and white images differ by exactly the first layer's response to 1.0 pixels.
-    assert not np.allclose(model(np.zeros((1, 28, 28), np.uint8)), model(np.full((1, 28, 28), 255, np.uint8)))
+    assert not np.allclose(network(np.zeros((1, 28, 28), np.uint8)), network(np.full((1, 28, 28), 255, np.uint8)))
 
 
 def test_dropout_is_active_only_in_training():
-    model = model_module.build_model(ModelConfig(hidden_units=(64,), dropout_rate=0.5))
+    network = model.build_model(ModelConfig(hidden_units=(64,), dropout_rate=0.5))
     images = np.full((4, 28, 28), 200, np.uint8)
-    np.testing.assert_array_equal(model(images, training=False), model(images, training=False))
-    assert not np.allclose(model(images, training=True), model(images, training=False))
+    np.testing.assert_array_equal(network(images, training=False), network(images, training=False))
+    assert not np.allclose(network(images, training=True), network(images, training=False))
 
 
 def test_l2_adds_a_penalty_on_kernels_only():
-    plain = model_module.build_model(ModelConfig(hidden_units=(8,)))
-    penalised = model_module.build_model(ModelConfig(hidden_units=(8,), l2=0.01))
+    plain = model.build_model(ModelConfig(hidden_units=(8,)))
+    penalised = model.build_model(ModelConfig(hidden_units=(8,), l2=0.01))
     assert plain.losses == []
     kernels = [layer.kernel for layer in penalised.layers if hasattr(layer, "kernel")]
     expected = sum(0.01 * float(tf.reduce_sum(tf.square(kernel))) for kernel in kernels)
@@ -45,48 +44,40 @@ def test_l2_adds_a_penalty_on_kernels_only():
 
 
 def test_same_seed_same_initial_weights():
-    first = model_module.build_model(ModelConfig(hidden_units=(8,)), seed=3)
-    second = model_module.build_model(ModelConfig(hidden_units=(8,)), seed=3)
+    first = model.build_model(ModelConfig(hidden_units=(8,)), seed=3)
+    second = model.build_model(ModelConfig(hidden_units=(8,)), seed=3)
     for a, b in zip(first.variables, second.variables):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
 def test_training_memory_estimate_counts_optimizer_slots():
-    config = config_module.preset("mlp").model
-    sgd = model_module.training_memory_bytes(config, 128, "sgd")
-    momentum = model_module.training_memory_bytes(config, 128, "momentum")
-    adam = model_module.training_memory_bytes(config, 128, "adam")
+    model_config = config.preset("mlp").model
+    sgd = model.training_memory_bytes(model_config, 128, "sgd")
+    momentum = model.training_memory_bytes(model_config, 128, "momentum")
+    adam = model.training_memory_bytes(model_config, 128, "adam")
     assert sgd["weights"] == sgd["gradients"] == 814090 * 4
     assert (sgd["optimizer_slots"], momentum["optimizer_slots"], adam["optimizer_slots"]) == (0, 814090 * 4, 2 * 814090 * 4)
     assert adam["total"] == sum(value for key, value in adam.items() if key != "total")
 
 
-def test_optimizer_slots_are_counted_on_the_keras_optimizers():
-    assert [model_module.optimizer_slots_per_parameter(name) for name in config_module.OPTIMIZERS] == [0, 1, 2]
-    # Keras's SGD keeps no velocity when momentum is 0, and the count follows it.
-    assert model_module.optimizer_slots_per_parameter(config_module.TrainConfig(optimizer="momentum", momentum=0.0)) == 0
-    with pytest.raises(config_module.ConfigError, match="optimizer must be one of"):
-        model_module.optimizer_slots_per_parameter("rmsprop")
-
-
 def test_activation_memory_matches_a_hand_computation_for_two_layer_shapes():
     # 784-1024-10 at batch 128: the pixels (784 floats), the ReLU output (1024), the loss's softmax - onehot (10).
     mlp = ModelConfig(hidden_units=(1024,))
-    assert model_module.training_memory_bytes(mlp, 128, "sgd")["activations"] == 128 * 4 * (784 + 1024 + 10) == 930_816
+    assert model.training_memory_bytes(mlp, 128, "sgd")["activations"] == 128 * 4 * (784 + 1024 + 10) == 930_816
     # 784-1024-512-256-10 with dropout: each hidden unit also keeps a 1-byte mask and the 4-byte dropped-out output.
     deep = ModelConfig(hidden_units=(1024, 512, 256), dropout_rate=0.3)
-    layers = model_module.activations_by_layer(deep)
+    layers = model.activations_by_layer(deep)
     assert [layer.total for layer in layers] == [784 * 4 + 1024 * 9, 512 * 9, 256 * 9, 10 * 4]
-    assert model_module.training_memory_bytes(deep, 1024, "adam")["activations"] == 1024 * (784 * 4 + 1792 * 9 + 40)
+    assert model.training_memory_bytes(deep, 1024, "adam")["activations"] == 1024 * (784 * 4 + 1792 * 9 + 40)
 
 
 @pytest.mark.parametrize(
-    "config",
+    "model_config",
     [ModelConfig(hidden_units=()), ModelConfig(hidden_units=(16,)),
      ModelConfig(hidden_units=(16, 8), dropout_rate=0.5, input_dropout_rate=0.2, l2=0.01)],
     ids=["logistic", "one_hidden", "two_hidden_dropout_l2"],
 )
-def test_activation_estimate_is_what_the_gradient_tape_keeps(config):
+def test_activation_estimate_is_what_the_gradient_tape_keeps(model_config):
     """The analytic count against the tensors TensorFlow's tape really keeps for the backward pass.
 
     A tf.function called under a GradientTape runs a rewritten forward
@@ -96,39 +87,39 @@ def test_activation_estimate_is_what_the_gradient_tape_keeps(config):
     must be checked again, which is the point.
     """
     batch = 5  # no layer is 5 wide, so batch-shaped tensors are the activations and [fan_in, fan_out] ones the kernels
-    model = model_module.build_model(config)
+    network = model.build_model(model_config)
     images = tf.constant(np.random.default_rng(0).integers(0, 256, (batch, 28, 28)), tf.uint8)
     labels = tf.constant(np.arange(batch), tf.int64)
 
     @tf.function
     def loss_function(images, labels):
-        logits = model(images, training=True)
+        logits = network(images, training=True)
         loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
-        return loss + tf.add_n(model.losses) if model.losses else loss
+        return loss + tf.add_n(network.losses) if network.losses else loss
 
     with tf.GradientTape():
         loss_function(images, labels)
     (functions,) = loss_function.get_concrete_function(images, labels)._first_order_tape_functions.values()
     kept = [tensor for tensor in functions._forward_graph.outputs[1:] if tensor.shape.rank and tensor.shape[0] == batch]
     kept_bytes = sum(tensor.shape.num_elements() * tensor.dtype.size for tensor in kept)
-    assert kept_bytes == batch * sum(layer.total for layer in model_module.activations_by_layer(config))
+    assert kept_bytes == batch * sum(layer.total for layer in model.activations_by_layer(model_config))
 
 
 def test_input_dropout_drops_pixels_only_in_training_and_adds_no_parameters():
-    config = ModelConfig(hidden_units=(16,), input_dropout_rate=0.5)
-    model = model_module.build_model(config)
-    assert model.count_params() == model_module.parameter_count(config)
+    model_config = ModelConfig(hidden_units=(16,), input_dropout_rate=0.5)
+    network = model.build_model(model_config)
+    assert network.count_params() == model.parameter_count(model_config)
     images = np.full((8, 28, 28), 200, np.uint8)
-    np.testing.assert_array_equal(model(images, training=False), model(images, training=False))
-    assert not np.allclose(model(images, training=True), model(images, training=False))
+    np.testing.assert_array_equal(network(images, training=False), network(images, training=False))
+    assert not np.allclose(network(images, training=True), network(images, training=False))
 
 
 def test_flop_count_matches_a_hand_computation_for_two_layer_shapes():
     # 784-1024-10: forward 2*(784*1024 + 1024*10); backward twice that but the first layer's input gradient.
-    mlp = config_module.ModelConfig(hidden_units=(1024,))
+    mlp = config.ModelConfig(hidden_units=(1024,))
     forward = 2 * (784 * 1024 + 1024 * 10)
-    assert model_module.training_flops_per_example(mlp) == 3 * forward - 2 * 784 * 1024 == 3_272_704
+    assert model.training_flops_per_example(mlp) == 3 * forward - 2 * 784 * 1024 == 3_272_704
     # Logistic 784-10: one layer, so backward is only the weight gradient, equal to the forward.
-    logistic = config_module.ModelConfig(hidden_units=())
-    (layer,) = model_module.flops_by_layer(logistic)
+    logistic = config.ModelConfig(hidden_units=())
+    (layer,) = model.flops_by_layer(logistic)
     assert (layer.forward, layer.weight_gradient, layer.input_gradient) == (2 * 7840, 2 * 7840, 0)

@@ -9,11 +9,12 @@ import sys
 import tempfile
 
 import numpy as np
+import pytest
 
 from tests.conftest import write_idx_data_set
-from tf_mlp import config as config_module
-from tf_mlp import run_dir as layout
+from tf_mlp.config import DataConfig
 from tf_mlp.data import load_splits
+from tf_mlp.run_dir import latest_checkpoint, read_evaluation, read_metrics
 
 
 def _free_ports(count):
@@ -35,11 +36,12 @@ def _train_command(idx_dir, data_dir, run_dir, strategy):
     ]
 
 
+@pytest.mark.slow
 def test_two_workers_match_one_worker_at_the_same_global_batch(tmp_path, tiny_splits):
     idx_dir = write_idx_data_set(tmp_path / "idx", tiny_splits)
     data_dir = tmp_path / "tfds"
     # Prepare the data set once, before two processes would race to do it.
-    load_splits(config_module.DataConfig(name="idx", source_dir=str(idx_dir), data_dir=str(data_dir), validation_size=128))
+    load_splits(DataConfig(name="idx", source_dir=str(idx_dir), data_dir=str(data_dir), validation_size=128))
     environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
 
     single = subprocess.run(_train_command(idx_dir, data_dir, tmp_path / "single", "default"),
@@ -61,14 +63,14 @@ def test_two_workers_match_one_worker_at_the_same_global_batch(tmp_path, tiny_sp
     for index, (process, _) in enumerate(workers):
         assert process.returncode == 0, (tmp_path / f"worker-{index}.log").read_text()[-3000:]
 
-    single_rows, multi_rows = layout.read_metrics(tmp_path / "single"), layout.read_metrics(tmp_path / "multi")
+    single_rows, multi_rows = read_metrics(tmp_path / "single"), read_metrics(tmp_path / "multi")
     assert [row["step"] for row in multi_rows] == [row["step"] for row in single_rows] == [8, 16]
     np.testing.assert_allclose([row["train_loss"] for row in multi_rows], [row["train_loss"] for row in single_rows], rtol=1e-4)
-    single_evaluation, multi_evaluation = layout.read_evaluation(tmp_path / "single"), layout.read_evaluation(tmp_path / "multi")
+    single_evaluation, multi_evaluation = read_evaluation(tmp_path / "single"), read_evaluation(tmp_path / "multi")
     assert abs(multi_evaluation["test_accuracy"] - single_evaluation["test_accuracy"]) <= 1 / 128
     # Chief-only outputs: the run directory has one set of checkpoints, and the
     # other worker's temporary checkpoint directory is gone.
-    assert layout.latest_checkpoint(tmp_path / "multi").endswith("ckpt-16")
+    assert latest_checkpoint(tmp_path / "multi").endswith("ckpt-16")
     assert set(pathlib.Path(tempfile.gettempdir()).glob("tf-mlp-worker-*")) == worker_directories_before
     assert "epoch 1" in (tmp_path / "worker-0.log").read_text()
     assert "epoch 1" not in (tmp_path / "worker-1.log").read_text()  # only the chief reports

@@ -9,6 +9,7 @@ from tf_mlp.cli import main
 from tf_mlp.config import DataConfig
 
 
+@pytest.mark.slow
 def test_reproduce_writes_the_results_table_overfitting_and_overlap(tmp_path, tiny_idx_dir, monkeypatch):
     # Shrink the experiment: 2 batches of 128 for 3 epochs instead of 5 for 100.
     monkeypatch.setattr(reproduce, "OVERFIT_BATCHES", 2)

@@ -8,25 +8,25 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import REPO_ROOT
-from tf_mlp import run_dir as layout
-from tf_mlp import steps, train
+from tf_mlp import layout, steps, train
+from tf_mlp.run_dir import RunLockedError, load_config, read_class_names, read_metrics, restore_model, training_lock
 from tf_mlp.errors import ConfigError, TrainingDivergedError
 
 
 def _weights(run_dir):
-    _, model = layout.restore_model(run_dir)
+    _, model = restore_model(run_dir)
     return [variable.numpy() for variable in model.trainable_variables]
 
 
 def test_training_learns_and_writes_the_run_directory(tmp_path, tiny_config, tiny_splits):
     summary = train.train_and_evaluate(tiny_config, tmp_path, splits=tiny_splits, verbose=False)
-    rows = layout.read_metrics(tmp_path)
+    rows = read_metrics(tmp_path)
     assert [row["epoch"] for row in rows] == [1, 2]
     assert rows[1]["train_loss"] < rows[0]["train_loss"]
     assert summary["test_accuracy"] > 0.9
     assert summary["steps"] == summary["planned_steps"] == 2 * (512 // 32)
-    assert layout.load_config(tmp_path) == tiny_config
-    assert layout.read_class_names(tmp_path) == tiny_splits.class_names
+    assert load_config(tmp_path) == tiny_config
+    assert read_class_names(tmp_path) == tiny_splits.class_names
     assert json.loads((tmp_path / "evaluation.json").read_text())["test_accuracy"] == summary["test_accuracy"]
     assert list((tmp_path / "logs" / "train").iterdir()), "TensorBoard summaries written"
 
@@ -61,7 +61,7 @@ def test_interrupted_run_resumes_at_the_exact_step_with_identical_weights(tmp_pa
     assert summary["steps"] == 48
     for resumed, uninterrupted in zip(_weights(tmp_path / "resumed"), _weights(tmp_path / "uninterrupted")):
         np.testing.assert_array_equal(resumed, uninterrupted)
-    assert [row["epoch"] for row in layout.read_metrics(tmp_path / "resumed")] == [1, 2, 3]
+    assert [row["epoch"] for row in read_metrics(tmp_path / "resumed")] == [1, 2, 3]
 
 
 def test_finished_run_started_again_does_not_train_more(tmp_path, tiny_config, tiny_splits):
@@ -74,7 +74,7 @@ def test_resuming_with_a_different_model_is_refused(tmp_path, tiny_config, tiny_
     train.train_and_evaluate(tiny_config.override("train", epochs=1), tmp_path, splits=tiny_splits, verbose=False)
     with pytest.raises(ConfigError, match=r"trained with other options \(model.hidden_units \(32,\) -> \(16,\); train.epochs 1 -> 2"):
         train.train_and_evaluate(tiny_config.override("model", hidden_units=(16,)), tmp_path, splits=tiny_splits, verbose=False)
-    assert layout.load_config(tmp_path) == tiny_config.override("train", epochs=1)  # config.json still says what ran
+    assert load_config(tmp_path) == tiny_config.override("train", epochs=1)  # config.json still says what ran
 
 
 def test_resuming_may_change_only_where_and_how_it_checkpoints(tmp_path, tiny_config, tiny_splits):
@@ -82,15 +82,15 @@ def test_resuming_may_change_only_where_and_how_it_checkpoints(tmp_path, tiny_co
     train.train_and_evaluate(config, tmp_path, splits=tiny_splits, verbose=False)
     changed = config.override("train", checkpoint_every_steps=7, max_checkpoints=5).override("data", data_dir=str(tmp_path / "elsewhere"))
     summary = train.train_and_evaluate(changed, tmp_path, splits=tiny_splits, verbose=False)
-    assert summary["steps"] == 16 and layout.load_config(tmp_path) == changed
+    assert summary["steps"] == 16 and load_config(tmp_path) == changed
     with pytest.raises(ConfigError, match="train.label_smoothing 0.0 -> 0.1"):
         train.train_and_evaluate(changed.override("train", label_smoothing=0.1), tmp_path, splits=tiny_splits, verbose=False)
 
 
 def test_a_run_directory_has_one_writer(tmp_path, tiny_config, tiny_splits):
     tmp_path.mkdir(exist_ok=True)
-    with layout.training_lock(tmp_path):
-        with pytest.raises(layout.RunLockedError, match=rf"is in use by another tf-mlp train \(pid {os.getpid()}\)"):
+    with training_lock(tmp_path):
+        with pytest.raises(RunLockedError, match=rf"is in use by another tf-mlp train \(pid {os.getpid()}\)"):
             train.train_and_evaluate(tiny_config, tmp_path, splits=tiny_splits, verbose=False)
     assert not layout.config_path(tmp_path).exists()
     train.train_and_evaluate(tiny_config, tmp_path, splits=tiny_splits, verbose=False)  # free again once released
@@ -102,7 +102,7 @@ def test_a_metrics_line_cut_short_by_a_crash_does_not_block_resuming(tmp_path, t
     with layout.metrics_path(tmp_path).open("a") as metrics:
         metrics.write('{"epoch": 2, "ste')  # no newline: a write the crash interrupted
     train.train_and_evaluate(config.override("train", epochs=1), tmp_path, splits=tiny_splits, verbose=False)
-    assert [row["epoch"] for row in layout.read_metrics(tmp_path)] == [1]
+    assert [row["epoch"] for row in read_metrics(tmp_path)] == [1]
 
 
 def test_without_a_terminal_progress_is_a_periodic_line(tmp_path, tiny_config, tiny_splits, capsys, monkeypatch):
@@ -126,7 +126,7 @@ def test_l2_raises_the_training_loss(tmp_path, tiny_config, tiny_splits):
     one_epoch = tiny_config.override("train", epochs=1)
     train.train_and_evaluate(one_epoch, tmp_path / "plain", splits=tiny_splits, verbose=False)
     train.train_and_evaluate(one_epoch.override("model", l2=0.01), tmp_path / "l2", splits=tiny_splits, verbose=False)
-    plain, penalised = layout.read_metrics(tmp_path / "plain")[0], layout.read_metrics(tmp_path / "l2")[0]
+    plain, penalised = read_metrics(tmp_path / "plain")[0], read_metrics(tmp_path / "l2")[0]
     assert penalised["train_loss"] > plain["train_loss"] + 0.01
 
 
@@ -137,7 +137,7 @@ def test_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(tmp_path, tin
     assert "\n" not in str(error.value)
     latest = tf.train.latest_checkpoint(str(tmp_path / "checkpoints"))
     if latest:  # every checkpoint that was written holds finite weights
-        _, model = layout.restore_model(tmp_path)
+        _, model = restore_model(tmp_path)
         assert all(np.all(np.isfinite(variable.numpy())) for variable in model.variables)
 
 
@@ -146,7 +146,7 @@ def test_early_stopping_keeps_the_best_epoch(tmp_path, tiny_config, tiny_splits)
     config = tiny_config.override("train", epochs=10, early_stopping_patience=1)
     summary = train.train_and_evaluate(config, tmp_path, splits=tiny_splits, verbose=False)
     assert summary["stopped_early"] and summary["steps"] < summary["planned_steps"]
-    assert len(layout.read_metrics(tmp_path)) == 2
+    assert len(read_metrics(tmp_path)) == 2
 
 
 @pytest.mark.parametrize("option", ["xla", "mixed_precision"])
@@ -162,22 +162,24 @@ from tf_mlp.distribute import split_cpu
 split_cpu(2)
 import tensorflow as tf
 from tests import synthetic
-from tf_mlp import config as c, train, run_dir as layout
-config = c.preset("mlp").override("model", hidden_units=(32,)).override("train", epochs=2, batch_size=64, optimizer="momentum", learning_rate=0.05, flip=True, shift=1)
-config = config.override("model", l2=1e-4)
+from tf_mlp import config, train
+from tf_mlp.run_dir import read_metrics, restore_model
+run_config = config.preset("mlp").override("model", hidden_units=(32,)).override("train", epochs=2, batch_size=64, optimizer="momentum", learning_rate=0.05, flip=True, shift=1)
+run_config = run_config.override("model", l2=1e-4)
 splits = synthetic.make_splits()
 out = {}
 for strategy in ("default", "mirrored"):
     run = sys.argv[1] + "/" + strategy
-    summary = train.train_and_evaluate(config.override("train", strategy=strategy), run, splits=splits, verbose=False)
-    _, model = layout.restore_model(run)
-    out[strategy] = {"losses": [row["train_loss"] for row in layout.read_metrics(run)],
+    summary = train.train_and_evaluate(run_config.override("train", strategy=strategy), run, splits=splits, verbose=False)
+    _, model = restore_model(run)
+    out[strategy] = {"losses": [row["train_loss"] for row in read_metrics(run)],
                      "weights": [v.numpy().tolist() for v in model.trainable_variables],
                      "replicas": tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")]).num_replicas_in_sync if strategy == "mirrored" else 1}
 print(json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_on_two_logical_cpus_matches_one_device(tmp_path):
     # Augmentation included: each replica augments its half of the global batch exactly as one device would.
     # Logical devices must be configured before TensorFlow starts: run in a fresh process.
@@ -196,7 +198,7 @@ def test_label_smoothing_raises_the_training_loss_floor(tmp_path, tiny_config, t
     config = tiny_config.override("train", epochs=2)
     train.train_and_evaluate(config, tmp_path / "plain", splits=tiny_splits, verbose=False)
     train.train_and_evaluate(config.override("train", label_smoothing=0.2), tmp_path / "smooth", splits=tiny_splits, verbose=False)
-    plain, smooth = layout.read_metrics(tmp_path / "plain")[-1], layout.read_metrics(tmp_path / "smooth")[-1]
+    plain, smooth = read_metrics(tmp_path / "plain")[-1], read_metrics(tmp_path / "smooth")[-1]
     # Smoothed targets can never be matched exactly, so the loss stays well above the one-hot loss.
     assert smooth["train_loss"] > plain["train_loss"] + 0.1
     assert smooth["validation_accuracy"] > 0.9

@@ -8,7 +8,6 @@ pixels. A screenshot of each state goes to test-artifacts/ui/ (see tests/ui_help
 
 from __future__ import annotations
 
-import io
 import json
 
 import numpy as np
@@ -16,8 +15,10 @@ import pytest
 import requests
 
 from tests import ui_helpers
+from tests.conftest import png_bytes
 from tests.server_process import ServerProcess
 from tf_mlp import contract
+from tf_mlp.data import catalog
 
 pytestmark = pytest.mark.slow
 
@@ -125,18 +126,10 @@ def _check_against_in_process(page, pixels, answer, in_process):
     np.testing.assert_allclose(prediction["probabilities"], expected["probabilities"][0], atol=1e-6)
     shown = _shown(page)
     assert shown["class_id"] == prediction["class_ids"] == int(expected["class_ids"][0])
-    assert shown["names"] == list(contract.CLASS_NAMES["fashion_mnist"])  # every name, from the model itself
+    assert shown["names"] == list(catalog.CATALOG["fashion_mnist"].class_names)  # every name, from the model itself
     assert shown["top_row"] == expected["class_names"][0].decode() == prediction["class_names"]
     np.testing.assert_allclose(shown["percent"], 100 * expected["probabilities"][0], atol=0.051)
     return shown
-
-
-def _png(image: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def _upload(page, path):
@@ -200,7 +193,7 @@ def test_uploaded_test_images_get_the_same_class_as_the_in_process_model(page, f
         index = int(np.flatnonzero(fashion["labels"] == label)[0])
         image = fashion["images"][index]
         path = tmp_path / f"test-{index}-{label}.png"
-        path.write_bytes(_png(image))
+        path.write_bytes(png_bytes(image))
         pixels, answer = _upload(page, path)
         np.testing.assert_array_equal(pixels, image)  # a 28x28 file is used exactly as it is
         _check_against_in_process(page, pixels, answer, in_process)
@@ -220,7 +213,7 @@ def test_polarity_and_resizing_follow_the_models_own_image_rules(page, fashion, 
     image = fashion["images"][0]  # an ankle boot on black
     # Dark on light and three times larger: "auto" sees a light border and inverts; 84 -> 28 by area is exact.
     light = tmp_path / "light-background.png"
-    light.write_bytes(_png(255 - np.kron(image, np.ones((3, 3), np.uint8))))
+    light.write_bytes(png_bytes(255 - np.kron(image, np.ones((3, 3), np.uint8))))
     pixels, answer = _upload(page, light)
     np.testing.assert_array_equal(pixels, image)
     _check_against_in_process(page, pixels, answer, in_process)
@@ -231,7 +224,7 @@ def test_polarity_and_resizing_follow_the_models_own_image_rules(page, fashion, 
     pixels, _ = _predicted(page, lambda: page.get_by_role("radio", name="as is").check(), light.name + ":")
     np.testing.assert_array_equal(pixels, 255 - image)
     as_is = tmp_path / "as-is.png"
-    as_is.write_bytes(_png(image))
+    as_is.write_bytes(png_bytes(image))
     pixels, _ = _predicted(page, lambda: page.get_by_role("radio", name="invert", exact=True).check(), light.name + ":")
     np.testing.assert_array_equal(pixels, image)
     pixels, _ = _upload(page, as_is)
@@ -245,7 +238,7 @@ def test_polarity_and_resizing_follow_the_models_own_image_rules(page, fashion, 
     for name, array in (("odd-size.png", random.integers(0, 256, (37, 51), dtype=np.uint8)),
                         ("colour.png", random.integers(0, 120, (45, 30, 3), dtype=np.uint8))):
         path = tmp_path / name
-        path.write_bytes(_png(array))
+        path.write_bytes(png_bytes(array))
         pixels, answer = _upload(page, path)
         reference = decode_one(tf.constant(path.read_bytes()), tf.constant(0), "image").numpy()
         difference = np.abs(pixels.astype(int) - reference.astype(int))
@@ -375,7 +368,7 @@ def test_a_generic_models_answer_is_charted_when_it_is_a_score_vector_and_shown_
             next(iter(outputs(np.zeros([1], np.float32))))
         image = np.full((28, 28), 90, np.uint8)
         path = tmp_path / "gray.png"
-        path.write_bytes(_png(image))
+        path.write_bytes(png_bytes(image))
         _, answer = _upload(page, path)
         if outputs is _logits:
             scores = answer["predictions"][0]

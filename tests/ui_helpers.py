@@ -17,7 +17,7 @@ import threading
 import numpy as np
 import pytest
 
-from tf_mlp import contract
+from tf_mlp.data import catalog
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 CHROMIUM = pathlib.Path("/usr/bin/chromium")
@@ -75,7 +75,7 @@ def export_fashion_model(root: pathlib.Path) -> pathlib.Path:
         train=Split(train_images[:6000], train_labels[:6000]),
         validation=Split(train_images[6000:7000], train_labels[6000:7000]),
         test=Split(test_images[:1000], test_labels[:1000]),
-        class_names=contract.CLASS_NAMES["fashion_mnist"], name="fashion_mnist")
+        class_names=catalog.CATALOG["fashion_mnist"].class_names, name="fashion_mnist")
     config = preset("mlp").override("model", hidden_units=(64,)).override("train", epochs=2, batch_size=64, seed=1)
     train_and_evaluate(config, root / "run", splits=splits, verbose=False)
     return pathlib.Path(export_run(root / "run", root / "models", version=1,

@@ -17,7 +17,7 @@ import sys
 
 import click
 
-from tf_mlp import config as config_module, startup
+from tf_mlp import config, startup
 from tf_mlp.errors import ConfigError, TfMlpError
 from tf_mlp.ui.command import ui_command
 
@@ -61,75 +61,30 @@ def main(verbose):
     """Train the lesson's MLP on 28x28 images, export it, serve it like TensorFlow Serving."""
 
 
-def _hidden_units(text: str | None):
-    """'1024,512' -> (1024, 512); 'none' -> () (the logistic classifier). Anything else is refused."""
-    if text is None:
-        return None
-    if text.strip().lower() == "none":
-        return ()
-    try:
-        widths = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        widths = ()
-    if not widths or any(width < 1 for width in widths):
-        # '0', '' or ' ' once meant the logistic classifier by accident; only 'none' says so.
-        raise ConfigError(f"--hidden must be positive comma-separated widths like 1024,512, or 'none' for no hidden layer; got {text!r}")
-    return widths
-
-
 def config_options(function):
-    """Options shared by the commands that resolve a Config (train, info)."""
+    """Options shared by the commands that resolve a Config (train, info, config): --preset, --config,
+    then one option per field that config.py declares with config.option()."""
     options = [
-        click.option("--preset", type=click.Choice(list(config_module.PRESETS)), help=f"Start from this preset (default {config_module.DEFAULT_PRESET}); options below override its fields."),
+        click.option("--preset", type=click.Choice(list(config.PRESETS)), help=f"Start from this preset (default {config.DEFAULT_PRESET}); options below override its fields."),
         click.option("--config", "config_file", type=click.Path(dir_okay=False), help="Start from this config.json instead of a preset."),
-        click.option("--data", "name", type=click.Choice(config_module.DATA_SETS), help="Data set."),
-        click.option("--source-dir", help="Raw data: IDX directory or notMNIST archives (default: the data set's usual place)."),
-        click.option("--data-dir", help="TFDS data directory for prepared data sets (default: TFDS's)."),
-        click.option("--validation-size", type=int, help="Training examples held out for validation."),
-        click.option("--drop-overlap/--keep-overlap", default=None, help="Drop validation/test images that duplicate a training image."),
-        click.option("--hidden", "hidden_units", help="Hidden layer widths, comma-separated (e.g. 1024,512); 'none' for the logistic classifier."),
-        click.option("--dropout", "dropout_rate", type=float, help="Dropout rate after each hidden layer."),
-        click.option("--input-dropout", "input_dropout_rate", type=float, help="Dropout rate on the input pixels."),
-        click.option("--label-smoothing", type=float, help="Label smoothing of the training targets (0: none)."),
-        click.option("--l2", type=float, help="L2 penalty on the kernels: l2 * sum(w**2)."),
-        click.option("--epochs", type=int, help="Epochs to train."),
-        click.option("--batch-size", type=int, help="Global minibatch size."),
-        click.option("--optimizer", type=click.Choice(config_module.OPTIMIZERS), help="sgd, momentum or adam."),
-        click.option("--learning-rate", type=float, help="Initial learning rate."),
-        click.option("--momentum", type=float, help="Momentum (momentum optimizer only)."),
-        click.option("--decay-rate", type=float, help="Exponential learning-rate decay factor per --decay-steps (1.0: constant)."),
-        click.option("--decay-steps", type=int, help="Steps over which the learning rate decays by --decay-rate."),
-        click.option("--early-stopping-patience", type=int, help="Stop after this many epochs without better validation accuracy (0: off)."),
-        click.option("--flip/--no-flip", default=None, help="Augment: mirror training images left-right at random."),
-        click.option("--shift", type=int, help="Augment: translate training images by up to this many pixels."),
-        click.option("--checkpoint-every", "checkpoint_every_steps", type=int, help="Checkpoint every this many steps (and at every epoch end)."),
-        click.option("--seed", type=int, help="Seed of initialisation, data order and dropout."),
-        click.option("--xla/--no-xla", default=None, help="Compile the train step with XLA."),
-        click.option("--mixed-precision/--no-mixed-precision", default=None, help="float16 compute with loss scaling (GPUs)."),
-        click.option("--strategy", type=click.Choice(config_module.STRATEGIES), help="Distribution strategy."),
     ]
+    for spec in config.command_line_options():
+        if spec.value_type is bool:
+            options.append(click.option(spec.flag, spec.key, default=None, help=spec.help))
+        else:
+            value_type = click.Choice(spec.choices) if spec.choices else spec.value_type
+            options.append(click.option(spec.flag, spec.key, type=value_type, help=spec.help))
     for option in reversed(options):
         function = option(function)
     return function
 
 
-def resolve_config(preset, config_file, **options) -> config_module.Config:
+def resolve_config(preset, config_file, **options) -> config.Config:
     """Preset (or config file), then every given option on top of it."""
     if preset and config_file:
         raise TfMlpError("--preset and --config are alternatives; give one of them")
-    config = config_module.Config.load(config_file) if config_file else config_module.preset(preset or config_module.DEFAULT_PRESET)
-    sections = {
-        "data": ("name", "source_dir", "data_dir", "validation_size", "drop_overlap"),
-        "model": ("hidden_units", "dropout_rate", "input_dropout_rate", "l2"),
-        "train": ("epochs", "batch_size", "optimizer", "learning_rate", "momentum", "decay_rate", "decay_steps",
-                  "early_stopping_patience", "label_smoothing", "flip", "shift", "checkpoint_every_steps", "seed", "xla", "mixed_precision", "strategy"),
-    }
-    options["hidden_units"] = _hidden_units(options.get("hidden_units"))
-    for section, keys in sections.items():
-        config = config.override(section, **{key: options.get(key) for key in keys})
-    if options.get("seed") is not None:
-        config = config.override("data", seed=options["seed"])
-    return config
+    base = config.Config.load(config_file) if config_file else config.preset(preset or config.DEFAULT_PRESET)
+    return config.apply_options(base, options)
 
 
 @main.command()
@@ -143,34 +98,35 @@ def train(run_dir, logical_cpus, **options):
     as RUN_DIR/config.json. Started again on the same run directory, training
     resumes from the newest checkpoint and finishes the planned steps.
     """
-    config = resolve_config(**options)
+    run_config = resolve_config(**options)
     if logical_cpus:
         from tf_mlp.distribute import split_cpu
 
         split_cpu(logical_cpus)
     from tf_mlp.train import train_and_evaluate
 
-    run_dir = run_dir or f"runs/{options['preset'] or ('custom' if options['config_file'] else config_module.DEFAULT_PRESET)}"
-    summary = train_and_evaluate(config, run_dir)
+    run_dir = run_dir or f"runs/{options['preset'] or ('custom' if options['config_file'] else config.DEFAULT_PRESET)}"
+    summary = train_and_evaluate(run_config, run_dir)
     click.echo(
         f"test accuracy: {summary['test_accuracy']:.4f} ({summary['split_sizes']['test']} test images, "
         f"{summary['parameters']} parameters, {summary['train_seconds']:.1f} s training, run directory {run_dir})"
     )
 
 
-@main.command()
+@main.command(name="evaluate")
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--split", type=click.Choice(["train", "validation", "test"]), default="test", show_default=True, help="Split to evaluate on.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def evaluate(run_dir, split, as_json):
+def evaluate_command(run_dir, split, as_json):
     """Accuracy, per-class accuracy and confusion matrix of RUN_DIR's model on a split."""
-    from tf_mlp import evaluate as evaluate_module, run_dir as layout
+    from tf_mlp import evaluate
     from tf_mlp.data import load_splits
+    from tf_mlp.run_dir import restore_model
 
-    config, model = layout.restore_model(run_dir)
-    splits = load_splits(config.data)
-    result = evaluate_module.evaluate_model(model, splits.split(split), splits.class_names)
-    click.echo(json.dumps(result, indent=2) if as_json else evaluate_module.format_report(result, split))
+    run_config, model = restore_model(run_dir)
+    splits = load_splits(run_config.data)
+    result = evaluate.evaluate_model(model, splits.split(split), splits.class_names)
+    click.echo(json.dumps(result, indent=2) if as_json else evaluate.format_report(result, split))
 
 
 @main.command()
@@ -184,38 +140,38 @@ def report(run_dir, output_dir, mistakes):
     click.echo(f"wrote {write_report(run_dir, output_dir, mistakes=mistakes)}")
 
 
-@main.command()
+@main.command(name="reproduce")
 @click.option("--data", "data_sets", multiple=True, type=click.Choice(["fashion_mnist", "notmnist", "mnist"]), help="Data set to reproduce on (repeatable; default fashion_mnist and notmnist).")
 @click.option("--notmnist-dir", default="../shared/data/notmnist-sample", show_default=True, help="notMNIST source: archives, folders or an IDX pair.")
 @click.option("--mnist-dir", help="MNIST IDX directory (default: TFDS catalogue download).")
 @click.option("--output-dir", default="runs/reproduce", show_default=True, type=click.Path(file_okay=False), help="Where RESULTS.md and results/<data set>/ are written; `--output-dir docs` publishes (full runs only).")
 @click.option("--runs-root", default="runs/reproduce", show_default=True, type=click.Path(file_okay=False), help="Where the runs' checkpoints go; finished runs are reused.")
-@click.option("--preset", "presets", multiple=True, type=click.Choice(list(config_module.PRESETS)), help="Preset to train (repeatable; default all).")
+@click.option("--preset", "presets", multiple=True, type=click.Choice(list(config.PRESETS)), help="Preset to train (repeatable; default all).")
 @click.option("--epochs", type=int, help="Override every preset's epochs (a quick look; never written to docs/).")
-def reproduce(data_sets, notmnist_dir, mnist_dir, output_dir, runs_root, presets, epochs):
+def reproduce_command(data_sets, notmnist_dir, mnist_dir, output_dir, runs_root, presets, epochs):
     """Train the presets, run the overfitting and overlap experiments, write RESULTS.md.
 
     Writes under runs/reproduce by default; `--output-dir docs` replaces the
     shipped docs/RESULTS.md and docs/results/, which only a full run (every
     preset as shipped, both default data sets) may do.
     """
-    from tf_mlp import reproduce as reproduce_module
+    from tf_mlp import reproduce
 
     departures = [flag for flag, given in (("--epochs", epochs is not None), ("--preset", presets), ("--data", data_sets)) if given]
-    if departures and reproduce_module.is_docs_dir(output_dir):
+    if departures and reproduce.is_docs_dir(output_dir):
         raise ConfigError(
             f"{output_dir} holds the shipped results; a run with {', '.join(departures)} writes elsewhere (omit --output-dir for runs/reproduce)"
         )
     sources = {"fashion_mnist": None, "notmnist": notmnist_dir, "mnist": mnist_dir}
     all_results = []
     for name in data_sets or ("fashion_mnist", "notmnist"):
-        data_config = config_module.DataConfig(name=name, source_dir=sources[name])
+        data_config = config.DataConfig(name=name, source_dir=sources[name])
         output = pathlib.Path(output_dir) / "results" / name
-        all_results.append(reproduce_module.reproduce(data_config, output, runs_root=runs_root, presets=list(presets) or None, epochs=epochs))
+        all_results.append(reproduce.reproduce(data_config, output, runs_root=runs_root, presets=list(presets) or None, epochs=epochs))
         click.echo((output / "results.md").read_text())
     arguments = sys.argv[sys.argv.index("reproduce") + 1:] if "reproduce" in sys.argv else []
     command = "tf-mlp reproduce" + "".join(f" {shlex.quote(argument)}" for argument in arguments)
-    reproduce_module.write_results_page(pathlib.Path(output_dir) / "RESULTS.md", all_results, command)
+    reproduce.write_results_page(pathlib.Path(output_dir) / "RESULTS.md", all_results, command)
     click.echo(f"wrote {pathlib.Path(output_dir) / 'RESULTS.md'}")
 
 
@@ -239,41 +195,41 @@ def info(**options):
     --batch-size; memory is float32 at that batch size with --optimizer's
     slot variables.
     """
-    from tf_mlp import model as model_module
+    from tf_mlp import model
 
-    config = resolve_config(**options)
-    batch_size, optimizer = config.train.batch_size, config.train.optimizer
-    widths = "-".join(str(width) for width in model_module.layer_widths(config.model))
+    run_config = resolve_config(**options)
+    batch_size, optimizer = run_config.train.batch_size, run_config.train.optimizer
+    widths = "-".join(str(width) for width in model.layer_widths(run_config.model))
     click.echo(f"network {widths}, batch size {batch_size}, optimizer {optimizer}")
     click.echo("")
     click.echo(f"{'layer':<10} {'inputs':>7} {'outputs':>7} {'parameters':>11}  {'forward FLOPs':>14}  "
                f"{'weight grad.':>14}  {'input grad.':>14}  {'bwd/fwd':>7}  {'kept activ. (B)':>15}")
-    layers = zip(model_module.parameters_by_layer(config.model), model_module.flops_by_layer(config.model),
-                 model_module.activations_by_layer(config.model))
+    layers = zip(model.parameters_by_layer(run_config.model), model.flops_by_layer(run_config.model),
+                 model.activations_by_layer(run_config.model))
     for (name, fan_in, fan_out, count), flops, kept in layers:
         click.echo(f"{name:<10} {fan_in:>7} {fan_out:>7} {count:>11,}  {flops.forward * batch_size:>14,}  "
                    f"{flops.weight_gradient * batch_size:>14,}  {flops.input_gradient * batch_size:>14,}  "
                    f"{flops.backward / flops.forward:>7.2f}  {kept.total * batch_size:>15,}")
-    flops = model_module.flops_by_layer(config.model)
+    flops = model.flops_by_layer(run_config.model)
     forward = sum(layer.forward for layer in flops) * batch_size
     weight_gradient = sum(layer.weight_gradient for layer in flops) * batch_size
     input_gradient = sum(layer.input_gradient for layer in flops) * batch_size
-    memory = model_module.training_memory_bytes(config.model, batch_size, config.train)
-    total = model_module.parameter_count(config.model)
+    memory = model.training_memory_bytes(run_config.model, batch_size, run_config.train)
+    total = model.parameter_count(run_config.model)
     click.echo(f"{'total':<10} {'':>7} {'':>7} {total:>11,}  {forward:>14,}  {weight_gradient:>14,}  {input_gradient:>14,}  "
-               f"{model_module.forward_backward_ratio(config.model):>7.2f}  {memory['activations']:>15,}")
+               f"{model.forward_backward_ratio(run_config.model):>7.2f}  {memory['activations']:>15,}")
     click.echo("")
-    click.echo(f"total by the lesson's formula: {total}   (Keras counts {model_module.build_model(config.model).count_params()})")
+    click.echo(f"total by the lesson's formula: {total}   (Keras counts {model.build_model(run_config.model).count_params()})")
     click.echo(f"backward = weight gradient + input gradient = {weight_gradient + input_gradient:,} FLOPs per batch "
                "(no input gradient for the first layer: nothing upstream needs the pixels' gradient)")
     click.echo("kept activations: the first layer's input (scaled pixels), each ReLU's output, each dropout's bool mask "
                "and output, the loss's softmax minus one-hot; float32 except the masks")
-    slots = model_module.optimizer_slots_per_parameter(config.train)
+    slots = model.optimizer_slots_per_parameter(run_config.train)
     click.echo("")
     click.echo(f"training memory at batch size {batch_size} ({optimizer}: {slots} slot variable{'s' if slots != 1 else ''} per parameter):")
     for key, value in memory.items():
         click.echo(f"  {key:<16} {value / 2**20:10.2f} MiB  {value:>14,} B")
-    if config.train.mixed_precision:
+    if run_config.train.mixed_precision:
         click.echo("  (counted in float32; with --mixed-precision the hidden activations are float16, about half)")
 
 

@@ -15,26 +15,110 @@ import math
 import pathlib
 import typing
 
+from tf_mlp import optimizers
+from tf_mlp.data.catalog import DATA_SETS
 from tf_mlp.errors import ConfigError
 
-DATA_SETS = ("fashion_mnist", "mnist", "notmnist", "idx")
-OPTIMIZERS = ("sgd", "momentum", "adam")
+OPTIMIZERS = optimizers.NAMES
 STRATEGIES = ("default", "mirrored", "multiworker")
+
+
+# --- Command-line options ------------------------------------------------------
+# A field declared with option() is an option of `tf-mlp train`, `info` and
+# `config`: the CLI builds its options, and maps their values back onto the
+# sections, from this metadata alone. Adding an option is a change here.
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One command-line option and the config field it sets."""
+
+    section: str
+    field: str
+    flag: str
+    """Spelling on the command line: --name, or --name/--no-name for a switch."""
+    help: str
+    value_type: type
+    """int, float, str or bool (what the command line hands over before parse)."""
+    choices: tuple[str, ...] | None = None
+    parse: typing.Callable[[str], typing.Any] | None = None
+    """Turns the command-line text into the field's value (ConfigError if it cannot)."""
+    also_sets: tuple[str, str] | None = None
+    """(section, field) that the same value also sets."""
+
+    @property
+    def key(self) -> str:
+        """The option's parameter name: unique across sections."""
+        return f"{self.section}_{self.field}"
+
+
+def option(default, help: str, flag: str | None = None, choices: tuple[str, ...] | None = None,
+           parse: typing.Callable[[str], typing.Any] | None = None, also_sets: tuple[str, str] | None = None):
+    """A config field that is also a command-line option (flag default: --field-name, --name/--no-name for booleans)."""
+    metadata = {"option": {"help": help, "flag": flag, "choices": choices, "parse": parse, "also_sets": also_sets}}
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def command_line_options() -> list[Option]:
+    """Every option-carrying field of every section, in declaration order."""
+    result = []
+    for section in dataclasses.fields(Config):
+        for field in dataclasses.fields(section.default_factory):
+            spec = field.metadata.get("option")
+            if spec is None:
+                continue
+            value_type = str if spec["parse"] or field.default is None else type(field.default)
+            flag = spec["flag"] or "--" + field.name.replace("_", "-")
+            if value_type is bool and "/" not in flag:
+                flag = f"{flag}/--no-{flag[2:]}"
+            result.append(Option(section.name, field.name, flag, spec["help"], value_type, spec["choices"], spec["parse"], spec["also_sets"]))
+    return result
+
+
+def apply_options(config: "Config", values: dict[str, typing.Any]) -> "Config":
+    """``config`` with every given option (keyed by Option.key; None: not given) on top of it."""
+    changes: dict[str, dict[str, typing.Any]] = {}
+    for spec in command_line_options():
+        value = values.get(spec.key)
+        if value is None:
+            continue
+        value = spec.parse(value) if spec.parse else value
+        changes.setdefault(spec.section, {})[spec.field] = value
+        if spec.also_sets:
+            also_section, also_field = spec.also_sets
+            changes.setdefault(also_section, {})[also_field] = value
+    for section, fields in changes.items():
+        config = config.override(section, **fields)
+    return config
+
+
+def parse_hidden_units(text: str) -> tuple[int, ...]:
+    """'1024,512' -> (1024, 512); 'none' -> () (the logistic classifier). Anything else is refused."""
+    if text.strip().lower() == "none":
+        return ()
+    try:
+        widths = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        widths = ()
+    if not widths or any(width < 1 for width in widths):
+        # '0', '' or ' ' once meant the logistic classifier by accident; only 'none' says so.
+        raise ConfigError(f"--hidden must be positive comma-separated widths like 1024,512, or 'none' for no hidden layer; got {text!r}")
+    return widths
 
 
 @dataclasses.dataclass
 class DataConfig:
     """Which data set, where it lives, and how it is split."""
 
-    name: str = "fashion_mnist"
-    """fashion_mnist, mnist, notmnist (archives of PNGs) or idx (any IDX directory)."""
-    source_dir: str | None = None
+    name: str = option("fashion_mnist", "Data set.", flag="--data", choices=DATA_SETS)
+    """A name in tf_mlp/data/catalog.py: fashion_mnist, mnist, notmnist (archives of PNGs), idx (any IDX directory), ..."""
+    source_dir: str | None = option(None, "Raw data: IDX directory or notMNIST archives (default: the data set's usual place).")
     """Raw files: an IDX directory or a directory of notMNIST archives/folders.
     None means the data set's default (Debian's fashion-mnist package for
     fashion_mnist, the TFDS catalogue download for mnist)."""
-    data_dir: str | None = None
+    data_dir: str | None = option(None, "TFDS data directory for prepared data sets (default: TFDS's).")
     """TFDS data directory where prepared data sets are cached (None: TFDS's default)."""
-    validation_size: int = 5000
+    validation_size: int = option(5000, "Training examples held out for validation.")
     """Examples held out from the training split for validation and early stopping."""
     test_fraction: float = 0.15
     """Seeded, stratified test hold-out for sources that have no test split."""
@@ -42,7 +126,7 @@ class DataConfig:
     """notMNIST only: training examples drawn from the large archive."""
     test_size: int = 10_000
     """notMNIST only: test examples drawn from the small archive."""
-    drop_overlap: bool = False
+    drop_overlap: bool = option(False, "Drop validation/test images that duplicate a training image.", flag="--drop-overlap/--keep-overlap")
     """Drop validation/test images that have an exact duplicate in training."""
     seed: int = 0
     """Seed of the data split (not of training order)."""
@@ -52,13 +136,15 @@ class DataConfig:
 class ModelConfig:
     """The network: raw uint8 pixels -> scale -> hidden ReLU layers -> logits."""
 
-    hidden_units: tuple[int, ...] = (1024,)
+    hidden_units: tuple[int, ...] = option(
+        (1024,), "Hidden layer widths, comma-separated (e.g. 1024,512); 'none' for the logistic classifier.",
+        flag="--hidden", parse=parse_hidden_units)
     """Widths of the hidden Dense+ReLU layers; () is the logistic classifier."""
-    dropout_rate: float = 0.0
+    dropout_rate: float = option(0.0, "Dropout rate after each hidden layer.", flag="--dropout")
     """Dropout after every hidden layer, active only in training."""
-    input_dropout_rate: float = 0.0
+    input_dropout_rate: float = option(0.0, "Dropout rate on the input pixels.", flag="--input-dropout")
     """Dropout on the input pixels, active only in training (Hinton et al. used 0.2)."""
-    l2: float = 0.0
+    l2: float = option(0.0, "L2 penalty on the kernels: l2 * sum(w**2).")
     """L2 penalty l2 * sum(w**2) on every kernel (not biases)."""
     num_classes: int = 10
 
@@ -67,36 +153,36 @@ class ModelConfig:
 class TrainConfig:
     """Minibatch SGD and its schedule, checkpoints and hardware options."""
 
-    epochs: int = 20
-    batch_size: int = 128
+    epochs: int = option(20, "Epochs to train.")
+    batch_size: int = option(128, "Global minibatch size.")
     """Global batch size (split across replicas under a distribution strategy)."""
-    optimizer: str = "adam"
-    learning_rate: float = 1e-3
-    momentum: float = 0.9
+    optimizer: str = option("adam", optimizers.HELP, choices=OPTIMIZERS)
+    learning_rate: float = option(1e-3, "Initial learning rate.")
+    momentum: float = option(0.9, "Momentum (momentum optimizer only).")
     """Used by the momentum optimizer only."""
-    decay_rate: float = 1.0
+    decay_rate: float = option(1.0, "Exponential learning-rate decay factor per --decay-steps (1.0: constant).")
     """Exponential learning-rate decay: lr * decay_rate ** (step / decay_steps); 1.0 is constant."""
-    decay_steps: int = 1000
-    early_stopping_patience: int = 0
+    decay_steps: int = option(1000, "Steps over which the learning rate decays by --decay-rate.")
+    early_stopping_patience: int = option(0, "Stop after this many epochs without better validation accuracy (0: off).")
     """Stop after this many epochs without a better validation accuracy (0: never);
     the best epoch's weights are kept."""
-    label_smoothing: float = 0.0
+    label_smoothing: float = option(0.0, "Label smoothing of the training targets (0: none).")
     """Train against targets (1 - s) one-hot + s / K: discourages over-confident logits."""
-    flip: bool = False
+    flip: bool = option(False, "Augment: mirror training images left-right at random.")
     """Augmentation: mirror each training image left-right with probability 1/2."""
-    shift: int = 0
+    shift: int = option(0, "Augment: translate training images by up to this many pixels.")
     """Augmentation: translate each training image by up to this many pixels in x and y
     (an MLP has no translation invariance of its own)."""
-    checkpoint_every_steps: int = 500
+    checkpoint_every_steps: int = option(500, "Checkpoint every this many steps (and at every epoch end).", flag="--checkpoint-every")
     """Also checkpoint at the end of every epoch and of training."""
-    max_checkpoints: int = 3
-    seed: int = 0
+    max_checkpoints: int = option(3, "Newest checkpoints to keep in RUN_DIR/checkpoints (older ones are deleted).")
+    seed: int = option(0, "Seed of initialisation, data order and dropout.", also_sets=("data", "seed"))
     """Seed of weight initialisation, shuffling and dropout: same seed, same run."""
-    xla: bool = False
+    xla: bool = option(False, "Compile the train step with XLA.")
     """Compile the train step with XLA (jit_compile)."""
-    mixed_precision: bool = False
+    mixed_precision: bool = option(False, "float16 compute with loss scaling (GPUs).")
     """float16 compute with float32 weights and loss scaling (for GPUs)."""
-    strategy: str = "default"
+    strategy: str = option("default", "Distribution strategy.", choices=STRATEGIES)
     """default (one device), mirrored (all local GPUs/devices) or multiworker (TF_CONFIG)."""
 
 

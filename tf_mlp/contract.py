@@ -4,6 +4,8 @@ Training, export, the server and the clients all agree on these names; a
 change here is a change of the public interface.
 """
 
+from tf_mlp import layout
+
 MODEL_NAME = "tf_mlp"
 """Name of the model in the export layout and in TensorFlow Serving URLs."""
 
@@ -13,16 +15,8 @@ IMAGE_SIZE = 28
 NUM_PIXELS = IMAGE_SIZE * IMAGE_SIZE
 NUM_CLASSES = 10
 
-# Class names ship with the model (assets/labels.txt), one per class id.
-CLASS_NAMES = {
-    "mnist": tuple(str(digit) for digit in range(10)),
-    "fashion_mnist": (
-        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-        "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-    ),
-    "notmnist": tuple("ABCDEFGHIJ"),
-    "kmnist": ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
-}
+# Class names ship with the model (assets/labels.txt), one per class id;
+# each data set's are in tf_mlp/data/catalog.py.
 
 # Signature names and tensor names of the exported SavedModel.
 SERVING_SIGNATURE = "serving_default"
@@ -49,7 +43,6 @@ DEFAULT_HOST = "127.0.0.1"
 # tf.Example protos named "inputs", outputs "classes" (label strings
 # [batch, classes]) and "scores" (float32 [batch, classes]).
 CLASSIFY_METHOD_NAME = "tensorflow/serving/classify"
-PREDICT_METHOD_NAME = "tensorflow/serving/predict"
 CLASSIFY_INPUT = "inputs"
 CLASSIFY_CLASSES_OUTPUT = "classes"
 CLASSIFY_SCORES_OUTPUT = "scores"
@@ -57,7 +50,7 @@ CLASSIFY_IMAGE_FEATURE = "image"
 """tf.Example feature of the classify signature: a bytes feature holding one PNG or JPEG image."""
 
 # What ships inside an exported version, beside the SavedModel itself.
-LABELS_ASSET = "labels.txt"
+LABELS_ASSET = layout.LABELS_FILE
 """assets/labels.txt: class names, one per line, line number = class id."""
 WARMUP_FILE = "tf_serving_warmup_requests"
 """assets.extra/tf_serving_warmup_requests: TFRecord of PredictionLog protos replayed at load."""

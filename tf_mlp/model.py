@@ -181,19 +181,19 @@ def optimizer_slots_per_parameter(optimizer) -> int:
 
     ``optimizer`` is a name or a TrainConfig (whose momentum decides whether
     momentum SGD keeps a velocity). Counted on the optimizer itself, built by
-    the train step's own factory over a probe variable, so the estimate
-    follows the optimizer the training loop really uses.
+    tf_mlp/optimizers.py (as the train step's is) over a probe variable, so
+    the estimate follows the optimizer the training loop really uses.
     """
-    from tf_mlp import steps
-    from tf_mlp.config import OPTIMIZERS, TrainConfig
+    from tf_mlp import optimizers
+    from tf_mlp.config import TrainConfig
     from tf_mlp.errors import ConfigError
 
     train_config = TrainConfig(optimizer=optimizer) if isinstance(optimizer, str) else optimizer
-    if train_config.optimizer not in OPTIMIZERS:
-        raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {train_config.optimizer!r}")
+    if train_config.optimizer not in optimizers.NAMES:
+        raise ConfigError(f"optimizer must be one of {', '.join(optimizers.NAMES)}, got {train_config.optimizer!r}")
     probe_shape = (3, 7)  # a shape no scalar bookkeeping variable (iterations, learning rate) has
     probe = keras.Variable(keras.ops.zeros(probe_shape), name="probe")
-    instance = steps.make_optimizer(train_config)
+    instance = optimizers.build(train_config, train_config.learning_rate)
     instance.build([probe])
     return sum(1 for variable in instance.variables if tuple(variable.shape) == probe_shape)
 

@@ -279,10 +279,10 @@ def exports(path, model_name, as_json):
     version (models/tf_mlp/3). Signatures are read from saved_model.pb, as
     `saved_model_cli show --all` reads them; the model is not loaded.
     """
-    from tf_mlp.client import exports as exports_module
+    from tf_mlp.client import exports
 
-    descriptions = _one_line_errors(lambda: exports_module.describe_exports(path, model_name))
-    click.echo(json.dumps(descriptions, indent=2) if as_json else exports_module.format_exports(descriptions))
+    descriptions = _one_line_errors(lambda: exports.describe_exports(path, model_name))
+    click.echo(json.dumps(descriptions, indent=2) if as_json else exports.format_exports(descriptions))
 
 
 @click.command(name="write-images", cls=startup.TensorFlowCommand, context_settings=_CONTEXT)

@@ -16,7 +16,8 @@ import time
 
 import numpy as np
 
-from tf_mlp import config as config_module, evaluate, run_dir as layout
+from tf_mlp import config, evaluate
+from tf_mlp.run_dir import restore_model
 from tf_mlp.benchmark import cost_page
 from tf_mlp.data.overlap import overlap_mask, overlap_report
 from tf_mlp.data.splits import DataSplits
@@ -37,42 +38,42 @@ def is_docs_dir(path) -> bool:
     return False
 
 
-def _row(name: str, config, summary: dict, wall_seconds: float) -> dict:
+def _row(name: str, run_config, summary: dict, wall_seconds: float) -> dict:
     return {
         "run": name,
-        "hidden_units": list(config.model.hidden_units),
+        "hidden_units": list(run_config.model.hidden_units),
         "parameters": summary["parameters"],
         "train_accuracy": summary["train_accuracy"],
         "validation_accuracy": summary["validation_accuracy"],
         "test_accuracy": summary["test_accuracy"],
-        "epochs": summary["steps"] // max(1, summary["planned_steps"] // config.train.epochs),
+        "epochs": summary["steps"] // max(1, summary["planned_steps"] // run_config.train.epochs),
         "train_seconds": summary["train_seconds"],
         "wall_seconds": wall_seconds,
         "examples_per_second": summary["examples_per_second"],
     }
 
 
-def _train(name: str, config, splits: DataSplits, runs_root: pathlib.Path, verbose: bool) -> dict:
+def _train(name: str, run_config, splits: DataSplits, runs_root: pathlib.Path, verbose: bool) -> dict:
     from tf_mlp.train import train_and_evaluate
 
     if verbose:
         print(f"--- {splits.name}: {name}", flush=True)
     start = time.perf_counter()
-    summary = train_and_evaluate(config, runs_root / name, splits=splits, verbose=verbose)
+    summary = train_and_evaluate(run_config, runs_root / name, splits=splits, verbose=verbose)
     if verbose:
         print(f"test accuracy {summary['test_accuracy']:.4f} on {summary['split_sizes']['test']} images", flush=True)
-    return _row(name, config, summary, time.perf_counter() - start)
+    return _row(name, run_config, summary, time.perf_counter() - start)
 
 
 def overfitting_experiment(data_config, splits: DataSplits, runs_root: pathlib.Path, verbose: bool) -> list[dict]:
     """mlp on a few batches, without regularization and with dropout."""
-    base = config_module.preset("mlp")
+    base = config.preset("mlp")
     size = min(OVERFIT_BATCHES * base.train.batch_size, len(splits.train))  # a small data set gives what it has
     small = dataclasses.replace(splits, train=splits.train.take(np.arange(size)))
     rows = []
     for name, preset in (("overfit_mlp", "mlp"), ("overfit_mlp_dropout", "mlp_dropout")):
-        config = dataclasses.replace(config_module.preset(preset), data=data_config).override("train", epochs=OVERFIT_EPOCHS)
-        row = _train(name, config, small, runs_root, verbose)
+        run_config = dataclasses.replace(config.preset(preset), data=data_config).override("train", epochs=OVERFIT_EPOCHS)
+        row = _train(name, run_config, small, runs_root, verbose)
         row["train_examples"] = size
         rows.append(row)
     return rows
@@ -82,7 +83,7 @@ def overlap_question(splits: DataSplits, best_run: pathlib.Path) -> dict:
     """How many test images have an exact copy in training, and the best model's accuracy with and without them."""
     report = overlap_report(splits)
     duplicated = overlap_mask(splits.train.images, splits.test.images)
-    _, model = layout.restore_model(best_run)
+    _, model = restore_model(best_run)
     logits, _ = evaluate.predict_logits(model, splits.test)
     correct = np.argmax(logits, axis=-1) == splits.test.labels
     return {
@@ -109,11 +110,11 @@ def reproduce(data_config, output_dir, *, runs_root, presets=None, epochs: int |
     output_dir.mkdir(parents=True, exist_ok=True)
     splits = load_splits(data_config)
     rows = []
-    for name in presets or list(config_module.PRESETS):
-        config = dataclasses.replace(config_module.preset(name), data=data_config)
+    for name in presets or list(config.PRESETS):
+        run_config = dataclasses.replace(config.preset(name), data=data_config)
         if epochs:
-            config = config.override("train", epochs=epochs)
-        rows.append(_train(name, config, splits, runs_root, verbose))
+            run_config = run_config.override("train", epochs=epochs)
+        rows.append(_train(name, run_config, splits, runs_root, verbose))
     best = max(rows, key=lambda row: row["validation_accuracy"])
     write_report(runs_root / best["run"], output_dir / "best", splits=splits)
     results = {

@@ -1,14 +1,4 @@
-"""The layout of a run directory, and restoring the model a run trained.
-
-    RUN_DIR/
-      config.json        the resolved Config the run was started with
-      labels.txt         class names of the training data, one per class id
-      checkpoints/       tf.train.CheckpointManager checkpoints (model, optimizer, step, ...)
-      metrics.jsonl      one JSON object per epoch: step, losses, accuracies, time
-      logs/train|validation   TensorBoard summaries
-      evaluation.json    test-split evaluation written at the end of training
-      train.lock         held (fcntl.flock) by the one `tf-mlp train` writing the run; holds its pid
-"""
+"""Reading, writing and restoring a run directory (its layout and file names: tf_mlp/layout.py)."""
 
 from __future__ import annotations
 
@@ -18,32 +8,14 @@ import json
 import os
 import pathlib
 
+from tf_mlp import layout
 from tf_mlp.config import Config
 from tf_mlp.errors import CheckpointError, TfMlpError
-
-CONFIG_FILE = "config.json"
-CHECKPOINT_DIR = "checkpoints"
-METRICS_FILE = "metrics.jsonl"
-LOGS_DIR = "logs"
-EVALUATION_FILE = "evaluation.json"
-LABELS_FILE = "labels.txt"
-LOCK_FILE = "train.lock"
-
-
-def config_path(run_dir) -> pathlib.Path:
-    return pathlib.Path(run_dir) / CONFIG_FILE
-
-
-def checkpoint_dir(run_dir) -> pathlib.Path:
-    return pathlib.Path(run_dir) / CHECKPOINT_DIR
-
-
-def metrics_path(run_dir) -> pathlib.Path:
-    return pathlib.Path(run_dir) / METRICS_FILE
-
-
-def evaluation_path(run_dir) -> pathlib.Path:
-    return pathlib.Path(run_dir) / EVALUATION_FILE
+# The run directory's names and paths, importable from here as they always were.
+from tf_mlp.layout import (  # noqa: F401
+    CHECKPOINT_DIR, CONFIG_FILE, EVALUATION_FILE, LABELS_FILE, LOCK_FILE, LOGS_DIR, METRICS_FILE,
+    checkpoint_dir, config_path, evaluation_path, metrics_path,
+)
 
 
 def write_if_changed(path, text: str) -> None:
@@ -54,11 +26,11 @@ def write_if_changed(path, text: str) -> None:
 
 
 def write_class_names(run_dir, class_names) -> None:
-    write_if_changed(pathlib.Path(run_dir) / LABELS_FILE, "".join(f"{name}\n" for name in class_names))
+    write_if_changed(layout.labels_path(run_dir), "".join(f"{name}\n" for name in class_names))
 
 
 def read_class_names(run_dir) -> tuple[str, ...]:
-    path = pathlib.Path(run_dir) / LABELS_FILE
+    path = layout.labels_path(run_dir)
     if not path.is_file():
         raise CheckpointError(f"{run_dir}: not a run directory (no {LABELS_FILE})")
     return tuple(path.read_text().splitlines())
@@ -88,7 +60,7 @@ def model_checkpoint(run_dir, config: Config) -> str:
     if config.train.early_stopping_patience:
         # train.py restores checkpoints/best before its final evaluation when
         # early stopping is on; evaluation, report and export use the same weights.
-        best = tf.train.latest_checkpoint(str(checkpoint_dir(run_dir) / "best"))
+        best = tf.train.latest_checkpoint(str(layout.best_checkpoint_dir(run_dir)))
         if best:
             return best
     return latest_checkpoint(run_dir)
@@ -182,7 +154,7 @@ def training_lock(run_dir):
     The kernel releases an flock when its holder exits, however it exits
     (kill -9 included), so a crash never leaves a stale lock behind.
     """
-    path = pathlib.Path(run_dir) / LOCK_FILE
+    path = pathlib.Path(run_dir) / layout.LOCK_FILE
     # "a+" neither truncates nor (until written) touches the file, so a
     # process that loses the race changes nothing.
     with open(path, "a+", encoding="utf-8") as lock_file:

@@ -29,18 +29,9 @@ def make_learning_rate(config: TrainConfig):
 
 
 def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
-    learning_rate = make_learning_rate(config)
-    if config.optimizer == "sgd":
-        optimizer = keras.optimizers.SGD(learning_rate)
-    elif config.optimizer == "momentum":
-        optimizer = keras.optimizers.SGD(learning_rate, momentum=config.momentum)
-    else:
-        optimizer = keras.optimizers.Adam(learning_rate)
-    if config.mixed_precision:
-        # float16 gradients underflow without scaling; the wrapper scales the
-        # loss up, unscales the gradients and skips steps that overflow.
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    return optimizer
+    from tf_mlp import optimizers
+
+    return optimizers.build(config, make_learning_rate(config))
 
 
 def current_learning_rate(optimizer: keras.optimizers.Optimizer) -> float:

@@ -5,7 +5,7 @@
     open_inputs("x.npy") / open_inputs("d.npz")  uint8 [N, 28, 28] (or [N, 784]); .npz keys images/x, labels/y
     open_inputs("photos/")                       PNG/JPEG/GIF/BMP/WebP files under a directory, sorted by path;
                                                  the first subfolder of each file names its true class
-    open_inputs("tfds:fashion_mnist/test")       a split of one of the project's data sets (tf_mlp.data)
+    open_inputs("tfds:fashion_mnist/test")       a split of one of the project's data sets (tf_mlp.image_files)
 
 Pixel arrays are sent as they are (over REST as 784 raw bytes per image to
 predict_raw, over gRPC as one uint8 tensor to serving_default); image files are sent as
@@ -33,8 +33,10 @@ import re
 
 import numpy as np
 
-from tf_mlp import contract
-from tf_mlp.client import polarity as polarity_module
+from tf_mlp import image_files
+from tf_mlp.client.polarity import (
+    AS_IS, DEFAULT_FOR_ENCODED, DEFAULT_FOR_PIXELS, POLARITIES, apply_to_encoded, apply_to_pixels,
+)
 from tf_mlp.client.base import ENCODED, PIXELS
 from tf_mlp.errors import DataError
 
@@ -66,7 +68,7 @@ class InputSource:
     """Identifies these inputs, so that --resume refuses a journal written for others."""
     images: np.ndarray | None = None
     paths: list | None = None
-    polarity: str = polarity_module.AS_IS
+    polarity: str = AS_IS
     """How images are turned around before sending (set with set_polarity)."""
 
     def __len__(self) -> int:
@@ -77,9 +79,9 @@ class InputSource:
         never mixes rows made under two polarities."""
         if polarity is None:
             encoded = self.kind == ENCODED
-            polarity = polarity_module.DEFAULT_FOR_ENCODED if encoded else polarity_module.DEFAULT_FOR_PIXELS
-        if polarity not in polarity_module.POLARITIES:
-            raise DataError(f"unknown polarity {polarity!r}; choose one of {', '.join(polarity_module.POLARITIES)}")
+            polarity = DEFAULT_FOR_ENCODED if encoded else DEFAULT_FOR_PIXELS
+        if polarity not in POLARITIES:
+            raise DataError(f"unknown polarity {polarity!r}; choose one of {', '.join(POLARITIES)}")
         if polarity != self.polarity:
             self.fingerprint = hashlib.sha256(f"{self.fingerprint} polarity={polarity}".encode()).hexdigest()
         self.polarity = polarity
@@ -87,11 +89,11 @@ class InputSource:
     def read(self, indices):
         """(readable indices, payload for them, {index: error message}) for a chunk of input indices."""
         if self.kind == PIXELS:
-            return list(indices), polarity_module.apply_to_pixels(self.images[np.asarray(indices)], self.polarity), {}
+            return list(indices), apply_to_pixels(self.images[np.asarray(indices)], self.polarity), {}
         readable, payload, failures = [], [], {}
         for index in indices:
             try:
-                payload.append(polarity_module.apply_to_encoded(self.paths[index].read_bytes(), self.polarity))
+                payload.append(apply_to_encoded(self.paths[index].read_bytes(), self.polarity))
                 readable.append(index)
             except OSError as error:
                 failures[index] = f"cannot read {self.ids[index]}: {error.strerror or error}"
@@ -141,72 +143,12 @@ def open_inputs(spec: str, labels: str | None = None, source_dir: str | None = N
         if labels:
             raise DataError("--labels does not apply to a directory of images; its subfolders name the classes")
         return _directory_inputs(path)
-    if path.suffix == ".npz":
-        if labels:
-            raise DataError("--labels does not apply to .npz inputs; store the labels in the archive as 'labels'")
-        images, label_array = _npz_arrays(path)
-    else:
-        images = _load_array(path, "images")
-        label_path = pathlib.Path(labels) if labels else _sibling_labels(path)
-        label_array = _load_array(label_path, "labels") if label_path else None
+    images, label_array = image_files.read_pixel_file(path, labels)
     return _array_inputs(f"{path}", images, label_array)
 
 
-def _load_array(path: pathlib.Path, kind: str) -> np.ndarray:
-    if path.suffix == ".npy":
-        try:
-            return np.load(path, allow_pickle=False)  # never unpickle what a file says
-        except (OSError, ValueError) as error:
-            raise DataError(f"{path}: not a readable .npy array ({error})") from None
-    from tf_mlp.data import idx
-
-    return idx.read_idx(path, kind)
-
-
-def _sibling_labels(images_path: pathlib.Path) -> pathlib.Path | None:
-    """t10k-images-idx3-ubyte.gz -> t10k-labels-idx1-ubyte.gz (and x-images.npy -> x-labels.npy) if it exists."""
-    name = images_path.name
-    for old, new in (("images-idx3", "labels-idx1"), ("images", "labels")):
-        if old in name:
-            candidate = images_path.with_name(name.replace(old, new))
-            if candidate.is_file():
-                return candidate
-    return None
-
-
-def _npz_arrays(path: pathlib.Path):
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError) as error:
-        raise DataError(f"{path}: not a readable .npz archive ({error})") from None
-    images = next((arrays[key] for key in _IMAGE_KEYS if key in arrays), None)
-    if images is None:
-        candidates = [array for array in arrays.values() if array.ndim >= 2]
-        if len(candidates) != 1:
-            raise DataError(f"{path}: cannot tell which array holds the images (keys: {', '.join(arrays)}); "
-                            f"name it one of {', '.join(_IMAGE_KEYS)}")
-        images = candidates[0]
-    labels = next((arrays[key] for key in _LABEL_KEYS if key in arrays), None)
-    if labels is None:
-        candidates = [array for array in arrays.values() if array.ndim == 1]
-        labels = candidates[0] if len(candidates) == 1 else None
-    return images, labels
-
-
 def _array_inputs(description: str, images: np.ndarray, labels: np.ndarray | None) -> InputSource:
-    size = contract.IMAGE_SIZE
-    if images.ndim == 2 and images.shape[1] == contract.NUM_PIXELS:
-        images = images.reshape(-1, size, size)
-    if images.ndim != 3 or images.shape[1:] != (size, size):
-        raise DataError(f"{description}: expected images of shape [N, {size}, {size}] or [N, {contract.NUM_PIXELS}], "
-                        f"got {list(images.shape)}")
-    if images.dtype != np.uint8:
-        if images.dtype.kind not in "iu" or (images.size and (images.min() < 0 or images.max() > 255)):
-            raise DataError(f"{description}: expected uint8 pixels in [0, 255], got {images.dtype}; "
-                            "scale float images to 0-255 and save them as uint8")
-        images = images.astype(np.uint8)
-    images = np.ascontiguousarray(images)
+    images = image_files.check_images(description, images)
     count = images.shape[0]
     label_ids = [None] * count
     if labels is not None:
@@ -237,23 +179,22 @@ def _directory_inputs(root: pathlib.Path) -> InputSource:
 
 
 def _tfds_inputs(name_and_split: str, source_dir: str | None, data_dir: str | None) -> InputSource:
-    from tf_mlp.config import DATA_SETS, DataConfig
-    from tf_mlp.data import load_splits
+    from tf_mlp.config import DataConfig
+    from tf_mlp.data.catalog import DATA_SETS
 
     name, _, split = name_and_split.partition("/")
     split = split or "test"
     if name not in DATA_SETS:
         raise DataError(f"tfds:{name_and_split}: unknown data set {name!r}; choose one of {', '.join(DATA_SETS)}")
-    if split not in ("train", "validation", "test"):
+    if split not in image_files.SPLITS:
         raise DataError(f"tfds:{name_and_split}: unknown split {split!r}; choose train, validation or test")
     config = DataConfig(name=name, source_dir=source_dir, data_dir=data_dir)
     if split == "test":
         # The test split never depends on how much of train is held out for validation, and a small data
         # set may have fewer training images than the default validation size.
         config = dataclasses.replace(config, validation_size=0)
-    splits = load_splits(config)
-    chosen = splits.split(split)
+    chosen = image_files.read_split(config, split)
     source = _array_inputs(f"tfds:{name}/{split}", chosen.images, chosen.labels)
-    source.label_names = [splits.class_names[label] if 0 <= label < len(splits.class_names) else None
+    source.label_names = [chosen.class_names[label] if 0 <= label < len(chosen.class_names) else None
                           for label in source.label_ids]
     return source

@@ -26,8 +26,8 @@ import time
 
 from tqdm import tqdm
 
-from tf_mlp.batch import journal as journal_module
-from tf_mlp.batch import summary as summary_module
+from tf_mlp.batch.journal import Journal, journal_path
+from tf_mlp.batch.summary import BatchSummary, summarize
 from tf_mlp.batch import writers
 from tf_mlp.batch.inputs import InputSource
 from tf_mlp.client.base import ENCODED, Client
@@ -58,14 +58,14 @@ class _ChunkResult:
 
 def run_batch(model: Client, inputs: InputSource, output, output_format: str | None = None,
               chunk_size: int = DEFAULT_CHUNK_SIZE, concurrency: int = DEFAULT_CONCURRENCY, resume: bool = False,
-              restart: bool = False, keep_going: bool = False, progress: bool = True) -> summary_module.BatchSummary:
+              restart: bool = False, keep_going: bool = False, progress: bool = True) -> BatchSummary:
     """Classify every input with `model`, write one row per input to `output`; return the run's summary."""
     if chunk_size < 1 or concurrency < 1:
         raise ConfigError("chunk size and concurrency must be at least 1")
     output_format = writers.format_for(output, output_format)
     writers.check_output_location(output)
-    path = journal_module.journal_path(output)
-    journal_module.Journal.check(path, resume, restart)
+    path = journal_path(output)
+    Journal.check(path, resume, restart)
     # Asked before any file is made, with few retries: a missing server or an unknown model stops the run here,
     # at once, while later requests get the client's full (patient) policy.
     startup = dataclasses.replace(model.retry, max_attempts=min(model.retry.max_attempts, STARTUP_ATTEMPTS))
@@ -74,7 +74,7 @@ def run_batch(model: Client, inputs: InputSource, output, output_format: str | N
 
     writers.remove_stale_temporaries(output)
     header = {"inputs": inputs.description, "count": len(inputs), "fingerprint": inputs.fingerprint}
-    journal, done = journal_module.Journal.open(path, header, resume, restart)
+    journal, done = Journal.open(path, header, resume, restart)
     resumed = len(done)
     todo = [index for index in range(len(inputs)) if index not in done]
     chunks = [todo[start:start + chunk_size] for start in range(0, len(todo), chunk_size)]
@@ -101,7 +101,7 @@ def run_batch(model: Client, inputs: InputSource, output, output_format: str | N
     rows = [done[index] for index in range(len(inputs))]  # KeyError here would be a gap: it cannot pass silently
     writers.write_atomically(output, writers.render(rows, output_format))
     journal.discard()
-    return summary_module.summarize(rows, output, resumed, len(todo), seconds, latencies, model.stats.as_dict(),
+    return summarize(rows, output, resumed, len(todo), seconds, latencies, model.stats.as_dict(),
                                     class_names)
 
 

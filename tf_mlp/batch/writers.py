@@ -118,7 +118,10 @@ def write_atomically(path, data: bytes) -> None:
         with os.fdopen(descriptor, "wb") as file:
             file.write(data)
             file.flush()
+            # The data reaches the disk before the rename makes it visible; otherwise a power loss
+            # could leave the output's name pointing at an empty file.
             os.fsync(file.fileno())
+        # rename(2) within one directory is atomic: a reader sees the old file or the new one, whole.
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -68,11 +68,11 @@ class Workload:
         import numpy as np
         import tensorflow as tf
 
-        from tf_mlp import config as config_module, steps
+        from tf_mlp import config, steps
         from tf_mlp.model import build_model
 
         self.preset, self.batch_size = preset, batch_size
-        self.config = config_module.preset(preset)
+        self.config = config.preset(preset)
         keras.utils.set_random_seed(seed)
         model = build_model(self.config.model, seed=seed)
         optimizer = steps.make_optimizer(self.config.train)
@@ -241,16 +241,16 @@ def _backward_ratios(times: dict[str, list[float]], forward: str) -> list[float]
 
 def analytic_cost(preset: str, batch_size: int) -> dict:
     """The figures `tf-mlp info` prints, from the same functions in tf_mlp/model.py."""
-    from tf_mlp import config as config_module, model as model_module
+    from tf_mlp import config, model
 
-    config = config_module.preset(preset)
-    layers = model_module.flops_by_layer(config.model)
+    preset_config = config.preset(preset)
+    layers = model.flops_by_layer(preset_config.model)
     return {
         "forward_flops": sum(layer.forward for layer in layers) * batch_size,
         "backward_flops": sum(layer.backward for layer in layers) * batch_size,
-        "backward_over_forward": model_module.forward_backward_ratio(config.model),
-        "memory_bytes": model_module.training_memory_bytes(config.model, batch_size, config.train),
-        "optimizer": config.train.optimizer,
+        "backward_over_forward": model.forward_backward_ratio(preset_config.model),
+        "memory_bytes": model.training_memory_bytes(preset_config.model, batch_size, preset_config.train),
+        "optimizer": preset_config.train.optimizer,
     }
 
 

@@ -97,7 +97,7 @@ def _find(results: dict, preset: str) -> dict | None:
 
 def _findings(results: dict) -> list[str]:
     """What the figures say. Every number and comparison is read from these results, so a new run cannot leave them untrue."""
-    from tf_mlp import config as config_module, model as model_module
+    from tf_mlp import config, model
 
     def cpu(row: dict, phase: str) -> float:
         return row["cpu_seconds"][phase]["median"]
@@ -119,8 +119,8 @@ def _findings(results: dict) -> list[str]:
     )
     deep = _find(results, "deep")
     if deep:
-        config = config_module.preset("deep").model
-        widths = model_module.layer_widths(config)
+        deep_model = config.preset("deep").model
+        widths = model.layer_widths(deep_model)
         kernel_weights = sum(fan_in * fan_out for fan_in, fan_out in zip(widths[:-1], widths[1:]))
         over_inference = deep["backward_over_forward_cpu"]["median"]
         over_training = deep["backward_over_training_forward_cpu"]["median"]
@@ -130,7 +130,7 @@ def _findings(results: dict) -> list[str]:
         lines.append(
             f"- deep (batch {deep['batch_size']}) measures away from its analytic ratio because its training forward does "
             "work inference never does and the FLOP count leaves out: dropout draws a random number and builds a mask for "
-            f"each of its {sum(config.hidden_units):,} hidden units per example, and the L2 penalty sums the squares of its "
+            f"each of its {sum(deep_model.hidden_units):,} hidden units per example, and the L2 penalty sums the squares of its "
             f"{kernel_weights / 1e6:.2f} M kernel weights. Its training forward alone costs "
             f"{cpu(deep, 'forward_training') / cpu(deep, 'forward'):.2f}× its inference forward (CPU time), so backward "
             f"over inference forward is {over_inference:.2f}, while backward over the training forward is {over_training:.2f}: "

@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from tf_mlp import config as config_module, contract
+from tf_mlp import config, contract, layout
 from tf_mlp.benchmark import serving_load
 from tf_mlp.data.splits import DataSplits
 
@@ -42,8 +42,8 @@ def export_model(splits: DataSplits, work: pathlib.Path) -> pathlib.Path:
     from tf_mlp import export
     from tf_mlp.train import train_and_evaluate
 
-    config = config_module.preset("mlp").override("train", epochs=1)
-    train_and_evaluate(config, work / "run", splits=splits, verbose=False)
+    run_config = config.preset("mlp").override("train", epochs=1)
+    train_and_evaluate(run_config, work / "run", splits=splits, verbose=False)
     result = export.export_run(work / "run", work / "models", verification_images=splits.test.images[:100])
     return result.path.parent
 
@@ -156,7 +156,7 @@ def run_serving_benchmarks(splits: DataSplits, repetitions: int = 3, quick: bool
     with tempfile.TemporaryDirectory(prefix="tf-mlp-bench-") as directory:
         work = pathlib.Path(directory)
         base = export_model(splits, work)
-        version_dir = next(path for path in base.iterdir() if path.name.isdigit())
+        version_dir = next(iter(layout.version_dirs(base).values()))
         rates = in_process_rates(version_dir, images, BATCH_SIZES[:2] + BATCH_SIZES[-1:] if quick else BATCH_SIZES,
                                  repetitions)
         results["scaling_request_batch"] = rates

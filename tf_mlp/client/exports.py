@@ -16,10 +16,10 @@ from __future__ import annotations
 import json
 import pathlib
 
-from tf_mlp import contract
+from tf_mlp import contract, layout
 from tf_mlp.errors import ExportError
 
-_SAVED_MODEL = "saved_model.pb"
+_SAVED_MODEL = layout.SAVED_MODEL_FILE
 _CARD_FIELDS = ("data_set", "test_accuracy", "test_examples", "parameters", "exported_at", "tensorflow_version",
                 "git_commit")
 
@@ -32,7 +32,7 @@ def version_dirs(path, model_name: str = contract.MODEL_NAME) -> list[tuple[int,
     if not path.exists():
         raise ExportError(f"{path} does not exist")
     if (path / _SAVED_MODEL).is_file():
-        return [(int(path.name) if path.name.isdigit() else 0, path)]
+        return [(int(path.name) if layout.VERSION_NAME.fullmatch(path.name) else 0, path)]
     for base in (path, path / model_name):
         versions = versions_in(base)
         if versions:
@@ -51,8 +51,8 @@ def describe_version(version: int, directory: pathlib.Path) -> dict:
         signatures = signature_summary(directory)
     except DecodeError:
         raise ExportError(f"{directory / _SAVED_MODEL}: not a readable SavedModel protocol buffer") from None
-    labels = directory / "assets" / contract.LABELS_ASSET
-    card_path = directory / "assets.extra" / contract.MODEL_CARD_FILE
+    labels = layout.labels_asset_path(directory)
+    card_path = layout.assets_extra_path(directory, contract.MODEL_CARD_FILE)
     card = None
     if card_path.is_file():
         try:

@@ -18,15 +18,14 @@ import tensorflow as tf
 from google.protobuf import json_format
 from tensorflow.core.protobuf import saved_model_pb2
 
-from tf_mlp import contract
+from tf_mlp import layout
 from tf_mlp.client import errors
 from tf_mlp.client.base import Client, ModelSpec
 from tf_mlp.client.results import ModelMetadata, ModelStatus
 from tf_mlp.client.target import Target
 from tf_mlp.errors import ConfigError
 
-_VERSION_NAME = re.compile(r"[0-9]+")
-_SAVED_MODEL = "saved_model.pb"
+_SAVED_MODEL = layout.SAVED_MODEL_FILE
 # Eager calls wrap the runtime's message in "Graph execution error: Detected at node ..." and end it with
 # "[Op:__inference_...]"; a server's answer has neither, so they are cut to make the messages match.
 _EAGER_PREFIX = re.compile(r"^Graph execution error:\s*(Detected at node .*?\n<stack traces unavailable>\n)?", re.S)
@@ -40,7 +39,7 @@ def resolve_version_dir(path, model_name: str, version: int | None) -> tuple[pat
     if not path.exists():
         raise errors.NotFoundError(target, "not found", f"{path} does not exist")
     if (path / _SAVED_MODEL).is_file():
-        number = int(path.name) if _VERSION_NAME.fullmatch(path.name) else 0
+        number = int(path.name) if layout.VERSION_NAME.fullmatch(path.name) else 0
         if version is not None and version != number:
             raise errors.NotFoundError(target, "not found", f"{path} is version {number}, not {version}")
         return path, number
@@ -58,10 +57,7 @@ def resolve_version_dir(path, model_name: str, version: int | None) -> tuple[pat
 
 def versions_in(base: pathlib.Path) -> list[int]:
     """Version numbers of the complete SavedModels directly under `base`, ascending."""
-    if not base.is_dir():
-        return []
-    return sorted(int(child.name) for child in base.iterdir()
-                  if _VERSION_NAME.fullmatch(child.name) and (child / _SAVED_MODEL).is_file())
+    return [number for number, child in layout.version_dirs(base).items() if (child / _SAVED_MODEL).is_file()]
 
 
 class LocalClient(Client):
@@ -116,7 +112,7 @@ class LocalClient(Client):
         return ModelMetadata.from_json(raw)
 
     def _labels(self) -> tuple[str, ...] | None:
-        labels = self.path / "assets" / contract.LABELS_ASSET
+        labels = layout.labels_asset_path(self.path)
         if not labels.is_file():
             return None
         return tuple(labels.read_text(encoding="utf-8").splitlines())

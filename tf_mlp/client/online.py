@@ -16,7 +16,9 @@ import dataclasses
 import pathlib
 import sys
 
-from tf_mlp.client import polarity as polarity_module
+from tf_mlp.client.polarity import (
+    AS_IS, DEFAULT_FOR_ENCODED, POLARITIES, apply_to_encoded, border_is_light, encoded_grayscale,
+)
 from tf_mlp.client.base import Client
 from tf_mlp.client.errors import RequestError
 from tf_mlp.client.results import ModelMetadata, ModelStatus
@@ -60,19 +62,19 @@ def read_images(sources, stdin=None) -> list[bytes]:
 
 
 def classify_files(model: Client, sources, top_k: int = 3, stdin=None,
-                   polarity: str = polarity_module.DEFAULT_FOR_ENCODED) -> list[ImageResult]:
+                   polarity: str = DEFAULT_FOR_ENCODED) -> list[ImageResult]:
     """Top-k classes of each image file; an image the server refuses gets its error, the others their classes."""
     if top_k < 1:
         raise ConfigError(f"--top-k must be at least 1, got {top_k}")
-    if polarity not in polarity_module.POLARITIES:
-        raise ConfigError(f"unknown polarity {polarity!r}; choose one of {', '.join(polarity_module.POLARITIES)}")
+    if polarity not in POLARITIES:
+        raise ConfigError(f"unknown polarity {polarity!r}; choose one of {', '.join(POLARITIES)}")
     sources = list(sources)
     originals = read_images(sources, stdin)
-    contents = [polarity_module.apply_to_encoded(data, polarity) for data in originals]
+    contents = [apply_to_encoded(data, polarity) for data in originals]
     light = [False] * len(originals)
-    if polarity == polarity_module.AS_IS:
-        grays = [polarity_module.encoded_grayscale(data) for data in originals]
-        light = [gray is not None and polarity_module.border_is_light(gray) for gray in grays]
+    if polarity == AS_IS:
+        grays = [encoded_grayscale(data) for data in originals]
+        light = [gray is not None and border_is_light(gray) for gray in grays]
     try:
         predictions = [(model.predict_encoded(contents), None)]
     except RequestError as error:

@@ -15,13 +15,14 @@ import pathlib
 
 import tensorflow as tf
 
-from tf_mlp import run_dir as layout
+from tf_mlp import layout
 from tf_mlp.client import errors
 from tf_mlp.client.base import Client, ModelSpec
 from tf_mlp.client.local import clean_message
 from tf_mlp.client.results import ModelMetadata, ModelStatus
 from tf_mlp.client.target import Target
 from tf_mlp.errors import ConfigError
+from tf_mlp.run_dir import read_class_names, restore_model
 
 
 class RunClient(Client):
@@ -32,13 +33,12 @@ class RunClient(Client):
         from tf_mlp.export.signatures import ServingFunctions, class_table
 
         self.path = pathlib.Path(target.path)
-        self._names = layout.read_class_names(self.path)
-        _, model = layout.restore_model(self.path)
-        serving = ServingFunctions(model, class_table(str(self.path / layout.LABELS_FILE)))
-        self._functions = {
-            name: tf.function(function, input_signature=[spec])
-            for name, (function, spec) in serving.endpoints().items()
-        }
+        self._names = read_class_names(self.path)
+        _, model = restore_model(self.path)
+        # The export's own signature functions, over the run's model and labels: a run answers as its export would.
+        serving = ServingFunctions(model, class_table(str(layout.labels_path(self.path))))
+        self._functions = {name: tf.function(function, input_signature=[spec])
+                           for name, (function, spec) in serving.endpoints().items()}
 
     def _run(self, signature: str, kind: str, batch) -> dict:
         function = self._functions.get(signature)

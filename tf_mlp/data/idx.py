@@ -130,6 +130,7 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(payload)
+        # Written beside the target and renamed over it: a reader never sees a half-written IDX file.
         os.replace(temporary, path)
     except BaseException:
         pathlib.Path(temporary).unlink(missing_ok=True)

@@ -25,13 +25,14 @@ import numpy as np
 import PIL.Image
 import tensorflow_datasets as tfds
 
-from tf_mlp.contract import CLASS_NAMES, IMAGE_SIZE
+from tf_mlp.contract import IMAGE_SIZE
+from tf_mlp.data import catalog
 from tf_mlp.data import local_builder
 from tf_mlp.errors import DataError
 
 log = logging.getLogger(__name__)
 
-LETTERS = CLASS_NAMES["notmnist"]
+LETTERS = catalog.CATALOG["notmnist"].class_names
 _ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 # What a damaged PNG makes Pillow raise: OSError covers UnidentifiedImageError
 # and truncated or broken streams; Pillow reports some malformed chunks as

@@ -33,11 +33,6 @@ def overlap_mask(train_images: np.ndarray, other_images: np.ndarray) -> np.ndarr
     return np.fromiter((digest in train for digest in image_digests(other_images)), dtype=bool, count=len(other_images))
 
 
-def duplicates_within(images: np.ndarray) -> int:
-    """Images that repeat an earlier image of the same array (N minus distinct images)."""
-    return len(images) - len(set(image_digests(images)))
-
-
 def overlap_report(splits: DataSplits) -> dict:
     """How many validation/test images have an exact duplicate in train, and
     how many images repeat within each split.

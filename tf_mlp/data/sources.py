@@ -1,12 +1,14 @@
 """Which TFDS builder serves a DataConfig, prepared and ready to read.
 
-- fashion_mnist: Debian's dataset-fashion-mnist files when installed (no
-  network needed), else the TFDS catalogue; with --source-dir, that directory.
-- mnist: the TFDS catalogue, or the IDX files of --source-dir.
-- notmnist: --source-dir with the notMNIST archives/folders, or IDX files;
-  without it, the 8,000-image sample shipped in the package
-  (tf_mlp/data/notmnist_sample: IDX pair, MIT licence, attribution).
-- idx: any directory of IDX files; class names from its labels.txt if present.
+Where each data set comes from is tf_mlp/data/catalog.py's table; this
+module turns an entry and a DataConfig into a prepared builder:
+
+- --source-dir given: that directory's IDX files (or, for notMNIST, its
+  archives/folders); else the entry's default source when it exists (Debian's
+  Fashion-MNIST files; the notMNIST sample shipped in the package); else the
+  TFDS catalogue when the entry has one.
+- class names: the entry's, or the source directory's labels.txt where the
+  entry reads it.
 """
 
 from __future__ import annotations
@@ -15,24 +17,21 @@ import dataclasses
 import logging
 import pathlib
 import socket
+import typing
 import urllib.parse
 
 import tensorflow_datasets as tfds
 
-from tf_mlp.config import DATA_SETS, DataConfig
-from tf_mlp.contract import CLASS_NAMES, NUM_CLASSES
-from tf_mlp.data import idx_builder, local_builder, notmnist_builder
+from tf_mlp import layout
+from tf_mlp.contract import NUM_CLASSES
+from tf_mlp.data import catalog, idx_builder, local_builder, notmnist_builder
 from tf_mlp.errors import DataError
+
+if typing.TYPE_CHECKING:
+    from tf_mlp.config import DataConfig
 
 log = logging.getLogger(__name__)
 
-DEBIAN_FASHION_MNIST = pathlib.Path("/usr/share/datasets/fashion-mnist")
-"""Where Debian's dataset-fashion-mnist package installs the four IDX files."""
-
-PACKAGED_NOTMNIST = pathlib.Path(__file__).resolve().parent / "notmnist_sample"
-"""The notMNIST sample's IDX pair shipped as package data (see its README.md for source and licence)."""
-
-LABELS_FILE = "labels.txt"
 _IDX_NAMES = "train-images-idx3-ubyte.gz and friends, or images-idx3-ubyte.gz + labels-idx1-ubyte.gz"
 
 
@@ -48,49 +47,41 @@ class Source:
 
 def open_source(config: DataConfig) -> Source:
     """The prepared source of ``config.name``; DataError when it cannot be had."""
-    if config.name not in DATA_SETS:
-        raise DataError(f"unknown data set {config.name!r}; choose one of {', '.join(DATA_SETS)}")
+    data_set = catalog.CATALOG.get(config.name)
+    if data_set is None:
+        raise DataError(f"unknown data set {config.name!r}; choose one of {', '.join(catalog.DATA_SETS)}")
     source_dir = _checked_directory(config.source_dir) if config.source_dir else None
 
-    if config.name == "fashion_mnist":
-        if source_dir is None and DEBIAN_FASHION_MNIST.is_dir():
-            source_dir = DEBIAN_FASHION_MNIST
-        if source_dir is None:
-            return _catalogue(
-                config, "install Debian's dataset-fashion-mnist package or pass --source-dir with the IDX files"
-            )
-        return _idx_source(source_dir, config, CLASS_NAMES["fashion_mnist"])
-
-    if config.name == "mnist":
-        if source_dir is None:
-            return _catalogue(config, "pass --source-dir with the MNIST IDX files")
-        return _idx_source(source_dir, config, CLASS_NAMES["mnist"])
-
-    if config.name == "notmnist" and source_dir is None:
-        if not idx_builder.find_idx_files(PACKAGED_NOTMNIST):
-            raise DataError(f"the packaged notMNIST sample is missing from {PACKAGED_NOTMNIST} (a broken install?); "
+    if source_dir is None and data_set.default_source is not None:
+        if data_set.default_source_required and not idx_builder.find_idx_files(data_set.default_source):
+            raise DataError(f"the packaged {config.name} sample is missing from {data_set.default_source} (a broken install?); "
                             f"reinstall tf-mlp or pass --source-dir")
-        builder = local_builder.prepare(idx_builder.IdxImages, PACKAGED_NOTMNIST, config.data_dir)
-        return Source(builder, CLASS_NAMES["notmnist"], "the notMNIST sample shipped with tf-mlp")
+        if data_set.default_source.is_dir():
+            source = _idx_source(data_set.default_source, config, data_set)
+            if data_set.default_source_required:
+                source.description = f"the {config.name} sample shipped with tf-mlp"
+            return source
     if source_dir is None:
-        raise DataError(f"data set {config.name!r} needs --source-dir (a directory of {_what(config.name)})")
-    if config.name == "notmnist":
-        if notmnist_builder.find_sources(source_dir):
-            builder = local_builder.prepare(notmnist_builder.NotmnistArchives, source_dir, config.data_dir)
-            return Source(builder, CLASS_NAMES["notmnist"], f"notMNIST PNG archives in {source_dir}")
-        return _idx_source(source_dir, config, CLASS_NAMES["notmnist"])
-    return _idx_source(source_dir, config, _class_names_file(source_dir))
+        if data_set.catalogue_remedy:
+            return _catalogue(config, data_set)
+        raise DataError(f"data set {config.name!r} needs --source-dir (a directory of {data_set.source_kinds})")
+    if data_set.archives and notmnist_builder.find_sources(source_dir):
+        builder = local_builder.prepare(notmnist_builder.NotmnistArchives, source_dir, config.data_dir)
+        return Source(builder, data_set.class_names, f"notMNIST PNG archives in {source_dir}")
+    return _idx_source(source_dir, config, data_set)
 
 
-def _idx_source(source_dir: pathlib.Path, config: DataConfig, class_names: tuple[str, ...]) -> Source:
+def _idx_source(source_dir: pathlib.Path, config: DataConfig, data_set: catalog.DataSet) -> Source:
     if not idx_builder.find_idx_files(source_dir):
-        raise DataError(f"{source_dir}: no {_what(config.name)} found (expected {_IDX_NAMES})")
+        raise DataError(f"{source_dir}: no {data_set.source_kinds} found (expected {_IDX_NAMES})")
     builder = local_builder.prepare(idx_builder.IdxImages, source_dir, config.data_dir)
+    class_names = _class_names_file(source_dir, data_set.class_names) if data_set.labels_from_source else data_set.class_names
     return Source(builder, class_names, f"IDX files in {source_dir}")
 
 
-def _catalogue(config: DataConfig, remedy: str) -> Source:
+def _catalogue(config: DataConfig, data_set: catalog.DataSet) -> Source:
     """A data set from TFDS's own catalogue, downloaded on first use."""
+    remedy = data_set.catalogue_remedy
     try:
         builder = tfds.builder(config.name, data_dir=config.data_dir)
     except Exception as error:  # TFDS raises many types here; any of them means "not available"
@@ -111,7 +102,7 @@ def _catalogue(config: DataConfig, remedy: str) -> Source:
             raise DataError(
                 f"downloading {config.name} through TFDS failed ({type(error).__name__}); {remedy}"
             ) from None
-    return Source(builder, CLASS_NAMES[config.name], f"TFDS catalogue data set {config.name}")
+    return Source(builder, data_set.class_names, f"TFDS catalogue data set {config.name}")
 
 
 def _reachable(host: str, timeout: float = 5.0) -> bool:
@@ -133,18 +124,12 @@ def _checked_directory(path: str) -> pathlib.Path:
     return directory
 
 
-def _class_names_file(source_dir: pathlib.Path) -> tuple[str, ...]:
-    """Names from ``labels.txt`` (one per line, class id order), else "0".."9"."""
-    path = source_dir / LABELS_FILE
+def _class_names_file(source_dir: pathlib.Path, default: tuple[str, ...]) -> tuple[str, ...]:
+    """Names from ``labels.txt`` (one per line, class id order), else ``default``."""
+    path = layout.labels_path(source_dir)
     if not path.is_file():
-        return CLASS_NAMES["mnist"]
+        return default
     names = tuple(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
     if len(names) != NUM_CLASSES:
         raise DataError(f"{path}: has {len(names)} class names (expected {NUM_CLASSES}, one per line)")
     return names
-
-
-def _what(name: str) -> str:
-    if name == "notmnist":
-        return "notMNIST archives (notMNIST_large.tar.gz, notMNIST_small.tar.gz), extracted A..J folders or IDX files"
-    return "IDX files"

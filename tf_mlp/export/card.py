@@ -25,7 +25,7 @@ import json
 import pathlib
 import subprocess
 
-from tf_mlp import contract
+from tf_mlp import contract, layout
 
 _PACKAGE_DIR = pathlib.Path(__file__).resolve().parents[1]
 
@@ -100,11 +100,11 @@ def complete(card: dict, *, version: int, export_seconds: float, signatures: dic
 
 
 def write(saved_model_dir, card: dict) -> pathlib.Path:
-    path = pathlib.Path(saved_model_dir) / "assets.extra" / contract.MODEL_CARD_FILE
+    path = layout.assets_extra_path(saved_model_dir, contract.MODEL_CARD_FILE)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(card, indent=2) + "\n")
     return path
 
 
 def read(saved_model_dir) -> dict:
-    return json.loads((pathlib.Path(saved_model_dir) / "assets.extra" / contract.MODEL_CARD_FILE).read_text())
+    return json.loads(layout.assets_extra_path(saved_model_dir, contract.MODEL_CARD_FILE).read_text())

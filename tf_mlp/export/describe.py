@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import pathlib
 
+from tf_mlp import layout
 from tf_mlp.errors import ExportError
 
 _INTERNAL_SIGNATURES = ("__saved_model_init_op",)
@@ -23,7 +24,7 @@ def read_signature_defs(saved_model_dir) -> dict:
     """{tag-set string: {signature name: SignatureDef}} of the SavedModel in saved_model_dir."""
     from tensorflow.core.protobuf import saved_model_pb2
 
-    path = pathlib.Path(saved_model_dir) / "saved_model.pb"
+    path = pathlib.Path(saved_model_dir) / layout.SAVED_MODEL_FILE
     if not path.is_file():
         raise ExportError(f"{saved_model_dir}: not a SavedModel directory (no saved_model.pb)")
     saved_model = saved_model_pb2.SavedModel()

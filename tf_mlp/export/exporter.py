@@ -28,10 +28,10 @@ import time
 
 import numpy as np
 
-from tf_mlp import contract, run_dir as layout
+from tf_mlp import contract, image_files, layout
 from tf_mlp.errors import DataError, ExportError
-from tf_mlp.export import card as card_module
-from tf_mlp.export import describe, signatures, verify, versions, warmup
+from tf_mlp.export import card, describe, signatures, verify, versions, warmup
+from tf_mlp.run_dir import latest_checkpoint, load_config, model_checkpoint, read_class_names, read_evaluation, restore_model
 
 VERIFICATION_IMAGES = 1000
 """Test images (the first ones of the test split) a run's export is verified on."""
@@ -105,14 +105,14 @@ def export_model(
         signatures.save(model, class_names, staging)
         warmup.write_requests(staging, pixels[: max(warmup.BATCH_SIZES)])
         checked = {"source": verification_source, **verify.verify_saved_model(staging, model, class_names, pixels)}
-        card = card_module.complete(
+        completed_card = card.complete(
             model_card,
             version=version,
             export_seconds=time.perf_counter() - start,
             signatures=describe.signature_summary(staging),
             verification=checked,
         )
-        card_module.write(staging, card)
+        card.write(staging, completed_card)
         path = versions.publish(staging, export_base, version, overwrite=overwrite)
     except OSError as error:
         versions.discard(staging)
@@ -126,31 +126,27 @@ def export_model(
         path=path,
         version=version,
         signatures=describe.describe_signatures(path),
-        model_card=card,
+        model_card=completed_card,
         seconds=time.perf_counter() - start,
         pruned=pruned,
     )
 
 
 def _test_images(config) -> np.ndarray:
-    from tf_mlp.data import load_splits
-
-    return load_splits(config.data).test.images[:VERIFICATION_IMAGES]
+    return image_files.read_split(config.data, "test").images[:VERIFICATION_IMAGES]
 
 
 def read_verification_images(path) -> np.ndarray:
     """The first VERIFICATION_IMAGES images of a pixel file (.npy, .npz or IDX: what batch inference reads)."""
-    from tf_mlp.batch.inputs import open_inputs
-    from tf_mlp.client.base import PIXELS
-
     if not pathlib.Path(path).is_file():
         raise ExportError(
             f"--verify-on {path}: no such file (give an .npy, .npz or IDX file of uint8 [N, 28, 28] images)"
         )
-    inputs = open_inputs(str(path))
-    if inputs.kind != PIXELS or not len(inputs):
+    images, _ = image_files.read_pixel_file(pathlib.Path(path))
+    images = image_files.check_images(str(path), images)
+    if not len(images):
         raise ExportError(f"--verify-on {path}: holds no images")
-    return inputs.images[:VERIFICATION_IMAGES]
+    return images[:VERIFICATION_IMAGES]
 
 
 _CHECKPOINT_NAME = re.compile(r"ckpt-([0-9]+)")
@@ -165,7 +161,7 @@ def unfinished_reason(run_dir, evaluation: dict | None) -> str | None:
         return f"training stopped at step {steps} of {planned}"
     # train.py numbers its checkpoints by training step: a newer one means the
     # run was resumed after its evaluation and has not finished again.
-    match = _CHECKPOINT_NAME.fullmatch(pathlib.Path(layout.latest_checkpoint(run_dir)).name)
+    match = _CHECKPOINT_NAME.fullmatch(pathlib.Path(latest_checkpoint(run_dir)).name)
     if match and steps is not None and int(match.group(1)) > steps:
         return (
             f"training went on after the final test evaluation (step {steps}) to step {match.group(1)}"
@@ -195,16 +191,16 @@ def export_run(
     versions.check_keep(keep)
     if version is not None:
         versions.check_can_publish(export_base, versions.check_version(version), overwrite)
-    config = layout.load_config(run_dir)
-    checkpoint = layout.model_checkpoint(run_dir, config)
-    evaluation = layout.read_evaluation(run_dir)
+    config = load_config(run_dir)
+    checkpoint = model_checkpoint(run_dir, config)
+    evaluation = read_evaluation(run_dir)
     unfinished = unfinished_reason(run_dir, evaluation)
     if unfinished and not allow_unfinished:
         raise ExportError(f"{run_dir}: {unfinished}; finish it with tf-mlp train, or pass --allow-unfinished")
-    config, model = layout.restore_model(run_dir, checkpoint)
-    class_names = layout.read_class_names(run_dir)
+    config, model = restore_model(run_dir, checkpoint)
+    class_names = read_class_names(run_dir)
     run_path = pathlib.Path(run_dir).resolve()
-    facts = card_module.training_facts(
+    facts = card.training_facts(
         config, evaluation, class_names, run_dir=run_path, checkpoint=checkpoint, unfinished=unfinished
     )
     if verification_images is not None:

@@ -45,7 +45,7 @@ import keras
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
-from tf_mlp import contract
+from tf_mlp import contract, layout
 from tf_mlp.export import images
 
 SIGNATURE_NAMES = (
@@ -169,7 +169,7 @@ def save(model, class_names, directory) -> None:
 
 def set_method_names(directory, method_names: dict) -> None:
     """Give signatures a method name other than predict, in saved_model.pb (see the module docstring)."""
-    path = pathlib.Path(directory) / "saved_model.pb"
+    path = pathlib.Path(directory) / layout.SAVED_MODEL_FILE
     saved_model = saved_model_pb2.SavedModel()
     saved_model.ParseFromString(path.read_bytes())
     for meta_graph in saved_model.meta_graphs:

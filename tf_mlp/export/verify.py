@@ -25,7 +25,7 @@ import pathlib
 import numpy as np
 import tensorflow as tf
 
-from tf_mlp import contract
+from tf_mlp import contract, layout
 from tf_mlp.errors import ExportError
 from tf_mlp.export import describe, signatures, warmup
 
@@ -194,7 +194,7 @@ def verify_saved_model(saved_model_dir, model, class_names, pixels: np.ndarray) 
     saved_model_dir = pathlib.Path(saved_model_dir)
     pixels = np.asarray(pixels, dtype=np.uint8)
     class_names = list(class_names)
-    labels = (saved_model_dir / "assets" / contract.LABELS_ASSET).read_text().splitlines()
+    labels = layout.labels_asset_path(saved_model_dir).read_text().splitlines()
     if labels != class_names:
         _fail(f"assets/{contract.LABELS_ASSET}", f"holds {labels}, expected {class_names}")
     summary = describe.signature_summary(saved_model_dir)
@@ -213,7 +213,7 @@ def verify_saved_model(saved_model_dir, model, class_names, pixels: np.ndarray) 
             if loader == SESSION_LOADER:
                 # TensorFlow Serving replays the warmup file in the session it serves from.
                 try:
-                    warmup_records = warmup.replay(loaded.run, saved_model_dir / "assets.extra" / contract.WARMUP_FILE)
+                    warmup_records = warmup.replay(loaded.run, layout.assets_extra_path(saved_model_dir, contract.WARMUP_FILE))
                 except (tf.errors.OpError, KeyError, ValueError) as error:
                     _fail(f"warmup request ({loader})", _first_line(error))
         finally:

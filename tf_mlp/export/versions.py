@@ -29,16 +29,14 @@ import ctypes
 import errno
 import os
 import pathlib
-import re
 import shutil
 import tempfile
 
-from tf_mlp import contract
+from tf_mlp import contract, layout
 from tf_mlp.errors import ExportError
 
 STAGING_PREFIX = ".export-"
 RETIRED_PREFIX = ".retired-"
-_VERSION_NAME = re.compile(r"[0-9]+")
 
 
 def model_dir(export_base) -> pathlib.Path:
@@ -52,12 +50,7 @@ def version_dir(export_base, version: int) -> pathlib.Path:
 
 def list_versions(export_base) -> list[int]:
     """Published versions, ascending; staging and retired directories are not versions."""
-    directory = model_dir(export_base)
-    if not directory.is_dir():
-        return []
-    return sorted(
-        int(child.name) for child in directory.iterdir() if _VERSION_NAME.fullmatch(child.name) and child.is_dir()
-    )
+    return list(layout.version_dirs(model_dir(export_base)))
 
 
 def next_version(export_base) -> int:
@@ -101,6 +94,8 @@ def publish(staging: pathlib.Path, export_base, version: int, *, overwrite: bool
     target = version_dir(export_base, version)
     if not target.exists():
         try:
+            # rename(2) on one file system is atomic: a server polling the
+            # base path sees no version <version> or all of it, never half.
             # On Linux, rename onto an existing non-empty directory fails, so
             # a concurrent export that took the same number is never clobbered.
             os.rename(staging, target)

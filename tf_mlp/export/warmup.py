@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import classification_pb2, predict_pb2, prediction_log_pb2
 
-from tf_mlp import contract
+from tf_mlp import contract, layout
 from tf_mlp.errors import ExportError
 
 BATCH_SIZES = (1, 4, 16)
@@ -76,7 +76,7 @@ def build_requests(pixels: np.ndarray) -> list[prediction_log_pb2.PredictionLog]
 
 def write_requests(saved_model_dir, pixels: np.ndarray) -> pathlib.Path:
     """Write assets.extra/tf_serving_warmup_requests; return its path."""
-    path = pathlib.Path(saved_model_dir) / "assets.extra" / contract.WARMUP_FILE
+    path = layout.assets_extra_path(saved_model_dir, contract.WARMUP_FILE)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tf.io.TFRecordWriter(str(path)) as writer:
         for log in build_requests(pixels):
