@@ -142,7 +142,7 @@ def report(run_dir, output_dir, mistakes):
 
 @main.command(name="reproduce")
 @click.option("--data", "data_sets", multiple=True, type=click.Choice(["fashion_mnist", "notmnist", "mnist"]), help="Data set to reproduce on (repeatable; default fashion_mnist and notmnist).")
-@click.option("--notmnist-dir", default="../shared/data/notmnist-sample", show_default=True, help="notMNIST source: archives, folders or an IDX pair.")
+@click.option("--notmnist-dir", help="notMNIST source: archives, folders or an IDX pair (default: the sample shipped with the package).")
 @click.option("--mnist-dir", help="MNIST IDX directory (default: TFDS catalogue download).")
 @click.option("--output-dir", default="runs/reproduce", show_default=True, type=click.Path(file_okay=False), help="Where RESULTS.md and results/<data set>/ are written; `--output-dir docs` publishes (full runs only).")
 @click.option("--runs-root", default="runs/reproduce", show_default=True, type=click.Path(file_okay=False), help="Where the runs' checkpoints go; finished runs are reused.")
