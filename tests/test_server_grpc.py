@@ -18,14 +18,6 @@ from tf_mlp.export import warmup
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    base = serving_helpers.model_base(tmp_path_factory.mktemp("grpc"))
-    server = serving_helpers.start_server(model_base_path=str(base))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def channel(server):
     with grpc.insecure_channel(server.grpc_target) as channel:
         yield channel

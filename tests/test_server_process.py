@@ -32,7 +32,8 @@ import tensorflow as tf
 from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
 
 from tests import serving_helpers
-from tests.server_process import ServerProcess, free_port, serve_until_exit
+from tests.conftest import free_port
+from tests.server_process import ServerProcess, serve_until_exit
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RUN_SCRIPT = REPO / "serving" / "run.sh"

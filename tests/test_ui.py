@@ -21,7 +21,7 @@ import requests
 from click.testing import CliRunner
 
 from tests import serving_helpers
-from tests.server_process import free_port
+from tests.conftest import free_port
 from tf_mlp import contract
 from tf_mlp.cli import main
 from tf_mlp.errors import ConfigError, TfMlpError

@@ -80,16 +80,7 @@ class LocalClient(Client):
             raise errors.RequestError(str(self.target), "INVALID_ARGUMENT",
                                       f"signature {signature!r} takes {len(inputs)} inputs, not 1")
         (alias, spec), = inputs.items()
-        try:
-            outputs = function(**{alias: tf.constant(batch, dtype=spec.dtype)})
-        except tf.errors.InvalidArgumentError as error:
-            self.stats.add(1, failed=True)
-            raise errors.RequestError(str(self.target), "INVALID_ARGUMENT", clean_message(error.message)) from None
-        except tf.errors.OpError as error:
-            self.stats.add(1, failed=True)
-            raise errors.ServerError(str(self.target), type(error).__name__, clean_message(error.message)) from None
-        self.stats.add(1, failed=False)
-        return {name: value.numpy() for name, value in outputs.items()}
+        return call_and_count(self, lambda: function(**{alias: tf.constant(batch, dtype=spec.dtype)}))
 
     def _status(self) -> ModelStatus:
         # One version is loaded; as TensorFlow Serving's latest-version policy, it alone is AVAILABLE.
@@ -121,3 +112,17 @@ class LocalClient(Client):
 def clean_message(message: str) -> str:
     """A TensorFlow error message without the eager wrapping, as a server would send it."""
     return _EAGER_SUFFIX.sub("", _EAGER_PREFIX.sub("", message)).strip()
+
+
+def call_and_count(client: Client, call) -> dict:
+    """Run one in-process signature call: count it, and map TensorFlow's errors as a server's answer would be."""
+    try:
+        outputs = call()
+    except tf.errors.InvalidArgumentError as error:
+        client.stats.add(1, failed=True)
+        raise errors.RequestError(str(client.target), "INVALID_ARGUMENT", clean_message(error.message)) from None
+    except tf.errors.OpError as error:
+        client.stats.add(1, failed=True)
+        raise errors.ServerError(str(client.target), type(error).__name__, clean_message(error.message)) from None
+    client.stats.add(1, failed=False)
+    return {name: value.numpy() for name, value in outputs.items()}

@@ -18,7 +18,7 @@ import tensorflow as tf
 from tf_mlp import layout
 from tf_mlp.client import errors
 from tf_mlp.client.base import Client, ModelSpec
-from tf_mlp.client.local import clean_message
+from tf_mlp.client.local import call_and_count
 from tf_mlp.client.results import ModelMetadata, ModelStatus
 from tf_mlp.client.target import Target
 from tf_mlp.errors import ConfigError
@@ -47,16 +47,7 @@ class RunClient(Client):
             raise errors.RequestError(str(self.target), "INVALID_ARGUMENT",
                                       f'Serving signature name: "{signature}" not found (signatures: {names})')
         (spec,) = function.input_signature
-        try:
-            outputs = function(tf.constant(batch, dtype=spec.dtype))
-        except tf.errors.InvalidArgumentError as error:
-            self.stats.add(1, failed=True)
-            raise errors.RequestError(str(self.target), "INVALID_ARGUMENT", clean_message(error.message)) from None
-        except tf.errors.OpError as error:
-            self.stats.add(1, failed=True)
-            raise errors.ServerError(str(self.target), type(error).__name__, clean_message(error.message)) from None
-        self.stats.add(1, failed=False)
-        return {name: value.numpy() for name, value in outputs.items()}
+        return call_and_count(self, lambda: function(tf.constant(batch, dtype=spec.dtype)))
 
     def _status(self) -> ModelStatus:
         raw = {"model_version_status": [
