@@ -20,7 +20,7 @@ import pytest
 
 from tests import synthetic
 from tests.conftest import REPO_ROOT, write_idx_data_set
-from tf_mlp import layout
+from tf_mlp import config, layout
 from tf_mlp.run_dir import load_config, read_metrics, training_lock
 
 # Every test starts TensorFlow in a fresh process or two: seconds each, tens on a busy machine.
@@ -222,7 +222,7 @@ def test_config_command_prints_the_resolved_config(tmp_path):
     assert result.returncode == 0 and result.stderr == "", result.stderr
     values = json.loads(result.stdout)
     assert values["train"]["epochs"] == 5 and values["model"]["hidden_units"] == [64, 32]
-    assert values["train"]["decay_rate"] == 0.5  # the rest is the deep preset's
+    assert values["train"]["decay_rate"] == config.preset("deep").train.decay_rate  # the rest is the deep preset's
     (tmp_path / "config.json").write_text(result.stdout)
     again = run_cli("config", "--config", tmp_path / "config.json")
     assert json.loads(again.stdout) == values  # the output is a config file
