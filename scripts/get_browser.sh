@@ -7,12 +7,12 @@ if [ -x /usr/bin/chromium ]; then
     echo "Chromium: $(/usr/bin/chromium --version 2>/dev/null)"
     exit 0
 fi
-if command -v apt-get >/dev/null 2>&1; then
-    SUDO=""
-    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-    $SUDO apt-get update -qq
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+status=0
+sh "$(dirname "$0")/apt_install.sh" chromium || status=$?
+if [ "$status" -eq 0 ]; then
     echo "Chromium: $(/usr/bin/chromium --version 2>/dev/null)"
-else
+elif [ "$status" -eq 3 ]; then
     echo "apt-get not available: install Chromium at /usr/bin/chromium, or the page's browser tests skip (fail in CI)"
+else
+    exit "$status"
 fi

@@ -10,12 +10,12 @@ if [ -f "$DIR/train-images-idx3-ubyte.gz" ] && [ -f "$DIR/t10k-labels-idx1-ubyte
     echo "Fashion-MNIST: $DIR"
     exit 0
 fi
-if command -v apt-get >/dev/null 2>&1; then
-    SUDO=""
-    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-    $SUDO apt-get update -qq
-    $SUDO apt-get install -y -qq dataset-fashion-mnist
+status=0
+sh "$(dirname "$0")/apt_install.sh" dataset-fashion-mnist || status=$?
+if [ "$status" -eq 0 ]; then
     echo "Fashion-MNIST: $DIR"
-else
+elif [ "$status" -eq 3 ]; then
     echo "apt-get not available: Fashion-MNIST will be downloaded by TFDS's catalogue builder on first use"
+else
+    exit "$status"
 fi
