@@ -191,3 +191,17 @@ def test_polarity_is_applied_as_the_batch_command_applies_it(tmp_path, model_bas
     plain = tmp_path / "plain.csv"
     assert run_batch_script(images, "-o", plain, "--target", f"local:{model_base}").exit_code == 0
     assert plain.read_bytes() != expected.read_bytes()
+
+
+def test_importing_the_beam_package_prints_no_optional_client_warning():
+    import os
+    import subprocess
+    import sys
+
+    # Beam's BigQuery package logs "apitools not found" on import; tf-mlp never uses BigQuery.
+    # TF_CPP_MIN_LOG_LEVEL only quiets TensorFlow's C++ lines, so anything left comes from Python logging.
+    result = subprocess.run([sys.executable, "-c", "import logging, tf_mlp.beam; logging.warning('still logging')"],
+                            capture_output=True, text=True, timeout=120, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr
+    assert "apitools" not in result.stderr
+    assert "WARNING:root:still logging" in result.stderr  # other warnings still reach the user

@@ -65,3 +65,49 @@ def test_a_quick_reproduction_never_writes_into_docs(tmp_path, monkeypatch, quic
 def test_reproduce_writes_under_runs_unless_publishing():
     defaults = {parameter.name: parameter.default for parameter in main.commands["reproduce"].params}
     assert defaults["output_dir"] == "runs/reproduce"
+
+
+def test_reproduce_offers_every_data_set_in_the_catalog():
+    from tf_mlp.data.catalog import DATA_SETS
+
+    data_option = next(parameter for parameter in main.commands["reproduce"].params if parameter.name == "data_sets")
+    assert tuple(data_option.type.choices) == DATA_SETS and "kmnist" in DATA_SETS
+
+
+def test_source_dirs_map_each_data_set_to_its_directory(tmp_path):
+    assert reproduce.parse_source_dirs([f"idx={tmp_path}", "mnist=~/m"], ("idx", "mnist")) == {
+        "idx": str(tmp_path), "mnist": str(pathlib.Path("~/m").expanduser()),
+    }
+    assert reproduce.parse_source_dirs([], reproduce.DEFAULT_DATA_SETS) == {}
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    (["--source-dir", "notmnist"], "--source-dir 'notmnist' is not DATA=DIR"),
+    (["--source-dir", "=/tmp"], "--source-dir '=/tmp' is not DATA=DIR"),
+    (["--source-dir", "mnist=/tmp"], "names 'mnist', which this run does not reproduce (it runs fashion_mnist, notmnist)"),
+    (["--data", "idx", "--source-dir", "idx=/a", "--source-dir", "idx=/b"], "--source-dir gives 'idx' twice"),
+])
+def test_a_malformed_source_dir_is_a_one_line_error_before_any_training(tmp_path, monkeypatch, arguments, message):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(reproduce, "reproduce", lambda *args, **kwargs: pytest.fail("trained despite a bad --source-dir"))
+    result = CliRunner().invoke(main, ["reproduce", *arguments])
+    assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+    assert message in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_each_data_set_trains_from_its_own_source_dir(tmp_path, monkeypatch):
+    trained = []
+
+    def fake_reproduce(data_config, output_dir, **options):
+        trained.append((data_config.name, data_config.source_dir))
+        output_dir.mkdir(parents=True)
+        (output_dir / "results.md").write_text(f"{data_config.name}\n")
+        return {"data_set": data_config.name}
+
+    monkeypatch.setattr(reproduce, "reproduce", fake_reproduce)
+    monkeypatch.setattr(reproduce, "write_results_page", lambda path, results, command: trained.append(command))
+    result = CliRunner().invoke(main, ["reproduce", "--data", "idx", "--data", "notmnist", "--source-dir", f"idx={tmp_path}",
+                                       "--output-dir", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert trained[:2] == [("idx", str(tmp_path)), ("notmnist", None)]

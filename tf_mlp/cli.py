@@ -18,6 +18,7 @@ import sys
 import click
 
 from tf_mlp import config, startup
+from tf_mlp.data.catalog import DATA_SETS
 from tf_mlp.errors import ConfigError, TfMlpError
 from tf_mlp.ui.command import ui_command
 
@@ -141,14 +142,13 @@ def report(run_dir, output_dir, mistakes):
 
 
 @main.command(name="reproduce")
-@click.option("--data", "data_sets", multiple=True, type=click.Choice(["fashion_mnist", "notmnist", "mnist"]), help="Data set to reproduce on (repeatable; default fashion_mnist and notmnist).")
-@click.option("--notmnist-dir", help="notMNIST source: archives, folders or an IDX pair (default: the sample shipped with the package).")
-@click.option("--mnist-dir", help="MNIST IDX directory (default: TFDS catalogue download).")
+@click.option("--data", "data_sets", multiple=True, type=click.Choice(DATA_SETS), help="Data set to reproduce on (repeatable; default fashion_mnist and notmnist).")
+@click.option("--source-dir", "source_dirs", multiple=True, metavar="DATA=DIR", help="Where a data set's source files are, e.g. notmnist=~/notMNIST or mnist=~/mnist-idx (repeatable; default: each data set's own, as for train).")
 @click.option("--output-dir", default="runs/reproduce", show_default=True, type=click.Path(file_okay=False), help="Where RESULTS.md and results/<data set>/ are written; `--output-dir docs` publishes (full runs only).")
 @click.option("--runs-root", default="runs/reproduce", show_default=True, type=click.Path(file_okay=False), help="Where the runs' checkpoints go; finished runs are reused.")
 @click.option("--preset", "presets", multiple=True, type=click.Choice(list(config.PRESETS)), help="Preset to train (repeatable; default all).")
 @click.option("--epochs", type=int, help="Override every preset's epochs (a quick look; never written to docs/).")
-def reproduce_command(data_sets, notmnist_dir, mnist_dir, output_dir, runs_root, presets, epochs):
+def reproduce_command(data_sets, source_dirs, output_dir, runs_root, presets, epochs):
     """Train the presets, run the overfitting and overlap experiments, write RESULTS.md.
 
     Writes under runs/reproduce by default; `--output-dir docs` replaces the
@@ -157,15 +157,16 @@ def reproduce_command(data_sets, notmnist_dir, mnist_dir, output_dir, runs_root,
     """
     from tf_mlp import reproduce
 
-    departures = [flag for flag, given in (("--epochs", epochs is not None), ("--preset", presets), ("--data", data_sets)) if given]
+    departures = [flag for flag, given in (("--epochs", epochs is not None), ("--preset", presets), ("--data", data_sets), ("--source-dir", source_dirs)) if given]
     if departures and reproduce.is_docs_dir(output_dir):
         raise ConfigError(
             f"{output_dir} holds the shipped results; a run with {', '.join(departures)} writes elsewhere (omit --output-dir for runs/reproduce)"
         )
-    sources = {"fashion_mnist": None, "notmnist": notmnist_dir, "mnist": mnist_dir}
+    data_sets = data_sets or reproduce.DEFAULT_DATA_SETS
+    sources = reproduce.parse_source_dirs(source_dirs, data_sets)
     all_results = []
-    for name in data_sets or ("fashion_mnist", "notmnist"):
-        data_config = config.DataConfig(name=name, source_dir=sources[name])
+    for name in data_sets:
+        data_config = config.DataConfig(name=name, source_dir=sources.get(name))
         output = pathlib.Path(output_dir) / "results" / name
         all_results.append(reproduce.reproduce(data_config, output, runs_root=runs_root, presets=list(presets) or None, epochs=epochs))
         click.echo((output / "results.md").read_text())

@@ -21,11 +21,29 @@ from tf_mlp.run_dir import restore_model
 from tf_mlp.benchmark import cost_page
 from tf_mlp.data.overlap import overlap_mask, overlap_report
 from tf_mlp.data.splits import DataSplits
+from tf_mlp.errors import ConfigError
 
 # The overfitting experiment: the mlp on only this many minibatches of
 # training data, long enough to memorise them (the course uses a handful).
 OVERFIT_BATCHES = 5
 OVERFIT_EPOCHS = 100
+# What `tf-mlp reproduce` (and so docs/RESULTS.md) covers without --data.
+DEFAULT_DATA_SETS = ("fashion_mnist", "notmnist")
+
+
+def parse_source_dirs(arguments, data_sets) -> dict[str, str]:
+    """{data set: directory} from --source-dir DATA=DIR arguments; ConfigError names a malformed or unused one."""
+    sources: dict[str, str] = {}
+    for argument in arguments:
+        name, separator, directory = argument.partition("=")
+        if not separator or not name or not directory:
+            raise ConfigError(f"--source-dir {argument!r} is not DATA=DIR (e.g. notmnist=~/notMNIST)")
+        if name not in data_sets:
+            raise ConfigError(f"--source-dir {argument!r} names {name!r}, which this run does not reproduce (it runs {', '.join(data_sets)})")
+        if name in sources:
+            raise ConfigError(f"--source-dir gives {name!r} twice")
+        sources[name] = str(pathlib.Path(directory).expanduser())
+    return sources
 
 
 def is_docs_dir(path) -> bool:

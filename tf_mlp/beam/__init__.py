@@ -13,8 +13,27 @@ handler), staging (inputs into the job as chunk files), pipeline (the
 steps, and run).
 """
 
-from tf_mlp.beam.handler import Example, SavedModelHandler
-from tf_mlp.beam.pipeline import BeamSummary, MissingRowsError, ModelLocation, build_pipeline, locate_model, run
+import logging
+
+
+class _DropOptionalClientWarning(logging.Filter):
+    """Beam's BigQuery package logs this on import when its optional Google API client is absent.
+
+    tf-mlp never uses BigQuery, so the line would only alarm; it is dropped
+    while Beam imports, and every other log line passes.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("apitools not found")
+
+
+_filter = _DropOptionalClientWarning()
+logging.getLogger().addFilter(_filter)
+try:
+    from tf_mlp.beam.handler import Example, SavedModelHandler
+    from tf_mlp.beam.pipeline import BeamSummary, MissingRowsError, ModelLocation, build_pipeline, locate_model, run
+finally:
+    logging.getLogger().removeFilter(_filter)
 
 __all__ = ["BeamSummary", "Example", "MissingRowsError", "ModelLocation", "SavedModelHandler", "build_pipeline",
            "locate_model", "run"]
