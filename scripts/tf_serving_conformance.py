@@ -22,8 +22,10 @@ and wget (the profiler test sends its requests with it). Exit status: 0 when eve
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import pathlib
+import re
 import shutil
 import signal
 import subprocess
@@ -34,6 +36,10 @@ import xml.etree.ElementTree as ElementTree
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TEST = pathlib.Path("tensorflow_serving/model_servers/tensorflow_model_server_test.py")
 TEST_CLASS = "TensorflowModelServerTest"
+SUITE_MODULES = ("portpicker",)
+"""Modules the suite imports that this package does not install by default."""
+INSTALL_COMMAND = "pip install -e '.[tf-serving-tests]'"
+_MISSING_MODULE = re.compile(r"No module named '([^']+)'")
 
 # Runs the test file as __main__ once the checkout's Python modules are reachable under tensorflow_serving.
 _RUNNER = """
@@ -73,6 +79,19 @@ def results(xml_path: pathlib.Path) -> list[tuple[str, str, str]]:
     return rows
 
 
+def needs_module(name: str) -> str:
+    return f"the suite needs the Python module {name}, which is not installed; {INSTALL_COMMAND}"
+
+
+def missing_module_message(log_text: str) -> str | None:
+    """What the suite's output says it could not import, with the command that installs it if we know one."""
+    found = _MISSING_MODULE.search(log_text)
+    if found is None:
+        return None
+    name = found.group(1)
+    return needs_module(name) if name.split(".")[0] in SUITE_MODULES else f"it could not import the module {name}"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkout", type=pathlib.Path, help="a checkout of the tensorflow/serving repository")
@@ -82,6 +101,10 @@ def main(argv=None) -> int:
     checkout = args.checkout.resolve()
     if not (checkout / TEST).is_file():
         parser.error(f"{checkout} has no {TEST}; give the root of a tensorflow/serving checkout")
+    for name in SUITE_MODULES:
+        if importlib.util.find_spec(name) is None:
+            print(f"error: {needs_module(name)}", file=sys.stderr)
+            return 1
     if shutil.which("wget") is None:
         print("warning: wget is not installed; test_profiler_service_with_valid_trace_request sends no requests",
               file=sys.stderr)
@@ -108,7 +131,9 @@ def main(argv=None) -> int:
                 except ProcessLookupError:
                     pass
         if not xml_path.exists():
-            print(f"the suite did not run (exit {status}); see {log_path}", file=sys.stderr)
+            reason = missing_module_message(log_path.read_text(errors="replace"))
+            print(f"the suite did not run (exit {status}){': ' + reason if reason else ''}; see {log_path}",
+                  file=sys.stderr)
             return 1
         rows = results(xml_path)
         for name, outcome, detail in rows:

@@ -6,7 +6,6 @@ Test modules import the plain helpers (png_bytes, free_port) from here.
 import io
 import os
 import pathlib
-import socket
 
 # Quiet TensorFlow's C++ logging in test output; must be set before TF loads.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -15,6 +14,7 @@ import pytest  # noqa: E402
 
 from tests import synthetic  # noqa: E402
 from tf_mlp import config  # noqa: E402
+from tf_mlp.server.process import free_port  # noqa: E402,F401 - one free_port for the tests and the package
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTMNIST_SAMPLE = REPO_ROOT.parent / "shared" / "data" / "notmnist-sample"
@@ -28,13 +28,6 @@ def png_bytes(image) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def free_port() -> int:
-    """A port nothing listens on (bound and released at once)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +47,22 @@ def targets(server):
     from tests import serving_helpers
 
     return serving_helpers.client_targets(server)
+
+
+@pytest.fixture(scope="module")
+def images():
+    """Four test images for the shared tiny export (a module may define its own)."""
+    from tests import serving_helpers
+
+    return serving_helpers.test_images(4)
+
+
+@pytest.fixture(scope="module")
+def expected(images):
+    """serving_default's outputs for `images`, computed in-process: what the servers must answer."""
+    from tests import serving_helpers
+
+    return serving_helpers.serving_default_outputs(images)
 
 
 @pytest.fixture(scope="session")

@@ -33,8 +33,12 @@ from tensorflow_serving.apis import predict_pb2
 
 from tests import robustness_report, serving_helpers
 from tests.conftest import png_bytes
-from tests.server_process import ServerProcess
 from tf_mlp.server import ServerOptions
+from tf_mlp.server.process import ServerProcess
+
+# Every test but the package scan at the end shares one `tf-mlp serve` subprocess, which takes about 8 s to
+# start (TensorFlow's import and the model's load) before the first of them runs: the module is slow as a whole.
+pytestmark = pytest.mark.slow
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 MAX_BODY = 1024 * 1024

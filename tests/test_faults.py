@@ -29,10 +29,10 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from tests import robustness_report, serving_helpers, synthetic
 from tests.conftest import REPO_ROOT, write_idx_data_set
-from tests.server_process import ServerProcess
 from tf_mlp import batch, client, contract, layout
 from tf_mlp.export import versions
 from tf_mlp.run_dir import read_evaluation
+from tf_mlp.server.process import ServerProcess
 
 # Unbuffered: a SIGKILLed child keeps nothing back, so its output shows where it resumed from.
 ENVIRONMENT = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")

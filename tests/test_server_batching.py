@@ -18,8 +18,8 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from tests import serving_helpers
 from tf_mlp import contract
-from tf_mlp.server.batching import BatchingRunner, BatchingSettings
-from tf_mlp.server.status import Code, ServingError
+from tf_mlp.server.core.batching import BatchingRunner, BatchingSettings
+from tf_mlp.server.core.status import Code, ServingError
 
 
 class FakeServable:

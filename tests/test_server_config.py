@@ -12,8 +12,8 @@ from tensorflow_serving.config import model_server_config_pb2
 from tf_mlp import cli, contract
 from tf_mlp.errors import ConfigError
 from tf_mlp.server import config_files, options as options_module
-from tf_mlp.server.batching import BatchingSettings
-from tf_mlp.server.status import HTTP_STATUS, Code, ServingError
+from tf_mlp.server.core.batching import BatchingSettings
+from tf_mlp.server.core.status import HTTP_STATUS, Code, ServingError
 
 SERVING = pathlib.Path(__file__).resolve().parents[1] / "serving"
 
@@ -236,7 +236,7 @@ def test_grpc_channel_arguments_parse_as_tensorflow_serving():
 
 
 def test_thread_flags_reach_each_sessions_config_as_in_server_cc():
-    from tf_mlp.server.servable import LoadSettings
+    from tf_mlp.server.core.servable import LoadSettings
 
     def counts(*flags):
         settings = LoadSettings.from_options(options_module.parse_flags(["--model_base_path=x", *flags]))

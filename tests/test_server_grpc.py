@@ -4,16 +4,9 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorflow_serving.apis import (
-    classification_pb2,
-    get_model_metadata_pb2,
-    get_model_status_pb2,
-    model_service_pb2_grpc,
-    predict_pb2,
-    prediction_service_pb2_grpc,
-)
+from tensorflow_serving.apis import classification_pb2, get_model_metadata_pb2, get_model_status_pb2
+from tensorflow_serving.apis import model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc
 
-from tests import serving_helpers
 from tf_mlp.export import warmup
 
 
@@ -26,16 +19,6 @@ def channel(server):
 @pytest.fixture(scope="module")
 def stub(channel):
     return prediction_service_pb2_grpc.PredictionServiceStub(channel)
-
-
-@pytest.fixture(scope="module")
-def images():
-    return serving_helpers.test_images(4)
-
-
-@pytest.fixture(scope="module")
-def expected(images):
-    return serving_helpers.serving_default_outputs(images)
 
 
 def _request(signature_name="", **inputs) -> predict_pb2.PredictRequest:

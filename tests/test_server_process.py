@@ -33,7 +33,7 @@ from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
 
 from tests import serving_helpers
 from tests.conftest import free_port
-from tests.server_process import ServerProcess, serve_until_exit
+from tf_mlp.server.process import ServerProcess, serve_until_exit
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RUN_SCRIPT = REPO / "serving" / "run.sh"
@@ -55,6 +55,7 @@ def _in_flight(url: str) -> int:
     return int(re.search(r"^:tf_mlp:serving:requests_in_flight (\d+)$", text, re.M).group(1))
 
 
+@pytest.mark.slow
 def test_run_script_serves_with_tf_mlp_serve_and_stops_gracefully(tmp_path):
     serving_helpers.model_base(tmp_path)  # tmp_path/models/tf_mlp/1
     parked = tmp_path / "parked-batching.config"
@@ -199,6 +200,7 @@ def test_a_base_path_that_does_not_exist_is_said_once_and_polled(tmp_path):
     assert "Did you forget to name your leaf directory" not in server.log()
 
 
+@pytest.mark.slow
 def test_a_bad_model_config_file_stops_start_up_with_tensorflow_servings_message(tmp_path):
     bad = tmp_path / "bad_model_config.txt"
     bad.write_text("improperly formatted file")

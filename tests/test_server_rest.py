@@ -28,17 +28,6 @@ def server(tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def images():
-    return serving_helpers.test_images(4)
-
-
-@pytest.fixture(scope="module")
-def expected(images):
-    """serving_default's outputs for the images, computed in-process."""
-    return serving_helpers.serving_default_outputs(images)
-
-
 def _post(server, path, payload=None, data=None):
     return requests.post(f"{server.rest_url}{path}", json=payload, data=data, timeout=30)
 
@@ -239,7 +228,7 @@ def test_metrics(server):
 
 def test_bytes_outputs_are_b64_and_non_finite_floats_are_tokens():
     """MakeJsonFromTensors' rules for outputs our model does not have: *_bytes strings, NaN and infinities."""
-    from tf_mlp.server import json_tensors
+    from tf_mlp.server.rest import json_tensors
 
     outputs = {
         "thumbnail_bytes": np.array([b"\x00\xff"], dtype=object),

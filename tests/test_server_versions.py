@@ -20,6 +20,7 @@ from google.protobuf import text_format
 
 from tests import serving_helpers
 from tf_mlp.errors import ConfigError
+from tf_mlp.server.core.versions import ModelVersions
 
 SHIPPED_CONFIG = pathlib.Path(__file__).resolve().parents[1] / "serving" / "models.config"
 IMAGE = [[0] * 28] * 28
@@ -65,6 +66,21 @@ def _write_config(path: pathlib.Path, base: pathlib.Path, policy: str, labels: d
     label_text = "".join(f' version_labels {{ key: "{key}" value: {value} }}' for key, value in labels.items())
     path.write_text(f'model_config_list {{ config {{ name: "tf_mlp" base_path: "{base}" model_platform: "tensorflow"'
                     f" model_version_policy {{ {policy} }}{label_text} }} }}")
+
+
+def test_only_child_directories_named_by_a_number_are_versions(tmp_path):
+    """The base path's scan: "007" is version 7 (upstream parses names as numbers too); other names, plain
+    files and the export's staging and retired directories are not versions."""
+    for name in ("1", "007", "v3", "3a", "1.5", ".export-9", ".retired-10"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "8").write_text("a file, not a version")
+    config = model_server_config_pb2.ModelConfig(name="tf_mlp", base_path=str(tmp_path))
+    config.model_version_policy.all.SetInParent()
+    loaded = {}
+    model = ModelVersions(config, lambda name, version, path: loaded.setdefault(version, path))
+    model.poll()
+    assert loaded == {1: tmp_path / "1", 7: tmp_path / "007"}
+    assert model.available_versions() == [1, 7]
 
 
 def test_hot_loading_under_concurrent_requests_has_no_failures(tmp_path):

@@ -16,9 +16,9 @@ import requests
 
 from tests import ui_helpers
 from tests.conftest import png_bytes
-from tests.server_process import ServerProcess
 from tf_mlp import contract
 from tf_mlp.data import catalog
+from tf_mlp.server.process import ServerProcess
 
 pytestmark = pytest.mark.slow
 

@@ -38,14 +38,23 @@ DEFAULT_GRPC_PORT = 8500
 DEFAULT_REST_PORT = 8501
 DEFAULT_HOST = "127.0.0.1"
 
-# The classification signature follows TensorFlow Serving's Classify API
-# (REST :classify, gRPC Classify): method name, one input of serialized
-# tf.Example protos named "inputs", outputs "classes" (label strings
-# [batch, classes]) and "scores" (float32 [batch, classes]).
+# TensorFlow Serving's own names (TensorFlow's tag_constants and signature_constants), which the export
+# writes and the embedded server reads: the MetaGraph tag it loads, the signature a request without a
+# signature name gets (SERVING_SIGNATURE above), and the method names of its Predict, Classify and Regress APIs.
+SERVE_TAG = "serve"
+PREDICT_METHOD_NAME = "tensorflow/serving/predict"
 CLASSIFY_METHOD_NAME = "tensorflow/serving/classify"
+REGRESS_METHOD_NAME = "tensorflow/serving/regress"
+
+# The classification signature follows TensorFlow Serving's Classify API
+# (REST :classify, gRPC Classify): one input of serialized tf.Example protos
+# named "inputs", outputs "classes" (label strings [batch, classes]) and
+# "scores" (float32 [batch, classes]). A Regress signature has the same
+# input and one output, "outputs".
 CLASSIFY_INPUT = "inputs"
 CLASSIFY_CLASSES_OUTPUT = "classes"
 CLASSIFY_SCORES_OUTPUT = "scores"
+REGRESS_OUTPUT = "outputs"
 CLASSIFY_IMAGE_FEATURE = "image"
 """tf.Example feature of the classify signature: a bytes feature holding one PNG or JPEG image."""
 

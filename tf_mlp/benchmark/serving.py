@@ -21,6 +21,7 @@ import numpy as np
 from tf_mlp import config, contract, layout
 from tf_mlp.benchmark import serving_load
 from tf_mlp.data.splits import DataSplits
+from tf_mlp.server.process import ServerProcess
 
 BATCH_SIZES = (64, 256, 1024, 4096)
 """In-process request batch sizes: the best one is the ceiling; all of them are the scaling curve."""
@@ -82,7 +83,7 @@ def batch_rate(server, protocol: str, signature, inputs, output: pathlib.Path, c
     """Images/s of the batch runner (default concurrency; default chunk size unless given) over one protocol."""
     from tf_mlp import batch, client
 
-    target = server.rest_target if protocol == "rest" else server.grpc_target
+    target = server.client_target(protocol)
     chunk_size = chunk_size or batch.DEFAULT_CHUNK_SIZE
     with client.connect(target, signature=signature, max_connections=batch.DEFAULT_CONCURRENCY) as model:
         start = time.perf_counter()
@@ -127,7 +128,7 @@ def latencies(server, image: np.ndarray, concurrency: int, requests: int) -> dic
     """p50 / p99 in milliseconds of single-image predicts through the REST client, `concurrency` at once."""
     from tf_mlp import client
 
-    with client.connect(server.rest_target, max_connections=concurrency) as model:
+    with client.connect(server.client_target("rest"), max_connections=concurrency) as model:
         for _ in range(20):
             model.predict(image)  # connections open, shapes traced
 
@@ -143,6 +144,11 @@ def latencies(server, image: np.ndarray, concurrency: int, requests: int) -> dic
             runs = pool.map(one_client, [requests // concurrency] * concurrency)
             seconds = np.concatenate([np.asarray(times) for times in runs]) * 1000
     return {"p50_ms": float(np.percentile(seconds, 50)), "p99_ms": float(np.percentile(seconds, 99))}
+
+
+def _server_flags(base) -> list:
+    # No file-system polling: nothing changes the model base while it is measured.
+    return [f"--model_base_path={base}", "--file_system_poll_wait_seconds=0"]
 
 
 def run_serving_benchmarks(splits: DataSplits, repetitions: int = 3, quick: bool = False) -> dict:
@@ -163,17 +169,19 @@ def run_serving_benchmarks(splits: DataSplits, repetitions: int = 3, quick: bool
         results["in_process_images_per_second"] = max(rates.values())
         results["in_process_best_batch"] = max(rates, key=rates.get)
 
-        with serving_load.ServerProcess(base) as server:
+        with ServerProcess(work / "server.log", *_server_flags(base)) as server:
             results["batch_images_per_second"] = batch_rates(server, splits, count, repetitions, work, quick)
             requests = 80 if quick else 2000
             results["latency_concurrency_1"] = latencies(server, images[0], 1, requests)
             results["latency_concurrency_8"] = latencies(server, images[0], 8, requests)
             results["unbatched_32_clients_rps"] = statistics.median(
                 serving_load.concurrent_rate(server, images[0], 32, load_seconds) for _ in range(repetitions))
-            results["server_peak_rss_mb"] = server.peak_rss_megabytes()
+            results["server_peak_rss_mb"] = server.peak_rss_bytes() / 2**20
 
         pixel_inputs = batch.open_inputs(str(work / "test.npz"))  # written by batch_rates
-        with serving_load.ServerProcess(base, batching_config=BATCHING_CONFIG) as server:
+        batching_server = ServerProcess(work / "batching-server.log", *_server_flags(base),
+                                        batching_config=BATCHING_CONFIG)
+        with batching_server as server:
             results["batched_32_clients_rps"] = statistics.median(
                 serving_load.concurrent_rate(server, images[0], 32, load_seconds) for _ in range(repetitions))
             results["batching_config_max_batch_size"] = serving_load.max_batch_size(BATCHING_CONFIG)

@@ -7,16 +7,14 @@ with the real tensorflow_model_server (see serving/). Modules:
 
     options        ServerOptions and the tensorflow_model_server-style flag parser
     config_files   models.config, batching and monitoring text protos
-    core           ServerCore: config, versions, labels, lookups, status, metadata
-    versions       one model's versions: policy, polling, load (with warmup) and unload
-    servable       one loaded version: SignatureDefs and the session that runs them
-    tflite_runner  a version's model.tflite run by TensorFlow Lite (--prefer_tflite_model)
-    inference      Predict / Classify / Regress / MultiInference plans and response protos
-    batching       direct and batching runners (--enable_batching)
-    json_codec, json_tensors, json_examples    the REST API's JSON
-    rest, grpc_services                        the two APIs
     metrics        Prometheus metrics at the monitoring path
-    server         Server (start/stop) and serve() for the command line
+    server         Server (start/stop) and serve() for the command line: the core and both front ends
+    process        ServerProcess: `tf-mlp serve` as a subprocess on free ports (tests, benchmarks)
+    core/          models, versions, loading, warmup, running requests (see core/__init__.py)
+    rest/          the REST API and its JSON
+    grpc/          the gRPC services (PredictionService, ModelService, ProfilerService)
+
+The front ends import the core, never each other; the core imports neither.
 """
 
 from tf_mlp.server.options import ANY_FREE_PORT, ServerOptions, flags_help, parse_flags

@@ -32,8 +32,6 @@ ANY_FREE_PORT = -1
 DISABLED_PORT = 0
 """Port value turning an API off, as in tensorflow_model_server."""
 
-SERVE_TAG = "serve"
-
 _CPUS = os.cpu_count() or 1
 
 
@@ -66,7 +64,7 @@ class ServerOptions:
     flush_filesystem_caches: bool = True
     enable_model_warmup: bool = True
     num_request_iterations_for_warmup: int = 0
-    saved_model_tags: str = SERVE_TAG
+    saved_model_tags: str = contract.SERVE_TAG
     tensorflow_session_parallelism: int = 0
     tensorflow_intra_op_parallelism: int = 0
     tensorflow_inter_op_parallelism: int = 0

@@ -39,13 +39,13 @@ from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_p
 
 from tf_mlp.errors import ConfigError, TfMlpError
 from tf_mlp.server import config_files, options as options_module
-from tf_mlp.server.batching import BatchingRunner, BatchingSettings, DirectRunner
-from tf_mlp.server.core import ServerCore
-from tf_mlp.server.grpc_services import ModelService, PredictionService
+from tf_mlp.server.core.batching import BatchingRunner, BatchingSettings, DirectRunner
+from tf_mlp.server.core.manager import ServerCore
+from tf_mlp.server.grpc.profiler import ProfilerService
+from tf_mlp.server.grpc.services import ModelService, PredictionService
 from tf_mlp.server.metrics import Metrics
 from tf_mlp.server.options import ANY_FREE_PORT, DISABLED_PORT, ServerOptions
-from tf_mlp.server.profiler import ProfilerService
-from tf_mlp.server.rest import RestApi
+from tf_mlp.server.rest.api import RestApi
 
 log = logging.getLogger(__name__)
 

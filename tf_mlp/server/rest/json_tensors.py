@@ -21,8 +21,9 @@ import binascii
 import numpy as np
 from tensorflow.core.framework import types_pb2
 
-from tf_mlp.server import json_codec, tensors
-from tf_mlp.server.status import Code, ServingError, invalid_argument
+from tf_mlp.server.core import tensors
+from tf_mlp.server.core.status import Code, ServingError, invalid_argument
+from tf_mlp.server.rest import json_codec
 
 ROW, COLUMNAR = "row", "columnar"
 BYTES_SUFFIX = "_bytes"

@@ -13,10 +13,10 @@ from __future__ import annotations
 import numpy as np
 from tensorflow.core.example import example_pb2, feature_pb2
 
-from tf_mlp.server import json_codec
-from tf_mlp.server.json_tensors import is_base64_object, decode_base64, signature_name_of
-from tf_mlp.server.servable import stack_strings
-from tf_mlp.server.status import invalid_argument
+from tf_mlp.server.core.servable import stack_strings
+from tf_mlp.server.core.status import invalid_argument
+from tf_mlp.server.rest import json_codec
+from tf_mlp.server.rest.json_tensors import decode_base64, is_base64_object, signature_name_of
 
 _KIND_NAMES = {"bytes_list": "bytes", "float_list": "float", "int64_list": "int64", None: "UNKNOWN"}
 _FLOAT_LARGEST_INTEGER = (1 << 24) - 1

@@ -15,22 +15,22 @@ from google.protobuf import text_format
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import classification_pb2, inference_pb2, predict_pb2, regression_pb2
 
-from tf_mlp.server import tensors
-from tf_mlp.server.servable import (
-    CLASSIFY_METHOD,
-    DEFAULT_SIGNATURE,
-    PREDICT_METHOD,
-    REGRESS_METHOD,
-    Servable,
-    Signature,
-    stack_strings,
+from tf_mlp.contract import (
+    CLASSIFY_CLASSES_OUTPUT,
+    CLASSIFY_INPUT,
+    CLASSIFY_METHOD_NAME,
+    CLASSIFY_SCORES_OUTPUT,
+    PREDICT_METHOD_NAME,
+    REGRESS_METHOD_NAME,
+    REGRESS_OUTPUT,
+    SERVING_SIGNATURE,
 )
-from tf_mlp.server.status import Code, ServingError, invalid_argument
+from tf_mlp.server.core import tensors
+from tf_mlp.server.core.servable import Servable, Signature, stack_strings
+from tf_mlp.server.core.status import Code, ServingError, invalid_argument
 
-CLASSIFY_INPUTS = "inputs"
-CLASSIFY_CLASSES = "classes"
-CLASSIFY_SCORES = "scores"
-REGRESS_OUTPUTS = "outputs"
+_METHOD_NAMES = (PREDICT_METHOD_NAME, CLASSIFY_METHOD_NAME, REGRESS_METHOD_NAME)
+"""What Predict accepts under --enable_signature_method_name_check, in the order its message names them."""
 
 
 @dataclasses.dataclass
@@ -49,15 +49,15 @@ class Plan:
 
 
 def plan_predict(servable: Servable, signature_name: str, inputs: dict, output_filter=()) -> Plan:
-    name = signature_name or DEFAULT_SIGNATURE
+    name = signature_name or SERVING_SIGNATURE
     signature = servable.signature(name)
     if signature is None:
         raise ServingError(Code.FAILED_PRECONDITION, f'Serving signature key "{name}" not found.')
-    if servable.method_name_check and signature.method_name not in (PREDICT_METHOD, CLASSIFY_METHOD, REGRESS_METHOD):
+    if servable.method_name_check and signature.method_name not in _METHOD_NAMES:
         raise ServingError(
             Code.INTERNAL,
-            f"Expected prediction signature method_name to be one of {{{PREDICT_METHOD}, {CLASSIFY_METHOD}, "
-            f"{REGRESS_METHOD}}}. Was: {signature.method_name}",
+            f"Expected prediction signature method_name to be one of {{{', '.join(_METHOD_NAMES)}}}. "
+            f"Was: {signature.method_name}",
         )
     servable.check_inputs(signature, inputs)
     aliases = []
@@ -81,33 +81,33 @@ def _check_method(servable: Servable, signature: Signature, method: str, kind: s
 
 def classify_outputs(servable: Servable, signature: Signature) -> list:
     """PreProcessClassification: the checks, then the output aliases to fetch (classes, scores)."""
-    _check_method(servable, signature, CLASSIFY_METHOD, "classification")
+    _check_method(servable, signature, CLASSIFY_METHOD_NAME, "classification")
     if len(signature.inputs) != 1:
         raise invalid_argument("Expected one input Tensor.")
     if len(signature.outputs) not in (1, 2):
         raise invalid_argument(f"Expected one or two output Tensors, found {len(signature.outputs)}")
-    if CLASSIFY_INPUTS not in signature.inputs:
+    if CLASSIFY_INPUT not in signature.inputs:
         raise invalid_argument(f"No classification inputs found in SignatureDef: {_short(signature.definition)}")
-    aliases = [alias for alias in (CLASSIFY_CLASSES, CLASSIFY_SCORES) if alias in signature.outputs]
+    aliases = [alias for alias in (CLASSIFY_CLASSES_OUTPUT, CLASSIFY_SCORES_OUTPUT) if alias in signature.outputs]
     if not aliases:
         raise invalid_argument(
-            f'Expected classification signature outputs to contain at least one of "{CLASSIFY_CLASSES}" or '
-            f'"{CLASSIFY_SCORES}". Signature was: {_short(signature.definition)}')
+            f'Expected classification signature outputs to contain at least one of "{CLASSIFY_CLASSES_OUTPUT}" or '
+            f'"{CLASSIFY_SCORES_OUTPUT}". Signature was: {_short(signature.definition)}')
     return aliases
 
 
 def regress_outputs(servable: Servable, signature: Signature) -> list:
     """PreProcessRegression: the checks, then the output alias to fetch."""
-    _check_method(servable, signature, REGRESS_METHOD, "regression")
+    _check_method(servable, signature, REGRESS_METHOD_NAME, "regression")
     if len(signature.inputs) != 1:
         raise invalid_argument("Expected one input Tensor.")
     if len(signature.outputs) != 1:
         raise invalid_argument("Expected one output Tensor.")
-    if CLASSIFY_INPUTS not in signature.inputs:
+    if CLASSIFY_INPUT not in signature.inputs:
         raise invalid_argument(f"No regression inputs found in SignatureDef: {_short(signature.definition)}")
-    if REGRESS_OUTPUTS not in signature.outputs:
+    if REGRESS_OUTPUT not in signature.outputs:
         raise invalid_argument(f"No regression outputs found in SignatureDef: {_short(signature.definition)}")
-    return [REGRESS_OUTPUTS]
+    return [REGRESS_OUTPUT]
 
 
 def _short(definition) -> str:
@@ -116,7 +116,7 @@ def _short(definition) -> str:
 
 
 def _examples_signature(servable: Servable, signature_name: str) -> Signature:
-    name = signature_name or DEFAULT_SIGNATURE
+    name = signature_name or SERVING_SIGNATURE
     signature = servable.signature(name)
     if signature is None:
         raise invalid_argument(f"No signature was found with the name: {name}")
@@ -136,7 +136,7 @@ def plan_regress(servable: Servable, signature_name: str, serialized_examples: n
 def _plan_examples(servable, signature, serialized_examples, aliases) -> Plan:
     if len(serialized_examples) == 0:
         raise invalid_argument("Input is empty.")
-    inputs = {CLASSIFY_INPUTS: serialized_examples}
+    inputs = {CLASSIFY_INPUT: serialized_examples}
     servable.check_inputs(signature, inputs)
     return Plan(servable, signature, inputs, aliases)
 
@@ -165,7 +165,7 @@ def fill_model_spec(model_spec, servable: Servable, signature_name: str) -> None
     """MakeModelSpec: name, version and the signature actually used."""
     model_spec.name = servable.model_name
     model_spec.version.value = servable.version
-    model_spec.signature_name = signature_name or DEFAULT_SIGNATURE
+    model_spec.signature_name = signature_name or SERVING_SIGNATURE
 
 
 def predict_response(plan: Plan, outputs: dict) -> predict_pb2.PredictResponse:
@@ -195,12 +195,12 @@ def classification_result(plan: Plan, outputs: dict) -> classification_pb2.Class
 
 
 def _classifications(outputs: dict, examples: int) -> classification_pb2.ClassificationResult:
-    classes = outputs.get(CLASSIFY_CLASSES)
-    scores = outputs.get(CLASSIFY_SCORES)
+    classes = outputs.get(CLASSIFY_CLASSES_OUTPUT)
+    scores = outputs.get(CLASSIFY_SCORES_OUTPUT)
     if classes is not None:
-        _check_matrix(classes, types_pb2.DT_STRING, CLASSIFY_CLASSES, examples)
+        _check_matrix(classes, types_pb2.DT_STRING, CLASSIFY_CLASSES_OUTPUT, examples)
     if scores is not None:
-        _check_matrix(scores, types_pb2.DT_FLOAT, CLASSIFY_SCORES, examples)
+        _check_matrix(scores, types_pb2.DT_FLOAT, CLASSIFY_SCORES_OUTPUT, examples)
     if classes is not None and scores is not None and classes.shape[1] != scores.shape[1]:
         raise invalid_argument(
             f"Tensors class and score should match in dim_size(1). Got {classes.shape[1]} vs. {scores.shape[1]}"
@@ -220,7 +220,7 @@ def _classifications(outputs: dict, examples: int) -> classification_pb2.Classif
 
 def regression_result(plan: Plan, outputs: dict) -> regression_pb2.RegressionResult:
     """PostProcessRegressionResult over a plan's outputs (alias -> ndarray)."""
-    return _regressions(outputs[REGRESS_OUTPUTS], plan.batch_size)
+    return _regressions(outputs[REGRESS_OUTPUT], plan.batch_size)
 
 
 def _regressions(values: np.ndarray, examples: int) -> regression_pb2.RegressionResult:
@@ -251,7 +251,7 @@ class MultiPlan:
 
     def run(self) -> inference_pb2.MultiInferenceResponse:
         """TensorFlowMultiInferenceRunner::Infer: feed the examples to every task's input, fetch once."""
-        feeds = {signature.inputs[CLASSIFY_INPUTS].name: self.examples for _, signature, _ in self.tasks}
+        feeds = {signature.inputs[CLASSIFY_INPUT].name: self.examples for _, signature, _ in self.tasks}
         fetch_names = sorted({signature.outputs[alias].name for _, signature, aliases in self.tasks
                               for alias in aliases})
         response = inference_pb2.MultiInferenceResponse()
@@ -262,10 +262,10 @@ class MultiPlan:
         for task, signature, aliases in self.tasks:
             outputs = {alias: values[signature.outputs[alias].name] for alias in aliases}
             result = response.results.add()
-            if task.method_name == CLASSIFY_METHOD:
+            if task.method_name == CLASSIFY_METHOD_NAME:
                 result.classification_result.CopyFrom(_classifications(outputs, count))
             else:
-                result.regression_result.CopyFrom(_regressions(outputs[REGRESS_OUTPUTS], count))
+                result.regression_result.CopyFrom(_regressions(outputs[REGRESS_OUTPUT], count))
             fill_model_spec(result.model_spec, self.servable, task.model_spec.signature_name)
         return response
 
@@ -281,21 +281,21 @@ def plan_multi_inference(servable: Servable, request) -> MultiPlan:
         model_name = model_name or task.model_spec.name
         if task.model_spec.name != model_name:
             raise invalid_argument("All ModelSpecs in a MultiInferenceRequest must access the same model name.")
-        name = task.model_spec.signature_name or DEFAULT_SIGNATURE
+        name = task.model_spec.signature_name or SERVING_SIGNATURE
         if name in signature_names:
             raise invalid_argument(f"Duplicate evaluation of signature: {name}")
         signature_names.add(name)
         signature = servable.signature(name)
         if signature is None:
             raise invalid_argument(f"Requested signature not found in model graph: {name}")
-        if task.method_name == CLASSIFY_METHOD:
+        if task.method_name == CLASSIFY_METHOD_NAME:
             aliases = classify_outputs(servable, signature)
-        elif task.method_name == REGRESS_METHOD:
+        elif task.method_name == REGRESS_METHOD_NAME:
             aliases = regress_outputs(servable, signature)
         else:
             raise ServingError(Code.UNIMPLEMENTED, f"Unsupported signature method_name: {task.method_name}")
         tasks.append((task, signature, aliases))
     examples = serialized_examples(request.input)
     for _, signature, _ in tasks:
-        servable.check_inputs(signature, {CLASSIFY_INPUTS: examples})
+        servable.check_inputs(signature, {CLASSIFY_INPUT: examples})
     return MultiPlan(servable, tasks, examples)

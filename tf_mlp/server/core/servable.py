@@ -17,7 +17,6 @@ never fails a request in flight.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import pathlib
 import threading
 
@@ -25,17 +24,10 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import config_pb2, meta_graph_pb2, saved_model_pb2
 
-from tf_mlp.server import tensors
-from tf_mlp.server.status import Code, ServingError, from_tensorflow_error, invalid_argument
+from tf_mlp import contract, layout
+from tf_mlp.server.core import tensors
+from tf_mlp.server.core.status import Code, ServingError, from_tensorflow_error, invalid_argument
 
-log = logging.getLogger(__name__)
-
-SERVE_TAG = "serve"
-DEFAULT_SIGNATURE = "serving_default"
-PREDICT_METHOD = "tensorflow/serving/predict"
-CLASSIFY_METHOD = "tensorflow/serving/classify"
-REGRESS_METHOD = "tensorflow/serving/regress"
-WARMUP_FILE = pathlib.Path("assets.extra") / "tf_serving_warmup_requests"
 TFLITE_FILE = "model.tflite"
 MAX_CACHED_CALLABLES = 64
 """Distinct (feeds, fetches) combinations kept ready per version; others run uncached."""
@@ -91,7 +83,7 @@ def _tensor_specs(tensor_infos) -> dict:
 
 def read_signature_defs(path) -> dict:
     """name -> SignatureDef of the SavedModel's serve meta graph (NOT_FOUND with the C++ loader's messages)."""
-    saved_model_file = pathlib.Path(path) / "saved_model.pb"
+    saved_model_file = pathlib.Path(path) / layout.SAVED_MODEL_FILE
     saved_model = saved_model_pb2.SavedModel()
     try:
         saved_model.ParseFromString(saved_model_file.read_bytes())
@@ -100,11 +92,11 @@ def read_signature_defs(path) -> dict:
             Code.NOT_FOUND, f"Could not find SavedModel .pb or .pbtxt at supplied export directory path: {path}"
         ) from None
     for meta_graph in saved_model.meta_graphs:
-        if SERVE_TAG in meta_graph.meta_info_def.tags:
+        if contract.SERVE_TAG in meta_graph.meta_info_def.tags:
             return dict(meta_graph.signature_def)
     raise ServingError(
         Code.NOT_FOUND,
-        f"Could not find meta graph def matching supplied tags: {{ {SERVE_TAG} }}. "
+        f"Could not find meta graph def matching supplied tags: {{ {contract.SERVE_TAG} }}. "
         "To inspect available tag-sets in the SavedModel, please use the SavedModel CLI: `saved_model_cli`",
     )
 
@@ -117,7 +109,7 @@ class SessionRunner:
                                           inter_op_parallelism_threads=settings.inter_op_threads)
         self._session = tf.compat.v1.Session(graph=tf.Graph(), config=config)
         try:
-            meta_graph = tf.compat.v1.saved_model.loader.load(self._session, [SERVE_TAG], str(path))
+            meta_graph = tf.compat.v1.saved_model.loader.load(self._session, [contract.SERVE_TAG], str(path))
         except (tf.errors.OpError, ValueError, RuntimeError, OSError, KeyError) as error:
             self._session.close()
             raise from_tensorflow_error(error) from None
@@ -177,7 +169,7 @@ class Servable:
         settings = settings or LoadSettings()
         path = pathlib.Path(path)
         if settings.prefer_tflite_model and (path / TFLITE_FILE).is_file():
-            from tf_mlp.server.tflite_runner import TfLiteRunner
+            from tf_mlp.server.core.tflite_runner import TfLiteRunner
 
             runner = TfLiteRunner(path / TFLITE_FILE)
         else:
@@ -191,7 +183,7 @@ class Servable:
         return f"{{name: {self.model_name} version: {self.version}}}"
 
     def signature(self, name: str) -> Signature | None:
-        return self.signatures.get(name or DEFAULT_SIGNATURE)
+        return self.signatures.get(name or contract.SERVING_SIGNATURE)
 
     def check_inputs(self, signature: Signature, inputs: dict) -> None:
         """Check inputs (alias -> ndarray) as predict_util.cc and saved_model::GetInputValues do, with their
@@ -236,28 +228,6 @@ class Servable:
     def run_tensors(self, signature: Signature, feeds: dict, fetch_names: list) -> list:
         """Run by graph tensor names (MultiInference feeds one tensor to several signatures' inputs)."""
         return self._runner.run(signature, feeds, fetch_names)
-
-    def warmup_records(self) -> list:
-        """The PredictionLog records of assets.extra/tf_serving_warmup_requests ([] if there is none)."""
-        from tensorflow_serving.apis import prediction_log_pb2
-
-        path = self.path / WARMUP_FILE
-        if not path.is_file():
-            log.info("No warmup data file found at %s", path)
-            return []
-        records = []
-        try:
-            for raw in tf.data.TFRecordDataset(str(path)):
-                record = prediction_log_pb2.PredictionLog()
-                record.ParseFromString(raw.numpy())
-                records.append(record)
-                if len(records) > 1000:
-                    raise invalid_argument(f"Number of warmup records exceeds the maximum (1000) at {path}")
-        except tf.errors.DataLossError as error:
-            raise ServingError(
-                Code.DATA_LOSS, f"{error.message}. Please verify your warmup data is in TFRecord format."
-            ) from None
-        return records
 
 
 def _as_array(value) -> np.ndarray:

@@ -3,7 +3,8 @@
 This is TensorFlow Serving's FileSystemStoragePathSource plus its
 AspiredVersionsManager with the AvailabilityPreservingPolicy, for one model:
 
-- every child directory of the base path whose name is a number is a version;
+- every child directory of the base path whose name is a number is a version
+  (`tf_mlp.layout.version_dirs`; "007" is version 7, as upstream parses it);
 - the model's version policy picks the *aspired* versions among them:
   `latest` (the N highest, N = 1 by default), `all`, or `specific`;
 - actions are taken one at a time, as the policy orders them: first unload a
@@ -26,17 +27,15 @@ import dataclasses
 import enum
 import logging
 import pathlib
-import re
 import threading
 import time
 
 import tensorflow as tf
 
-from tf_mlp.server.status import Code, ServingError
+from tf_mlp import layout
+from tf_mlp.server.core.status import Code, ServingError
 
 log = logging.getLogger(__name__)
-
-_VERSION_NAME = re.compile(r"^[0-9]+$")
 
 MISSING_BASE_PATH_LOG_SECONDS = 60
 """How often a base path that does not exist is reported again while polling for it."""
@@ -56,16 +55,6 @@ class State(enum.Enum):
 class VersionStatus:
     state: State
     error: ServingError | None = None
-
-
-def versions_on_disk(base_path) -> dict:
-    """version number -> directory, for the numbered child directories of base_path."""
-    base = pathlib.Path(base_path)
-    try:
-        children = list(base.iterdir())
-    except OSError:
-        return {}
-    return {int(child.name): child for child in children if _VERSION_NAME.match(child.name) and child.is_dir()}
 
 
 def aspired_versions(model_config, on_disk) -> set:
@@ -129,7 +118,7 @@ class ModelVersions:
             self._poll()
 
     def _poll(self) -> None:
-        on_disk = versions_on_disk(self.config.base_path)
+        on_disk = layout.version_dirs(self.config.base_path)
         if not on_disk:
             self._report_no_versions()
         else:

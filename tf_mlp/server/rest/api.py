@@ -24,8 +24,11 @@ import orjson
 from aiohttp import web
 from google.protobuf import json_format
 
-from tf_mlp.server import inference, json_codec, json_examples, json_tensors
-from tf_mlp.server.status import Code, ServingError, invalid_argument
+from tf_mlp import contract
+from tf_mlp.server.core import inference
+from tf_mlp.server.core.manager import SIGNATURE_DEF_FIELD
+from tf_mlp.server.core.status import Code, ServingError, deadline_exceeded, invalid_argument
+from tf_mlp.server.rest import json_codec, json_examples, json_tensors
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +39,6 @@ _STATUS_PATH = re.compile(
     r"(?i)/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?")
 INLINE_BODY_BYTES = 256 * 1024
 """Bodies up to this size are decoded on the event loop (lowest latency); larger ones on the pool."""
-DEADLINE_MESSAGE = "Timed out waiting for notification"
 
 
 def _json_response(status: int, body: bytes) -> web.Response:
@@ -99,7 +101,7 @@ class RestApi:
         except ServingError as error:
             return _error_response(error), error.code
         except asyncio.TimeoutError:
-            return _error_response(ServingError(Code.DEADLINE_EXCEEDED, DEADLINE_MESSAGE)), Code.DEADLINE_EXCEEDED
+            return _error_response(deadline_exceeded()), Code.DEADLINE_EXCEEDED
         except web.HTTPRequestEntityTooLarge:
             message = f"Request body is larger than the limit of {self._max_body} bytes (--rest_api_max_request_bytes)"
             return _json_response(413, json_codec.error_body(message)), Code.RESOURCE_EXHAUSTED
@@ -122,20 +124,11 @@ class RestApi:
         return 200, json_codec.proto_json(self._core.model_status(name, version))
 
     def _metadata(self, name: str, version, label) -> bytes:
-        from tensorflow_serving.apis import get_model_metadata_pb2, model_pb2
-
-        spec = model_pb2.ModelSpec(name=name)
-        if version is not None:
-            spec.version.value = version
-        if label is not None:
-            spec.version_label = label
-        response = self._core.metadata(spec, ["signature_def"])
-        signature_map = get_model_metadata_pb2.SignatureDefMap()
-        response.metadata["signature_def"].Unpack(signature_map)
+        model_spec, signature_map = self._core.model_metadata(name, version, label)
         options = dict(preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
         document = {
-            "model_spec": json_format.MessageToDict(response.model_spec, **options),
-            "metadata": {"signature_def": json_format.MessageToDict(signature_map, **options)},
+            "model_spec": json_format.MessageToDict(model_spec, **options),
+            "metadata": {SIGNATURE_DEF_FIELD: json_format.MessageToDict(signature_map, **options)},
         }
         return orjson.dumps(document, option=orjson.OPT_INDENT_2)
 
@@ -164,7 +157,7 @@ class RestApi:
         signature = servable.signature(signature_name)
         if signature is None:
             raise invalid_argument(
-                f'Serving signature name: "{signature_name or "serving_default"}" not found in signature def')
+                f'Serving signature name: "{signature_name or contract.SERVING_SIGNATURE}" not found in signature def')
         request_format, inputs = await self._off_loop(big, json_tensors.predict_inputs, document, signature, body)
         plan = inference.plan_predict(servable, signature.name, inputs)
         outputs = inference.selected(plan, await self._runner.run(plan))

@@ -30,8 +30,8 @@ import os
 
 import numpy as np
 
-from tf_mlp.server.inference import Plan
-from tf_mlp.server.status import Code, ServingError, invalid_argument
+from tf_mlp.server.core.inference import Plan
+from tf_mlp.server.core.status import Code, ServingError, invalid_argument
 
 # SharedBatchScheduler / BasicBatchScheduler defaults, used for any field the
 # batching parameters file leaves out (or when there is no file).

@@ -23,10 +23,9 @@ from flatbuffers import encode, flexbuffers, number_types, packer, table
 from google.protobuf.message import DecodeError
 from tensorflow.core.protobuf import meta_graph_pb2
 
-from tf_mlp.server.status import Code, ServingError, invalid_argument, one_line
+from tf_mlp import contract
+from tf_mlp.server.core.status import Code, ServingError, invalid_argument, one_line
 
-_PREDICT_METHOD = "tensorflow/serving/predict"
-_DEFAULT_SIGNATURE = "serving_default"
 _SIGNATURE_METADATA = b"signature_defs_metadata"
 # Field numbers in TFLite's schema.fbs: Model.buffers, Model.metadata; Metadata.name, .buffer; Buffer.data.
 _MODEL_BUFFERS, _MODEL_METADATA = 4, 6
@@ -113,7 +112,7 @@ class TfLiteRunner:
             return
         for key in self._interpreter.get_signature_list():
             runner = self._interpreter.get_signature_runner(key)
-            definition = meta_graph_pb2.SignatureDef(method_name=_PREDICT_METHOD)
+            definition = meta_graph_pb2.SignatureDef(method_name=contract.PREDICT_METHOD_NAME)
             for alias, detail in runner.get_input_details().items():
                 definition.inputs[alias].CopyFrom(_tensor_info(detail["name"], detail["dtype"],
                                                                detail["shape_signature"]))
@@ -123,15 +122,15 @@ class TfLiteRunner:
             self._runners[key] = runner
             self.signature_defs[key] = definition
         if not self.signature_defs:
-            definition = meta_graph_pb2.SignatureDef(method_name=_PREDICT_METHOD)
+            definition = meta_graph_pb2.SignatureDef(method_name=contract.PREDICT_METHOD_NAME)
             for detail in self._interpreter.get_input_details():
                 definition.inputs[_legacy_name(detail["name"])].CopyFrom(
                     _tensor_info(detail["name"], detail["dtype"], detail["shape"]))
             for detail in self._interpreter.get_output_details():
                 definition.outputs[_legacy_name(detail["name"])].CopyFrom(
                     _tensor_info(detail["name"], detail["dtype"], detail["shape"]))
-            self._runners[_DEFAULT_SIGNATURE] = None
-            self.signature_defs[_DEFAULT_SIGNATURE] = definition
+            self._runners[contract.SERVING_SIGNATURE] = None
+            self.signature_defs[contract.SERVING_SIGNATURE] = definition
 
     def run(self, signature, feeds: dict, fetch_names: list) -> list:
         """Run one signature with feeds (tensor name -> ndarray); the fetched tensors, in order."""

@@ -22,7 +22,7 @@ import numpy as np
 import orjson
 from google.protobuf import json_format
 
-from tf_mlp.server.status import invalid_argument
+from tf_mlp.server.core.status import invalid_argument
 
 MAX_DEPTH = 1024
 """orjson's nesting limit; deeper documents are refused."""

@@ -86,6 +86,14 @@ def not_found(message: str) -> ServingError:
     return ServingError(Code.NOT_FOUND, message)
 
 
+DEADLINE_MESSAGE = "Timed out waiting for notification"
+"""What TensorFlow Serving answers when a request's deadline (REST timeout, gRPC deadline) passes during its run."""
+
+
+def deadline_exceeded() -> ServingError:
+    return ServingError(Code.DEADLINE_EXCEEDED, DEADLINE_MESSAGE)
+
+
 # Python's Session.run prefixes a graph error with where the node was defined; the C++ Session does not.
 _PYTHON_PREFIX = re.compile(r"^Graph execution error:\s*(?:Detected at node .*?\nNode: '[^']*'\n)?", re.S)
 _NODE_NOTE = re.compile(r"\[\[(?:\{\{function_node [^}]*\}\})?\{\{node ([^}]*)\}\}\]\]")

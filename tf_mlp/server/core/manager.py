@@ -1,4 +1,4 @@
-"""ServerCore: the models a config names, their versions and labels, and lookups by ModelSpec.
+"""ServerCore: the models a config names, their versions and labels, and lookups by name, version or label.
 
 Like TensorFlow Serving's ServerCore, it applies a ModelServerConfig (at
 startup and at every poll of --model_config_file), keeps one ModelVersions
@@ -17,14 +17,15 @@ import logging
 import threading
 import time
 
-from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
+from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_pb2
 
 from tf_mlp.errors import ConfigError, TfMlpError
-from tf_mlp.server import config_files, inference, tensors
+from tf_mlp.server import config_files
+from tf_mlp.server.core import warmup
+from tf_mlp.server.core.servable import LoadSettings, Servable
+from tf_mlp.server.core.status import Code, ServingError, invalid_argument, not_found
+from tf_mlp.server.core.versions import ModelVersions, State
 from tf_mlp.server.options import ServerOptions
-from tf_mlp.server.servable import LoadSettings, Servable
-from tf_mlp.server.status import Code, ServingError, invalid_argument, not_found
-from tf_mlp.server.versions import ModelVersions, State
 
 log = logging.getLogger(__name__)
 
@@ -187,23 +188,14 @@ class ServerCore:
         """Load a version and replay its warmup requests; ServingError if either fails."""
         servable = Servable.load(model_name, version, path, LoadSettings.from_options(self.options))
         if self.options.enable_model_warmup:
-            iterations = max(self.options.num_request_iterations_for_warmup, 1)
-            records = servable.warmup_records()
-            for record in records:
-                for _ in range(iterations):
-                    replay_warmup_record(servable, record)
-            if records:
-                log.info("Finished reading warmup data for model at %s. Number of warmup records read: %d.",
-                         servable.path, len(records))
+            warmup.warm_up(servable, self.options.num_request_iterations_for_warmup)
         return servable
 
     # ---- lookups ---------------------------------------------------------
 
-    def model_names(self) -> list:
-        return sorted(self._models)
-
     def servable(self, model_name: str, version: int | None = None, label: str | None = None) -> Servable:
-        """The servable a ModelSpec asks for (ServerCore::GetServableHandle)."""
+        """The servable asked for by name, version or label (ServerCore::GetServableHandle); the REST API
+        passes what its URL names, the gRPC API what its ModelSpec names (servable_for_spec)."""
         if not model_name:
             raise invalid_argument("ModelSpec has no name specified.")
         if label is not None:
@@ -220,12 +212,7 @@ class ServerCore:
         return servable
 
     def servable_for_spec(self, model_spec) -> Servable:
-        choice = model_spec.WhichOneof("version_choice")
-        return self.servable(
-            model_spec.name,
-            version=model_spec.version.value if choice == "version" else None,
-            label=model_spec.version_label if choice == "version_label" else None,
-        )
+        return self.servable(*_lookup(model_spec))
 
     def model_status(self, model_name: str, version: int | None = None) -> get_model_status_pb2.GetModelStatusResponse:
         """GetModelStatusImpl: every version ever seen, or one; NOT_FOUND with upstream's messages."""
@@ -247,44 +234,32 @@ class ServerCore:
                 entry.status.error_message = status.error.message
         return response
 
+    def model_metadata(self, model_name: str, version: int | None = None, label: str | None = None) -> tuple:
+        """(ModelSpec, SignatureDefMap) of the servable asked for by name, version or label: its name and
+        version, and its signature defs, as GetModelMetadata answers them."""
+        servable = self.servable(model_name, version, label)
+        model_spec = model_pb2.ModelSpec(name=servable.model_name)
+        model_spec.version.value = servable.version
+        signature_map = get_model_metadata_pb2.SignatureDefMap()
+        for name, definition in servable.signature_defs.items():
+            signature_map.signature_def[name].CopyFrom(definition)
+        return model_spec, signature_map
+
     def metadata(self, model_spec, fields) -> get_model_metadata_pb2.GetModelMetadataResponse:
-        """GetModelMetadataImpl: the signature_def map of the servable the spec names."""
+        """GetModelMetadataImpl: the signature_def map of the servable the spec names, packed in an Any."""
         if not fields:
             raise invalid_argument("GetModelMetadataRequest must specify at least one metadata_field")
         for field in fields:
             if field != SIGNATURE_DEF_FIELD:
                 raise invalid_argument(f"Metadata field {field} is not supported")
-        servable = self.servable_for_spec(model_spec)
-        signature_map = get_model_metadata_pb2.SignatureDefMap()
-        for name, definition in servable.signature_defs.items():
-            signature_map.signature_def[name].CopyFrom(definition)
-        response = get_model_metadata_pb2.GetModelMetadataResponse()
-        response.model_spec.name = servable.model_name
-        response.model_spec.version.value = servable.version
+        response_spec, signature_map = self.model_metadata(*_lookup(model_spec))
+        response = get_model_metadata_pb2.GetModelMetadataResponse(model_spec=response_spec)
         response.metadata[SIGNATURE_DEF_FIELD].Pack(signature_map)
         return response
 
-    def is_available(self, model_name: str) -> bool:
-        model = self._models.get(model_name)
-        return model is not None and any(
-            status.state == State.AVAILABLE for status in model.statuses().values())
 
-
-def replay_warmup_record(servable: Servable, record) -> None:
-    """Run one PredictionLog as saved_model_warmup.cc does: predict, classify or regress requests."""
-    kind = record.WhichOneof("log_type")
-    if kind == "predict_log":
-        request = record.predict_log.request
-        inputs = {alias: tensors.to_numpy(proto, alias) for alias, proto in request.inputs.items()}
-        plan = inference.plan_predict(servable, request.model_spec.signature_name, inputs, request.output_filter)
-    elif kind == "classify_log":
-        request = record.classify_log.request
-        plan = inference.plan_classify(servable, request.model_spec.signature_name,
-                                       inference.serialized_examples(request.input))
-    elif kind == "regress_log":
-        request = record.regress_log.request
-        plan = inference.plan_regress(servable, request.model_spec.signature_name,
-                                      inference.serialized_examples(request.input))
-    else:
-        raise ServingError(Code.UNIMPLEMENTED, f"Unsupported log_type for warmup: {kind}")
-    servable.run(plan.signature, plan.inputs, plan.output_aliases)
+def _lookup(model_spec) -> tuple:
+    """(name, version, label) a ModelSpec asks for; version and label None unless its version_choice sets them."""
+    choice = model_spec.WhichOneof("version_choice")
+    return (model_spec.name, model_spec.version.value if choice == "version" else None,
+            model_spec.version_label if choice == "version_label" else None)

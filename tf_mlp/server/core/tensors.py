@@ -15,45 +15,41 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 
-from tf_mlp.server.status import invalid_argument
+from tf_mlp.server.core.status import invalid_argument
 
 MAX_ELEMENTS = 1 << 28
 """Largest tensor a request may describe (1 GiB of float32); far beyond any batch of images."""
 NUMPY_MAX_RANK = 64
 """numpy's largest number of dimensions (numpy 2)."""
 
-# DataType -> (numpy dtype, TensorProto field holding its values, DataTypeString name).
-_TYPES = {
-    types_pb2.DT_FLOAT: (np.float32, "float_val", "float"),
-    types_pb2.DT_DOUBLE: (np.float64, "double_val", "double"),
-    types_pb2.DT_INT32: (np.int32, "int_val", "int32"),
-    types_pb2.DT_UINT8: (np.uint8, "int_val", "uint8"),
-    types_pb2.DT_INT16: (np.int16, "int_val", "int16"),
-    types_pb2.DT_INT8: (np.int8, "int_val", "int8"),
-    types_pb2.DT_UINT16: (np.uint16, "int_val", "uint16"),
-    types_pb2.DT_STRING: (np.object_, "string_val", "string"),
-    types_pb2.DT_INT64: (np.int64, "int64_val", "int64"),
-    types_pb2.DT_BOOL: (np.bool_, "bool_val", "bool"),
-    types_pb2.DT_UINT32: (np.uint32, "uint32_val", "uint32"),
-    types_pb2.DT_UINT64: (np.uint64, "uint64_val", "uint64"),
-    types_pb2.DT_HALF: (np.float16, "half_val", "half"),
-}
-_BY_NUMPY = {np.dtype(numpy_type): dtype for dtype, (numpy_type, _, _) in _TYPES.items()}
-
 
 def dtype_name(dtype: int) -> str:
     """DataTypeString: 'float', 'uint8', 'string', ..."""
-    if dtype in _TYPES:
-        return _TYPES[dtype][2]
-    return types_pb2.DataType.Name(dtype)[3:].lower() if dtype in types_pb2.DataType.values() else f"type{dtype}"
+    if dtype not in types_pb2.DataType.values():
+        return f"type{dtype}"
+    return types_pb2.DataType.Name(dtype)[len("DT_"):].lower()
+
+
+# The small integer types keep their values in TensorProto.int_val; every other type in "<DataTypeString>_val".
+_INT_VAL_TYPES = (types_pb2.DT_INT32, types_pb2.DT_UINT8, types_pb2.DT_INT16, types_pb2.DT_INT8, types_pb2.DT_UINT16)
+_SUPPORTED_TYPES = (*_INT_VAL_TYPES, types_pb2.DT_FLOAT, types_pb2.DT_DOUBLE, types_pb2.DT_HALF, types_pb2.DT_STRING,
+                    types_pb2.DT_INT64, types_pb2.DT_BOOL, types_pb2.DT_UINT32, types_pb2.DT_UINT64)
+# DataType -> (numpy dtype, TensorProto field holding its values); the numpy dtype from TensorFlow's own map.
+_TYPES = {
+    dtype: (np.dtype(tf.dtypes.as_dtype(dtype).as_numpy_dtype),
+            "int_val" if dtype in _INT_VAL_TYPES else f"{dtype_name(dtype)}_val")
+    for dtype in _SUPPORTED_TYPES
+}
+_BY_NUMPY = {numpy_type: dtype for dtype, (numpy_type, _) in _TYPES.items()}
 
 
 def numpy_dtype(dtype: int):
     if dtype not in _TYPES:
         raise invalid_argument(f"data type {dtype_name(dtype)} is not supported by this server")
-    return np.dtype(_TYPES[dtype][0])
+    return _TYPES[dtype][0]
 
 
 def dtype_of(array: np.ndarray) -> int:

@@ -23,16 +23,30 @@ from tensorflow_serving.apis import (
 )
 
 from tf_mlp.errors import TfMlpError
-from tf_mlp.server import inference, tensors
-from tf_mlp.server.rest import DEADLINE_MESSAGE
-from tf_mlp.server.status import Code, ServingError, invalid_argument
+from tf_mlp.server.core import inference, tensors
+from tf_mlp.server.core.status import ServingError, deadline_exceeded, invalid_argument
 
 LARGE_BATCH = 1024
 """Responses with more rows than this are built on the thread pool, off the event loop."""
 
+# Classify and Regress differ only in these: how the request is planned, how the outputs become a result, and
+# the response message that carries it.
+_EXAMPLE_APIS = {
+    "classify": (inference.plan_classify, inference.classification_result, classification_pb2.ClassificationResponse),
+    "regress": (inference.plan_regress, inference.regression_result, regression_pb2.RegressionResponse),
+}
+
 
 async def _abort(context, error: ServingError):
     await context.abort(grpc.StatusCode[error.code.name], error.message)
+
+
+async def _within_deadline(work, context):
+    """The result of work, awaited no longer than the client's deadline (DEADLINE_EXCEEDED after it)."""
+    try:
+        return await asyncio.wait_for(work, context.time_remaining())
+    except asyncio.TimeoutError:
+        raise deadline_exceeded() from None
 
 
 def _require_model_spec(request) -> None:
@@ -48,10 +62,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         self._executor = executor
 
     async def _run(self, plan, context) -> dict:
-        try:
-            return await asyncio.wait_for(self._runner.run(plan), context.time_remaining())
-        except asyncio.TimeoutError:
-            raise ServingError(Code.DEADLINE_EXCEEDED, DEADLINE_MESSAGE) from None
+        return await _within_deadline(self._runner.run(plan), context)
 
     async def _serve(self, api: str, request, context, work):
         with self._metrics.request(api, "GRPC") as outcome:
@@ -76,29 +87,25 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
         return await self._serve("predict", request, context, work)
 
-    async def Classify(self, request, context):
+    async def _examples(self, api: str, request, context):
+        plan_examples, result_of, response_class = _EXAMPLE_APIS[api]
+
         async def work():
             servable = self._core.servable_for_spec(request.model_spec)
-            plan = inference.plan_classify(servable, request.model_spec.signature_name,
-                                           inference.serialized_examples(request.input))
-            response = classification_pb2.ClassificationResponse()
-            response.result.CopyFrom(inference.classification_result(plan, await self._run(plan, context)))
+            plan = plan_examples(servable, request.model_spec.signature_name,
+                                 inference.serialized_examples(request.input))
+            response = response_class()
+            response.result.CopyFrom(result_of(plan, await self._run(plan, context)))
             inference.fill_model_spec(response.model_spec, servable, plan.signature.name)
             return response
 
-        return await self._serve("classify", request, context, work)
+        return await self._serve(api, request, context, work)
+
+    async def Classify(self, request, context):
+        return await self._examples("classify", request, context)
 
     async def Regress(self, request, context):
-        async def work():
-            servable = self._core.servable_for_spec(request.model_spec)
-            plan = inference.plan_regress(servable, request.model_spec.signature_name,
-                                          inference.serialized_examples(request.input))
-            response = regression_pb2.RegressionResponse()
-            response.result.CopyFrom(inference.regression_result(plan, await self._run(plan, context)))
-            inference.fill_model_spec(response.model_spec, servable, plan.signature.name)
-            return response
-
-        return await self._serve("regress", request, context, work)
+        return await self._examples("regress", request, context)
 
     async def GetModelMetadata(self, request, context):
         try:
@@ -115,11 +122,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             servable = self._core.servable_for_spec(spec)
             plan = inference.plan_multi_inference(servable, request)
             loop = asyncio.get_running_loop()
-            try:
-                return await asyncio.wait_for(loop.run_in_executor(self._executor, plan.run),
-                                              context.time_remaining())
-            except asyncio.TimeoutError:
-                raise ServingError(Code.DEADLINE_EXCEEDED, DEADLINE_MESSAGE) from None
+            return await _within_deadline(loop.run_in_executor(self._executor, plan.run), context)
         except ServingError as error:
             await _abort(context, error)
 
