@@ -18,7 +18,7 @@ import tensorflow as tf
 from google.protobuf import json_format
 from tensorflow.core.protobuf import saved_model_pb2
 
-from tf_mlp import layout
+from tf_mlp import contract, layout
 from tf_mlp.client import errors
 from tf_mlp.client.base import Client, ModelSpec
 from tf_mlp.client.results import ModelMetadata, ModelStatus
@@ -92,7 +92,7 @@ class LocalClient(Client):
     def _metadata(self) -> ModelMetadata:
         saved_model = saved_model_pb2.SavedModel()
         saved_model.ParseFromString((self.path / _SAVED_MODEL).read_bytes())
-        meta_graph = next(graph for graph in saved_model.meta_graphs if "serve" in graph.meta_info_def.tags)
+        meta_graph = next(graph for graph in saved_model.meta_graphs if contract.SERVE_TAG in graph.meta_info_def.tags)
         signatures = {name: json_format.MessageToDict(definition, preserving_proto_field_name=True)
                       for name, definition in meta_graph.signature_def.items()
                       if not name.startswith("__")}  # __saved_model_init_op is not a signature a server shows

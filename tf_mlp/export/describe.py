@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pathlib
 
-from tf_mlp import layout
+from tf_mlp import contract, layout
 from tf_mlp.errors import ExportError
 
 _INTERNAL_SIGNATURES = ("__saved_model_init_op",)
@@ -84,7 +84,7 @@ def signature_summary(saved_model_dir) -> dict:
     Plain JSON types, for the model card and for programs.
     """
     definitions = read_signature_defs(saved_model_dir)
-    signatures = definitions.get("serve")
+    signatures = definitions.get(contract.SERVE_TAG)
     if signatures is None:
         raise ExportError(f"{saved_model_dir}: the SavedModel has no 'serve' tag-set")
 
