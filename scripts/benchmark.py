@@ -47,12 +47,12 @@ def main(output_dir, publish, repetitions, quick, training_only, data_name, sour
     output_dir = DOCS_OUTPUT if publish else pathlib.Path(output_dir)
     if quick and _is_under_docs(output_dir):
         raise click.ClickException("--quick results are smoke-test figures and are never written to docs/; use --output elsewhere")
-    from tf_mlp import config as config_module
     from tf_mlp.benchmark import report, training
+    from tf_mlp.config import DataConfig
     from tf_mlp.data import load_splits
 
     options = {"validation_size": validation_size} if validation_size is not None else {}
-    data = config_module.DataConfig(name=data_name, source_dir=source_dir, data_dir=data_dir, **options)
+    data = DataConfig(name=data_name, source_dir=source_dir, data_dir=data_dir, **options)
     splits = load_splits(data)
     command = "python scripts/benchmark.py" + "".join(f" {argument}" for argument in sys.argv[1:])
     stamp = {"command": command, "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

@@ -89,7 +89,7 @@ def splits():
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, splits):
     """A run directory of the mlp preset shrunk to 32 hidden units, trained one epoch on the tiny splits."""
-    from tf_mlp.train import train_and_evaluate
+    from tf_mlp.training import train_and_evaluate
 
     run_dir = tmp_path_factory.mktemp("trained") / "run"
     run_config = config.preset("mlp").override("model", hidden_units=(32,)).override("train", epochs=1, batch_size=32)
@@ -100,7 +100,7 @@ def run(tmp_path_factory, splits):
 @pytest.fixture(scope="module")
 def model(run):
     """The run fixture's restored Keras model."""
-    from tf_mlp.run_dir import restore_model
+    from tf_mlp.training.runs import restore_model
 
     return restore_model(run)[1]
 

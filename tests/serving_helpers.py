@@ -27,7 +27,7 @@ def exported_version_dir() -> pathlib.Path:
     """<tmp>/models/tf_mlp/1: a tiny trained run exported by tf_mlp.export (made once per process)."""
     from tf_mlp.config import preset
     from tf_mlp.export import export_run
-    from tf_mlp.train import train_and_evaluate
+    from tf_mlp.training import train_and_evaluate
 
     root = pathlib.Path(tempfile.mkdtemp(prefix="tf-mlp-serving-"))
     atexit.register(shutil.rmtree, root, True)

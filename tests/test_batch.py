@@ -436,7 +436,7 @@ def test_a_journal_for_other_inputs_is_refused(tmp_path):
 def test_fashion_mnist_accuracy_over_rest_equals_the_in_process_evaluation(tmp_path):
     from tf_mlp.config import preset
     from tf_mlp.export import export_run
-    from tf_mlp.train import train_and_evaluate
+    from tf_mlp.training import train_and_evaluate
 
     config = preset("mlp").override("model", hidden_units=(128,)).override("train", epochs=1)
     evaluation = train_and_evaluate(config, tmp_path / "run", verbose=False)

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from tests.conftest import FASHION_MNIST_DIR
 from tf_mlp.cli import main
 from tf_mlp.config import preset
-from tf_mlp.run_dir import load_config, read_evaluation, read_metrics
+from tf_mlp.training.runs import load_config, read_evaluation, read_metrics
 
 
 def _tiny_options(idx_dir, tmp_path, run_dir):

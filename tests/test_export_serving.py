@@ -24,7 +24,7 @@ import tensorflow as tf
 from tf_mlp import contract, layout
 from tf_mlp.errors import ExportError
 from tf_mlp.export import card, exporter, signatures, verify, versions, warmup
-from tf_mlp.run_dir import latest_checkpoint, read_evaluation
+from tf_mlp.training.runs import latest_checkpoint, read_evaluation
 
 SAVED_MODEL_CLI = pathlib.Path(sys.executable).parent / "saved_model_cli"
 # TensorFlow's C++ start-up lines on stderr (absl logging), not the command's own output.

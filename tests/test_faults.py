@@ -31,8 +31,8 @@ from tests import robustness_report, serving_helpers, synthetic
 from tests.conftest import REPO_ROOT, write_idx_data_set
 from tf_mlp import batch, client, contract, layout
 from tf_mlp.export import versions
-from tf_mlp.run_dir import read_evaluation
 from tf_mlp.server.process import ServerProcess
+from tf_mlp.training.runs import read_evaluation
 
 # Unbuffered: a SIGKILLed child keeps nothing back, so its output shows where it resumed from.
 ENVIRONMENT = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
@@ -173,7 +173,7 @@ def test_training_sigkilled_at_five_random_points_resumes_to_the_uninterrupted_w
 def idx_run(tmp_path_factory):
     """A tiny run trained from an IDX directory through TFDS, so `tf-mlp export` can load its test images."""
     from tf_mlp.config import preset
-    from tf_mlp.train import train_and_evaluate
+    from tf_mlp.training import train_and_evaluate
 
     root = tmp_path_factory.mktemp("faults-run")
     idx_dir = write_idx_data_set(root / "idx", synthetic.make_splits())

@@ -21,7 +21,7 @@ import pytest
 from tests import synthetic
 from tests.conftest import REPO_ROOT, write_idx_data_set
 from tf_mlp import config, layout
-from tf_mlp.run_dir import load_config, read_metrics, training_lock
+from tf_mlp.training.runs import load_config, read_metrics, training_lock
 
 # Every test starts TensorFlow in a fresh process or two: seconds each, tens on a busy machine.
 pytestmark = pytest.mark.slow

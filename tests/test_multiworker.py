@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import write_idx_data_set
 from tf_mlp.config import DataConfig
 from tf_mlp.data import load_splits
-from tf_mlp.run_dir import latest_checkpoint, read_evaluation, read_metrics
+from tf_mlp.training.runs import latest_checkpoint, read_evaluation, read_metrics
 
 
 def _free_ports(count):

@@ -1,10 +1,11 @@
-"""The optimizer table (tf_mlp/optimizers.py): what each name builds, and what the rest of tf-mlp reads from it."""
+"""The optimizer table (tf_mlp/training/optimizers.py): what each name builds, and what the rest of tf-mlp reads from it."""
 
 import keras
 import pytest
 
-from tf_mlp import config, model, optimizers, steps
+from tf_mlp import config, model
 from tf_mlp.errors import ConfigError
+from tf_mlp.training import optimizers, steps
 
 SLOTS = {"sgd": 0, "momentum": 1, "adam": 2, "adamw": 2}
 """Slot variables per parameter that each Keras optimizer keeps."""

@@ -2,7 +2,7 @@ import numpy as np
 import tensorflow as tf
 
 from tests import synthetic
-from tf_mlp.pipeline import ResidentSplit, augment
+from tf_mlp.training.pipeline import ResidentSplit, augment
 
 
 def _dot_images(count):

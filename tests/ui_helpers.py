@@ -68,7 +68,7 @@ def export_fashion_model(root: pathlib.Path) -> pathlib.Path:
     from tf_mlp.config import preset
     from tf_mlp.data.splits import DataSplits, Split
     from tf_mlp.export import export_run
-    from tf_mlp.train import train_and_evaluate
+    from tf_mlp.training import train_and_evaluate
 
     train_images, train_labels, test_images, test_labels = load_fashion_mnist()
     splits = DataSplits(

@@ -101,10 +101,10 @@ def train(run_dir, logical_cpus, **options):
     """
     run_config = resolve_config(**options)
     if logical_cpus:
-        from tf_mlp.distribute import split_cpu
+        from tf_mlp.training.distribute import split_cpu
 
         split_cpu(logical_cpus)
-    from tf_mlp.train import train_and_evaluate
+    from tf_mlp.training import train_and_evaluate
 
     run_dir = run_dir or f"runs/{options['preset'] or ('custom' if options['config_file'] else config.DEFAULT_PRESET)}"
     summary = train_and_evaluate(run_config, run_dir)
@@ -120,9 +120,9 @@ def train(run_dir, logical_cpus, **options):
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def evaluate_command(run_dir, split, as_json):
     """Accuracy, per-class accuracy and confusion matrix of RUN_DIR's model on a split."""
-    from tf_mlp import evaluate
     from tf_mlp.data import load_splits
-    from tf_mlp.run_dir import restore_model
+    from tf_mlp.training import evaluate
+    from tf_mlp.training.runs import restore_model
 
     run_config, model = restore_model(run_dir)
     splits = load_splits(run_config.data)

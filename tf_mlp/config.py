@@ -15,7 +15,7 @@ import math
 import pathlib
 import typing
 
-from tf_mlp import optimizers
+from tf_mlp.training import optimizers
 from tf_mlp.data.catalog import DATA_SETS
 from tf_mlp.errors import ConfigError
 

@@ -15,7 +15,7 @@
       assets/labels.txt
       assets.extra/tf_serving_warmup_requests, assets.extra/model_card.json   (names in tf_mlp/contract.py)
 
-Reading and writing these files is done elsewhere (tf_mlp/run_dir.py,
+Reading and writing these files is done elsewhere (tf_mlp/training/runs.py,
 tf_mlp/export/versions.py); this module only names them, and imports
 nothing heavy.
 """
@@ -54,6 +54,15 @@ def checkpoint_dir(run_dir) -> pathlib.Path:
 
 def best_checkpoint_dir(run_dir) -> pathlib.Path:
     return checkpoint_dir(run_dir) / BEST_CHECKPOINT_DIR
+
+
+def logs_dir(run_dir, split: str) -> pathlib.Path:
+    """TensorBoard's summaries of one split ("train" or "validation")."""
+    return pathlib.Path(run_dir) / LOGS_DIR / split
+
+
+def lock_path(run_dir) -> pathlib.Path:
+    return pathlib.Path(run_dir) / LOCK_FILE
 
 
 def metrics_path(run_dir) -> pathlib.Path:

@@ -181,10 +181,10 @@ def optimizer_slots_per_parameter(optimizer) -> int:
 
     ``optimizer`` is a name or a TrainConfig (whose momentum decides whether
     momentum SGD keeps a velocity). Counted on the optimizer itself, built by
-    tf_mlp/optimizers.py (as the train step's is) over a probe variable, so
+    tf_mlp/training/optimizers.py (as the train step's is) over a probe variable, so
     the estimate follows the optimizer the training loop really uses.
     """
-    from tf_mlp import optimizers
+    from tf_mlp.training import optimizers
     from tf_mlp.config import TrainConfig
     from tf_mlp.errors import ConfigError
 

@@ -15,10 +15,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from tf_mlp import evaluate, run_dir as layout  # noqa: E402
+from tf_mlp import layout  # noqa: E402
 from tf_mlp.data.splits import DataSplits  # noqa: E402
 from tf_mlp.errors import CheckpointError  # noqa: E402
 from tf_mlp.model import parameter_count  # noqa: E402
+from tf_mlp.training import evaluate, runs  # noqa: E402
 
 LEARNING_CURVES = "learning_curves.png"
 CONFUSION_MATRIX = "confusion_matrix.png"
@@ -89,9 +90,9 @@ def plot_mistakes(images, labels, probabilities, indices, class_names, path: pat
 def write_report(run_dir, output_dir=None, *, splits: DataSplits | None = None, mistakes: int = 24) -> pathlib.Path:
     """Write the plots and report.md into output_dir (default RUN_DIR/report); return the summary path."""
     run_dir = pathlib.Path(run_dir)
-    config = layout.load_config(run_dir)
-    rows = layout.read_metrics(run_dir)
-    summary = layout.read_evaluation(run_dir)
+    config = runs.load_config(run_dir)
+    rows = runs.read_metrics(run_dir)
+    summary = runs.read_evaluation(run_dir)
     if not rows or summary is None:
         # The report describes a finished run (its test evaluation is in evaluation.json).
         resume = f"tf-mlp train --config {layout.config_path(run_dir)} --run-dir {run_dir}"
@@ -99,7 +100,7 @@ def write_report(run_dir, output_dir=None, *, splits: DataSplits | None = None, 
             f"{run_dir}: training has not finished ({len(rows)} of {config.train.epochs} epochs in "
             f"{layout.METRICS_FILE}, no {layout.EVALUATION_FILE}); finish it with: {resume}"
         )
-    _, model = layout.restore_model(run_dir)
+    _, model = runs.restore_model(run_dir)
     if splits is None:
         from tf_mlp.data import load_splits
 

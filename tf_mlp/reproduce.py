@@ -16,12 +16,13 @@ import time
 
 import numpy as np
 
-from tf_mlp import config, evaluate
-from tf_mlp.run_dir import restore_model
+from tf_mlp import config
 from tf_mlp.benchmark import cost_page
 from tf_mlp.data.overlap import overlap_mask, overlap_report
 from tf_mlp.data.splits import DataSplits
 from tf_mlp.errors import ConfigError
+from tf_mlp.training import evaluate
+from tf_mlp.training.runs import restore_model
 
 # The overfitting experiment: the mlp on only this many minibatches of
 # training data, long enough to memorise them (the course uses a handful).
@@ -72,7 +73,7 @@ def _row(name: str, run_config, summary: dict, wall_seconds: float) -> dict:
 
 
 def _train(name: str, run_config, splits: DataSplits, runs_root: pathlib.Path, verbose: bool) -> dict:
-    from tf_mlp.train import train_and_evaluate
+    from tf_mlp.training import train_and_evaluate
 
     if verbose:
         print(f"--- {splits.name}: {name}", flush=True)

@@ -68,7 +68,8 @@ class Workload:
         import numpy as np
         import tensorflow as tf
 
-        from tf_mlp import config, steps
+        from tf_mlp import config
+        from tf_mlp.training import steps
         from tf_mlp.model import build_model
 
         self.preset, self.batch_size = preset, batch_size
@@ -84,7 +85,7 @@ class Workload:
         variables = model.trainable_variables
 
         def loss(images, labels):
-            # The train step's loss (tf_mlp/steps.py) on one replica: mean data loss plus the L2 penalty.
+            # The train step's loss (tf_mlp/training/steps.py) on one replica: mean data loss plus the L2 penalty.
             logits = model(images, training=True)
             per_example_loss = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
             total = tf.nn.compute_average_loss(per_example_loss, global_batch_size=batch_size)

@@ -8,7 +8,7 @@ tracing and the first epoch's warm-up are never counted:
 - `tf-mlp train`: the command itself in a child process; the rate is its
   own per-epoch figure from metrics.jsonl (the train loop with its
   checkpoints, not validation), epochs 2 onwards.
-- the train function alone (tf_mlp/steps.py), driven in process the way the
+- the train function alone (tf_mlp/training/steps.py), driven in process the way the
   loop drives it.
 - model.fit at its defaults, and with steps_per_execution raised (what the
   Keras documentation recommends for small models); its rate comes from a
@@ -39,10 +39,12 @@ import time
 import keras
 import tensorflow as tf
 
-from tf_mlp import config as config_module, steps
+from tf_mlp.config import Config, DataConfig, ModelConfig, preset
 from tf_mlp.data.splits import DataSplits
 from tf_mlp.model import build_model, flops_by_layer, training_flops_per_example
-from tf_mlp.pipeline import ResidentSplit
+from tf_mlp.training import steps
+from tf_mlp.training.loop import STEPS_PER_CALL
+from tf_mlp.training.pipeline import ResidentSplit
 
 BATCH_SIZES = (32, 128, 1024)
 QUICK_BATCH_SIZES = (32, 128)
@@ -56,9 +58,9 @@ QUICK_EPOCHS = 2
 GOALS = {"fit_default": 1.5, "fit_tuned": 1.0, "matmul_peak_fraction": 0.55}
 
 
-def measured_config(data: config_module.DataConfig, batch_size: int, epochs: int) -> config_module.Config:
+def measured_config(data: DataConfig, batch_size: int, epochs: int) -> Config:
     """The `mlp` preset's model trained by plain SGD at 0.1: the configuration every trainer here runs."""
-    return config_module.Config(data=data, model=config_module.preset("mlp").model).override(
+    return Config(data=data, model=preset("mlp").model).override(
         "train", optimizer="sgd", learning_rate=0.1, batch_size=batch_size, epochs=epochs,
     )
 
@@ -82,7 +84,7 @@ def matmul_flops_per_second(size: int = 4096, repetitions: int = 7) -> float:
     return max(rates)
 
 
-def product_examples_per_second(model_config: config_module.ModelConfig, batch_size: int, steps_count: int) -> float:
+def product_examples_per_second(model_config: ModelConfig, batch_size: int, steps_count: int) -> float:
     """Examples/s of a training step's matrix products alone, at their exact shapes: the limit at this batch.
 
     Per layer: the forward product x @ W, the weight gradient x^T @ dy and,
@@ -115,10 +117,8 @@ def product_examples_per_second(model_config: config_module.ModelConfig, batch_s
     return steps_count * batch_size / (time.perf_counter() - start)
 
 
-def trainer_examples_per_second(splits: DataSplits, config: config_module.Config, *, xla: bool = False) -> float:
+def trainer_examples_per_second(splits: DataSplits, config: Config, *, xla: bool = False) -> float:
     """The project's train function on resident data, driven as the loop drives it, epochs 2 onwards."""
-    from tf_mlp.train import STEPS_PER_CALL
-
     keras.utils.set_random_seed(0)
     batch_size = config.train.batch_size
     model = build_model(config.model)
@@ -154,7 +154,7 @@ class _EpochTimer(keras.callbacks.Callback):
         self.seconds.append(time.perf_counter() - self.start)
 
 
-def fit_examples_per_second(splits: DataSplits, config: config_module.Config, steps_per_execution: int) -> tuple[float, float]:
+def fit_examples_per_second(splits: DataSplits, config: Config, steps_per_execution: int) -> tuple[float, float]:
     """(examples/s over epochs 2 onwards, test accuracy) of Keras compile + fit on the same model and data.
 
     compile() is left at its defaults except steps_per_execution (jit_compile
@@ -177,7 +177,7 @@ def fit_examples_per_second(splits: DataSplits, config: config_module.Config, st
     return rate, accuracy
 
 
-def cli_train(config: config_module.Config) -> dict:
+def cli_train(config: Config) -> dict:
     """`tf-mlp train` in a child process: examples/s over epochs 2 onwards (metrics.jsonl), test accuracy, peak RSS."""
     with tempfile.TemporaryDirectory() as work:
         config_file = pathlib.Path(work) / "config.json"
@@ -199,12 +199,12 @@ def _summary(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "values": values}
 
 
-def run_training_benchmarks(splits: DataSplits, data: config_module.DataConfig, repetitions: int = 5, quick: bool = False) -> dict:
+def run_training_benchmarks(splits: DataSplits, data: DataConfig, repetitions: int = 5, quick: bool = False) -> dict:
     """Every training figure at every batch size, repetitions interleaved."""
     batch_sizes = QUICK_BATCH_SIZES if quick else BATCH_SIZES
     fit_settings = QUICK_FIT_STEPS_PER_EXECUTION if quick else FIT_STEPS_PER_EXECUTION
     epochs = QUICK_EPOCHS if quick else EPOCHS
-    model_config = config_module.preset("mlp").model
+    model_config = preset("mlp").model
     flops = training_flops_per_example(model_config)
     samples: dict = {}
     loads: list[float] = []

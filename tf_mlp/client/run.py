@@ -1,6 +1,6 @@
 """In-process back end over a training run directory: the newest (or best) weights, no export needed.
 
-`run:RUN_DIR` restores the model a run reported (tf_mlp.run_dir.restore_model)
+`run:RUN_DIR` restores the model a run reported (tf_mlp.training.runs.restore_model)
 and wraps it in the exported model's own serving module
 (tf_mlp.export.signatures.ServingFunctions), so pixels, encoded images and raw
 bytes go through exactly the functions a SavedModel export would contain:
@@ -22,7 +22,7 @@ from tf_mlp.client.local import call_and_count
 from tf_mlp.client.results import ModelMetadata, ModelStatus
 from tf_mlp.client.target import Target
 from tf_mlp.errors import ConfigError
-from tf_mlp.run_dir import read_class_names, restore_model
+from tf_mlp.training.runs import read_class_names, restore_model
 
 
 class RunClient(Client):

@@ -24,7 +24,7 @@ DEFAULT_PORTS = {"rest": contract.DEFAULT_REST_PORT, "grpc": contract.DEFAULT_GR
 _SCHEMES = {"rest": "rest", "http": "rest", "grpc": "grpc"}
 _EXAMPLES = "rest://HOST:8501, grpc://HOST:8500, local:PATH or run:RUN_DIR"
 _RUN_FILES = ("config.json", "labels.txt")
-"""What makes a directory a training run (tf_mlp.run_dir) rather than an export."""
+"""What makes a directory a training run (tf_mlp.training.runs) rather than an export."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Images stay uint8 [N, 28, 28] until the model; labels are int64 [N] class ids.
 The data sets of this lesson are small (Fashion-MNIST is 55 MB as uint8), so
-they are held resident and fed by index (see tf_mlp.pipeline).
+they are held resident and fed by index (see tf_mlp.training.pipeline).
 """
 
 from __future__ import annotations

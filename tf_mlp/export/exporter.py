@@ -31,7 +31,7 @@ import numpy as np
 from tf_mlp import contract, image_files, layout
 from tf_mlp.errors import DataError, ExportError
 from tf_mlp.export import card, describe, signatures, verify, versions, warmup
-from tf_mlp.run_dir import latest_checkpoint, load_config, model_checkpoint, read_class_names, read_evaluation, restore_model
+from tf_mlp.training.runs import latest_checkpoint, load_config, model_checkpoint, read_class_names, read_evaluation, restore_model
 
 VERIFICATION_IMAGES = 1000
 """Test images (the first ones of the test split) a run's export is verified on."""
@@ -159,7 +159,7 @@ def unfinished_reason(run_dir, evaluation: dict | None) -> str | None:
     steps, planned = evaluation.get("steps"), evaluation.get("planned_steps")
     if steps is not None and planned is not None and steps < planned and not evaluation.get("stopped_early"):
         return f"training stopped at step {steps} of {planned}"
-    # train.py numbers its checkpoints by training step: a newer one means the
+    # The training loop numbers its checkpoints by training step: a newer one means the
     # run was resumed after its evaluation and has not finished again.
     match = _CHECKPOINT_NAME.fullmatch(pathlib.Path(latest_checkpoint(run_dir)).name)
     if match and steps is not None and int(match.group(1)) > steps:

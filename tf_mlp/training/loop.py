@@ -19,13 +19,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_mlp import evaluate, run_dir as layout, steps
+from tf_mlp import layout
 from tf_mlp.config import Config
 from tf_mlp.data.splits import DataSplits
-from tf_mlp.distribute import WritableDirectory, is_chief, make_strategy
 from tf_mlp.errors import ConfigError, TrainingDivergedError
 from tf_mlp.model import build_model, parameter_count
-from tf_mlp.pipeline import ResidentSplit
+from tf_mlp.training import evaluate, runs, steps
+from tf_mlp.training.distribute import WritableDirectory, is_chief, make_strategy
+from tf_mlp.training.pipeline import ResidentSplit
 
 # Steps per tf.function call: large enough that Python is off the per-step
 # path, small enough for a lively progress bar and fine-grained checkpoints.
@@ -81,9 +82,9 @@ def _check_resumable(config: Config, run_dir: pathlib.Path) -> None:
 
 def _keep_metrics_up_to(run_dir: pathlib.Path, step: int) -> None:
     """After a restart, forget epochs logged after the checkpoint we resumed from."""
-    rows = [row for row in layout.read_metrics(run_dir, drop_torn_last_line=True) if row["step"] <= step]
+    rows = [row for row in runs.read_metrics(run_dir, drop_torn_last_line=True) if row["step"] <= step]
     if rows or layout.metrics_path(run_dir).exists():
-        layout.write_if_changed(layout.metrics_path(run_dir), "".join(json.dumps(row) + "\n" for row in rows))
+        runs.write_if_changed(layout.metrics_path(run_dir), "".join(json.dumps(row) + "\n" for row in rows))
 
 
 def train_and_evaluate(config: Config, run_dir, *, splits: DataSplits | None = None, verbose: bool = True) -> dict:
@@ -104,12 +105,12 @@ def train_and_evaluate(config: Config, run_dir, *, splits: DataSplits | None = N
         if chief:
             # Only now, with the data loaded, does the run directory come to exist.
             run_dir.mkdir(parents=True, exist_ok=True)
-            stack.enter_context(layout.training_lock(run_dir))
+            stack.enter_context(runs.training_lock(run_dir))
             _check_resumable(config, run_dir)  # again: another process may have trained here meanwhile
             # Both are rewritten only when different, so a resume that fails
             # (a damaged checkpoint, say) leaves the run directory as it was.
             config.save(layout.config_path(run_dir))
-            layout.write_class_names(run_dir, splits.class_names)
+            runs.write_class_names(run_dir, splits.class_names)
         return _train_in_run_dir(config, run_dir, splits, strategy, chief, verbose)
 
 
@@ -146,7 +147,7 @@ def _train_in_run_dir(config: Config, run_dir: pathlib.Path, splits: DataSplits,
     best_manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=model), written.path / "best", max_to_keep=1)
     latest = tf.train.latest_checkpoint(str(layout.checkpoint_dir(run_dir)))
     if latest:
-        layout.restore_checkpoint(checkpoint, latest)
+        runs.restore_checkpoint(checkpoint, latest)
         if verbose:
             print(f"resuming from {latest} at step {int(state.step)} of {planned_steps}")
     if chief:
@@ -157,7 +158,7 @@ def _train_in_run_dir(config: Config, run_dir: pathlib.Path, splits: DataSplits,
         label_smoothing=train_config.label_smoothing, flip=train_config.flip, shift=train_config.shift,
     )
     evaluate_batch = steps.make_eval_function(model)
-    writers = {name: tf.summary.create_file_writer(str(run_dir / layout.LOGS_DIR / name)) for name in ("train", "validation")} if chief else None
+    writers = {name: tf.summary.create_file_writer(str(layout.logs_dir(run_dir, name))) for name in ("train", "validation")} if chief else None
     try:
         _run_epochs(train_config, optimizer, state, manager, best_manager, train_data, validation_data,
                     train_function, evaluate_batch, writers, run_dir, planned_steps, steps_per_epoch, verbose)
@@ -166,7 +167,7 @@ def _train_in_run_dir(config: Config, run_dir: pathlib.Path, splits: DataSplits,
     if train_config.early_stopping_patience and tf.train.latest_checkpoint(str(layout.checkpoint_dir(run_dir) / "best")):
         # The run reports (and later exports) its best epoch, not its last.
         best = tf.train.latest_checkpoint(str(layout.checkpoint_dir(run_dir) / "best"))
-        layout.restore_checkpoint(tf.train.Checkpoint(model=model), best)
+        runs.restore_checkpoint(tf.train.Checkpoint(model=model), best)
     return _final_evaluation(config, run_dir, model, splits, state, planned_steps, verbose, chief)
 
 
@@ -262,7 +263,7 @@ def _log_epoch(run_dir: pathlib.Path, writers: dict, row: dict, verbose: bool) -
 
 def _final_evaluation(config, run_dir, model, splits, state, planned_steps, verbose, chief) -> dict:
     test = evaluate.evaluate_model(model, splits.test, splits.class_names)
-    rows = layout.read_metrics(run_dir)
+    rows = runs.read_metrics(run_dir)
     examples = sum(row["examples_per_second"] * row["seconds"] for row in rows)
     summary = {
         "data_set": splits.name,

@@ -16,7 +16,8 @@ import keras
 import tensorflow as tf
 
 from tf_mlp.config import TrainConfig
-from tf_mlp.pipeline import ResidentSplit, augment, augmentation_seed
+from tf_mlp.training import optimizers
+from tf_mlp.training.pipeline import ResidentSplit, augment, augmentation_seed
 
 
 def make_learning_rate(config: TrainConfig):
@@ -29,8 +30,6 @@ def make_learning_rate(config: TrainConfig):
 
 
 def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
-    from tf_mlp import optimizers
-
     return optimizers.build(config, make_learning_rate(config))
 
 

@@ -7,7 +7,7 @@ the multi-device path without GPUs, split the CPU into logical devices first
 Several workers are configured the standard way, by the TF_CONFIG
 environment variable (cluster addresses and this task's type and index).
 Every worker runs the same loop on its slice of each global batch (the
-train function picks it by global replica id, tf_mlp/steps.py); all of
+train function picks it by global replica id, tf_mlp/training/steps.py); all of
 them take part in saving checkpoints (saving is a collective step), but only
 the chief's land in the run directory: the others write to a temporary
 directory that is deleted when training ends. After a worker dies, restart

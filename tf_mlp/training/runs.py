@@ -1,4 +1,9 @@
-"""Reading, writing and restoring a run directory (its layout and file names: tf_mlp/layout.py)."""
+"""A run directory: reading and writing its files, restoring its checkpoints, the lock that gives it one writer.
+
+Training writes a run directory and everything downstream (evaluate, report,
+export, a `run:` client) reads it through these functions. Its file names
+and paths are tf_mlp/layout.py's alone.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +16,6 @@ import pathlib
 from tf_mlp import layout
 from tf_mlp.config import Config
 from tf_mlp.errors import CheckpointError, TfMlpError
-# The run directory's names and paths, importable from here as they always were.
-from tf_mlp.layout import (  # noqa: F401
-    CHECKPOINT_DIR, CONFIG_FILE, EVALUATION_FILE, LABELS_FILE, LOCK_FILE, LOGS_DIR, METRICS_FILE,
-    checkpoint_dir, config_path, evaluation_path, metrics_path,
-)
 
 
 def write_if_changed(path, text: str) -> None:
@@ -32,14 +32,14 @@ def write_class_names(run_dir, class_names) -> None:
 def read_class_names(run_dir) -> tuple[str, ...]:
     path = layout.labels_path(run_dir)
     if not path.is_file():
-        raise CheckpointError(f"{run_dir}: not a run directory (no {LABELS_FILE})")
+        raise CheckpointError(f"{run_dir}: not a run directory (no {layout.LABELS_FILE})")
     return tuple(path.read_text().splitlines())
 
 
 def load_config(run_dir) -> Config:
-    path = config_path(run_dir)
+    path = layout.config_path(run_dir)
     if not path.is_file():
-        raise CheckpointError(f"{run_dir}: not a run directory (no {CONFIG_FILE})")
+        raise CheckpointError(f"{run_dir}: not a run directory (no {layout.CONFIG_FILE})")
     return Config.load(path)
 
 
@@ -47,9 +47,9 @@ def latest_checkpoint(run_dir) -> str:
     """Path prefix of the newest checkpoint, or CheckpointError."""
     import tensorflow as tf
 
-    latest = tf.train.latest_checkpoint(str(checkpoint_dir(run_dir)))
+    latest = tf.train.latest_checkpoint(str(layout.checkpoint_dir(run_dir)))
     if latest is None:
-        raise CheckpointError(f"{run_dir}: no finished checkpoint in {checkpoint_dir(run_dir)}")
+        raise CheckpointError(f"{run_dir}: no finished checkpoint in {layout.checkpoint_dir(run_dir)}")
     return latest
 
 
@@ -58,8 +58,8 @@ def model_checkpoint(run_dir, config: Config) -> str:
     import tensorflow as tf
 
     if config.train.early_stopping_patience:
-        # train.py restores checkpoints/best before its final evaluation when
-        # early stopping is on; evaluation, report and export use the same weights.
+        # The training loop evaluates on these weights too (TrainLoop.final_evaluation),
+        # so its evaluation, the report and the export all describe one model.
         best = tf.train.latest_checkpoint(str(layout.best_checkpoint_dir(run_dir)))
         if best:
             return best
@@ -112,7 +112,7 @@ def read_metrics(run_dir, *, drop_torn_last_line: bool = False) -> list[dict]:
     drop_torn_last_line: a last line without its newline is a write that a
     crash cut short; training (which rewrites the file on resume) drops it.
     """
-    path = metrics_path(run_dir)
+    path = layout.metrics_path(run_dir)
     if not path.is_file():
         return []
     text = path.read_text(encoding="utf-8", errors="replace")
@@ -134,7 +134,7 @@ def read_metrics(run_dir, *, drop_torn_last_line: bool = False) -> list[dict]:
 
 
 def read_evaluation(run_dir) -> dict | None:
-    path = evaluation_path(run_dir)
+    path = layout.evaluation_path(run_dir)
     if not path.is_file():
         return None
     try:
@@ -154,7 +154,7 @@ def training_lock(run_dir):
     The kernel releases an flock when its holder exits, however it exits
     (kill -9 included), so a crash never leaves a stale lock behind.
     """
-    path = pathlib.Path(run_dir) / layout.LOCK_FILE
+    path = layout.lock_path(run_dir)
     # "a+" neither truncates nor (until written) touches the file, so a
     # process that loses the race changes nothing.
     with open(path, "a+", encoding="utf-8") as lock_file:

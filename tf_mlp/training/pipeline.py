@@ -4,7 +4,7 @@ A split's arrays are placed in host memory once, as tensors. Training draws no
 batches through tf.data: each epoch has a seeded permutation of the example
 indices (a stateless shuffle of [seed, epoch]), and the train function slices
 batch k of it and gathers those rows itself, inside the graph (see
-tf_mlp/steps.py). Shuffling indices instead of examples is cheap, it is the
+tf_mlp/training/steps.py). Shuffling indices instead of examples is cheap, it is the
 same on every worker and every restart, and it makes resuming mid-epoch exact:
 batch k of an epoch is a function of (seed, epoch, k) alone, so a resumed run
 starts at batch k with nothing to skip or replay.

@@ -11,8 +11,9 @@ EVAL_BATCH_SIZE = 1000
 
 def predict_logits(model, split: Split, batch_size: int = EVAL_BATCH_SIZE) -> tuple[np.ndarray, float]:
     """(logits [N, K], mean data loss) of the model on the split, in order."""
-    from tf_mlp.pipeline import ResidentSplit
-    from tf_mlp.steps import make_eval_function
+    # Imported here: they import TensorFlow, which the report's text functions do not need.
+    from tf_mlp.training.pipeline import ResidentSplit
+    from tf_mlp.training.steps import make_eval_function
 
     evaluate = make_eval_function(model)
     loss_sum, logits = 0.0, []
