@@ -173,13 +173,19 @@ def _unwritable_directory(tmp_path):
     return directory
 
 
-@pytest.mark.parametrize("place", ["run_dir", "data_dir", "report_dir"])
+@pytest.mark.parametrize("place", ["run_dir", "run_dir_before_data", "data_dir", "report_dir"])
 def test_unwritable_directories_are_one_line_errors(run_copy, tmp_path, place):
     options, run_dir = run_copy
     target = _unwritable_directory(tmp_path) / "tf-mlp-first-hour"
     before = snapshot(run_dir)
     if place == "run_dir":
         result = run_cli(*options[:-1], target)
+    elif place == "run_dir_before_data":
+        # Data that would take long to prepare (here: fail to load) is not touched before the run directory is known
+        # to be writable: the error names the run directory, not the missing source.
+        missing_source = options[:-1]
+        missing_source[missing_source.index("--source-dir") + 1] = tmp_path / "no-such-source"
+        result = run_cli(*missing_source, target)
     elif place == "data_dir":
         result = run_cli(*[target if str(option).endswith("tfds") else option for option in options[:-1]], tmp_path / "new-run")
     else:

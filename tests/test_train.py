@@ -32,6 +32,29 @@ def test_training_learns_and_writes_the_run_directory(tmp_path, tiny_config, tin
     assert list((tmp_path / "logs" / "train").iterdir()), "TensorBoard summaries written"
 
 
+def test_the_train_function_returns_named_sums_over_its_steps(tiny_config, tiny_splits):
+    from tf_mlp.model import build_model
+    from tf_mlp.training.pipeline import ResidentSplit
+
+    l2_config = tiny_config.override("model", l2=0.01)
+    model = build_model(l2_config.model, seed=0)
+    optimizer = steps.make_optimizer(l2_config.train)
+    data = ResidentSplit(tiny_splits.train)
+    train = steps.make_train_function(model, optimizer, tf.distribute.get_strategy(), data, 32, jit_compile=False)
+    permutation = data.permutation(0, 0)
+
+    def call(first_batch, count):
+        return train(permutation, tf.constant(0, tf.int64), tf.constant(first_batch, tf.int64), tf.constant(count, tf.int64)).numpy()
+
+    penalty = float(tf.add_n(model.losses))  # the L2 penalty of the weights the first step sees
+    one = call(0, 1)
+    assert isinstance(one, steps.StepSums) and all(isinstance(value, float) for value in one)
+    assert one.count == 32 and 0 <= one.correct <= one.count and one.loss_sum > 0
+    assert one.regularization == pytest.approx(penalty, rel=1e-5)
+    three = call(1, 3)
+    assert three.count == 3 * 32 and three.regularization > 0  # the penalty once per step, not per example
+
+
 def test_interrupted_run_resumes_at_the_exact_step_with_identical_weights(tmp_path, tiny_config, tiny_splits, monkeypatch):
     # Dropout and augmentation included: their randomness must resume exactly too.
     config = tiny_config.override("model", dropout_rate=0.3).override("train", epochs=3, flip=True, shift=1)

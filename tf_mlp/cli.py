@@ -108,6 +108,8 @@ def train(run_dir, logical_cpus, **options):
 
     run_dir = run_dir or f"runs/{options['preset'] or ('custom' if options['config_file'] else config.DEFAULT_PRESET)}"
     summary = train_and_evaluate(run_config, run_dir)
+    if summary is None:
+        return  # a multi-worker task other than the chief, which reports the run
     click.echo(
         f"test accuracy: {summary['test_accuracy']:.4f} ({summary['split_sizes']['test']} test images, "
         f"{summary['parameters']} parameters, {summary['train_seconds']:.1f} s training, run directory {run_dir})"

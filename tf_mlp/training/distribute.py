@@ -10,15 +10,16 @@ Every worker runs the same loop on its slice of each global batch (the
 train function picks it by global replica id, tf_mlp/training/steps.py); all of
 them take part in saving checkpoints (saving is a collective step), but only
 the chief's land in the run directory: the others write to a temporary
-directory that is deleted when training ends. After a worker dies, restart
+directory that is deleted when training ends. Only the chief evaluates on
+the test split and reports the result. After a worker dies, restart
 every worker with the same command: they all restore the chief's newest
 checkpoint and go on from its step.
 """
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
-import shutil
 import tempfile
 
 import tensorflow as tf
@@ -60,14 +61,12 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
 
 
-class WritableDirectory:
-    """The checkpoint directory this task writes to: the real one on the chief, a temporary one elsewhere."""
-
-    def __init__(self, directory: pathlib.Path, chief: bool):
-        self.path = directory if chief else pathlib.Path(tempfile.mkdtemp(prefix="tf-mlp-worker-"))
-        self.temporary = not chief
-
-    def cleanup(self) -> None:
-        if self.temporary:
-            shutil.rmtree(self.path, ignore_errors=True)
-
+@contextlib.contextmanager
+def writable_directory(run_dir: pathlib.Path, chief: bool):
+    """The directory this task writes its checkpoints under (laid out like a run directory, tf_mlp/layout.py):
+    the run directory itself on the chief, elsewhere a temporary one, deleted when the block ends."""
+    if chief:
+        yield run_dir
+        return
+    with tempfile.TemporaryDirectory(prefix="tf-mlp-worker-", ignore_cleanup_errors=True) as temporary:
+        yield pathlib.Path(temporary)

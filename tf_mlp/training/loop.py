@@ -1,14 +1,18 @@
 """The training loop: epochs of train-step calls, validation, checkpoints, early stopping.
 
 `train_and_evaluate(config, run_dir)` never reads flags (the CLI resolves them
-into a Config first). Started again on the same run directory, it resumes from
-the newest checkpoint at the exact step, with the same weights, optimizer
-state, dropout random state and data order, and finishes the planned steps.
+into a Config first). It checks and locks the run directory, then hands the
+run to a TrainLoop, which holds everything one run needs (model, optimizer,
+checkpoint and its managers, summary writers, counters, data, train
+function). Started again on the same run directory, it resumes from the
+newest checkpoint at the exact step, with the same weights, optimizer state,
+dropout random state and data order, and finishes the planned steps.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import pathlib
@@ -16,7 +20,6 @@ import sys
 import time
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from tf_mlp import layout
@@ -25,7 +28,7 @@ from tf_mlp.data.splits import DataSplits
 from tf_mlp.errors import ConfigError, TrainingDivergedError
 from tf_mlp.model import build_model, parameter_count
 from tf_mlp.training import evaluate, runs, steps
-from tf_mlp.training.distribute import WritableDirectory, is_chief, make_strategy
+from tf_mlp.training.distribute import is_chief, make_strategy, writable_directory
 from tf_mlp.training.pipeline import ResidentSplit
 
 # Steps per tf.function call: large enough that Python is off the per-step
@@ -87,16 +90,21 @@ def _keep_metrics_up_to(run_dir: pathlib.Path, step: int) -> None:
         runs.write_if_changed(layout.metrics_path(run_dir), "".join(json.dumps(row) + "\n" for row in rows))
 
 
-def train_and_evaluate(config: Config, run_dir, *, splits: DataSplits | None = None, verbose: bool = True) -> dict:
-    """Train (or resume) the run in run_dir, evaluate on the test split, return the summary."""
+def train_and_evaluate(config: Config, run_dir, *, splits: DataSplits | None = None, verbose: bool = True) -> dict | None:
+    """Train (or resume) the run in run_dir, evaluate on the test split, return the summary.
+
+    Under multi-worker training only the chief evaluates, writes the run
+    directory and reports; the other workers return None.
+    """
     config.validate()
-    train_config = config.train
     # First: a multi-worker strategy must exist before TensorFlow runs any op.
-    strategy = make_strategy(train_config.strategy)
+    strategy = make_strategy(config.train.strategy)
     chief = is_chief(strategy)
-    verbose = verbose and chief
     run_dir = pathlib.Path(run_dir)
     _check_resumable(config, run_dir)
+    if chief:
+        # Preparing the data can take minutes; a run directory that cannot be written is known now.
+        runs.check_writable(run_dir)
     if splits is None:
         from tf_mlp.data import load_splits
 
@@ -111,184 +119,241 @@ def train_and_evaluate(config: Config, run_dir, *, splits: DataSplits | None = N
             # (a damaged checkpoint, say) leaves the run directory as it was.
             config.save(layout.config_path(run_dir))
             runs.write_class_names(run_dir, splits.class_names)
-        return _train_in_run_dir(config, run_dir, splits, strategy, chief, verbose)
+        # Every task saves checkpoints (a collective step under multi-worker); only the chief's land in run_dir.
+        writable_dir = stack.enter_context(writable_directory(run_dir, chief))
+        loop = TrainLoop(config, run_dir, splits, strategy,
+                         writable_dir=writable_dir, chief=chief, verbose=verbose and chief)
+        loop.run()
+        return loop.final_evaluation() if chief else None
 
 
-def _train_in_run_dir(config: Config, run_dir: pathlib.Path, splits: DataSplits, strategy, chief: bool, verbose: bool) -> dict:
-    train_config = config.train
-    if verbose and splits.skipped_files:
-        print(f"skipped {splits.skipped_files} unreadable or empty image files in the source data")
-    if verbose and train_config.strategy != "default":
-        print(describe_strategy(strategy, train_config.strategy), flush=True)
+@dataclasses.dataclass
+class EpochTotals:
+    """The train function's sums over one epoch (or, resumed mid-epoch, over its rest)."""
 
-    keras.utils.set_random_seed(train_config.seed)
-    batch_size = train_config.batch_size
-    if batch_size % strategy.num_replicas_in_sync:
-        raise ConfigError(f"batch size {batch_size} does not split evenly over {strategy.num_replicas_in_sync} replicas")
-    train_data, validation_data = ResidentSplit(splits.train), ResidentSplit(splits.validation)
-    steps_per_epoch = train_data.steps_per_epoch(batch_size)
-    if steps_per_epoch == 0:
-        raise ConfigError(f"batch size {batch_size} is larger than the {train_data.size} training examples")
-    planned_steps = train_config.epochs * steps_per_epoch
+    epoch: int
+    loss_sum: float = 0.0
+    correct: float = 0.0
+    count: float = 0.0
+    regularization: float = 0.0
+    steps: int = 0
+    seconds: float = 0.0
 
-    with strategy.scope():
-        model = build_model(config.model, seed=train_config.seed, mixed_precision=train_config.mixed_precision)
-        optimizer = steps.make_optimizer(train_config)
-        optimizer.build(model.trainable_variables)
-    # The loop's counters are read and written by Python only, so they are
-    # plain (not mirrored) variables.
-    state = _State()
-    # Non-trainable model variables (dropout's random state) are listed
-    # explicitly: Keras does not track them for tf.train.Checkpoint.
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, model_state=list(model.non_trainable_variables), **state.trackables())
-    # Every task saves (a collective step under multi-worker); only the chief's copy is kept.
-    written = WritableDirectory(layout.checkpoint_dir(run_dir), chief)
-    manager = tf.train.CheckpointManager(checkpoint, written.path, max_to_keep=train_config.max_checkpoints, step_counter=state.step)
-    best_manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=model), written.path / "best", max_to_keep=1)
-    latest = tf.train.latest_checkpoint(str(layout.checkpoint_dir(run_dir)))
-    if latest:
-        runs.restore_checkpoint(checkpoint, latest)
-        if verbose:
-            print(f"resuming from {latest} at step {int(state.step)} of {planned_steps}")
-    if chief:
-        _keep_metrics_up_to(run_dir, int(state.step))
+    def add(self, sums: steps.StepSums, step_count: int) -> None:
+        self.loss_sum += sums.loss_sum
+        self.correct += sums.correct
+        self.count += sums.count
+        self.regularization += sums.regularization
+        self.steps += step_count
 
-    train_function = steps.make_train_function(
-        model, optimizer, strategy, train_data, batch_size, jit_compile=train_config.xla, seed=train_config.seed,
-        label_smoothing=train_config.label_smoothing, flip=train_config.flip, shift=train_config.shift,
-    )
-    evaluate_batch = steps.make_eval_function(model)
-    writers = {name: tf.summary.create_file_writer(str(layout.logs_dir(run_dir, name))) for name in ("train", "validation")} if chief else None
-    try:
-        _run_epochs(train_config, optimizer, state, manager, best_manager, train_data, validation_data,
-                    train_function, evaluate_batch, writers, run_dir, planned_steps, steps_per_epoch, verbose)
-    finally:
-        written.cleanup()
-    if train_config.early_stopping_patience and tf.train.latest_checkpoint(str(layout.checkpoint_dir(run_dir) / "best")):
-        # The run reports (and later exports) its best epoch, not its last.
-        best = tf.train.latest_checkpoint(str(layout.checkpoint_dir(run_dir) / "best"))
-        runs.restore_checkpoint(tf.train.Checkpoint(model=model), best)
-    return _final_evaluation(config, run_dir, model, splits, state, planned_steps, verbose, chief)
+    @property
+    def loss(self) -> float:
+        """Mean data loss per example plus the mean L2 penalty per step: the loss the optimizer minimised."""
+        return self.loss_sum / self.count + self.regularization / self.steps
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.count
 
 
-def _run_epochs(train_config, optimizer, state, manager, best_manager, train_data, validation_data,
-                train_function, evaluate_batch, writers, run_dir, planned_steps, steps_per_epoch, verbose) -> None:
-    while int(state.step) < planned_steps and not bool(state.stopped_early):
-        epoch, done_in_epoch = divmod(int(state.step), steps_per_epoch)
-        epoch_start = time.perf_counter()
-        permutation = train_data.permutation(train_config.seed, epoch)
-        progress = _progress(steps_per_epoch, epoch, verbose)
-        totals, calls_regularization, calls = np.zeros(4), 0.0, 0
-        while done_in_epoch < steps_per_epoch:
-            next_checkpoint = (int(state.step) // train_config.checkpoint_every_steps + 1) * train_config.checkpoint_every_steps
-            count = min(STEPS_PER_CALL, steps_per_epoch - done_in_epoch, next_checkpoint - int(state.step))
-            # Tensors, not Python ints, so the function is traced once for every count and position.
-            call_totals = train_function(
-                permutation, tf.constant(epoch, tf.int64), tf.constant(done_in_epoch, tf.int64), tf.constant(count, tf.int64)
-            ).numpy().astype(np.float64)
-            if not np.all(np.isfinite(call_totals)):
-                raise TrainingDivergedError(
-                    f"loss became NaN or infinite at step {int(state.step)}; stopped, last good checkpoint kept: {manager.latest_checkpoint or 'none'}"
-                )
-            state.step.assign_add(count)
-            done_in_epoch += count
-            totals += call_totals
-            calls_regularization += call_totals[3]
-            calls += count
-            progress.update(done_in_epoch, [("loss", totals[0] / totals[2] + calls_regularization / calls), ("accuracy", totals[1] / totals[2])])
-            if int(state.step) % train_config.checkpoint_every_steps == 0:
-                manager.save(checkpoint_number=state.step)
-        seconds = time.perf_counter() - epoch_start
-        state.train_seconds.assign_add(seconds)
-        validation = _evaluate_resident(evaluate_batch, validation_data)
-        row = {
-            "epoch": epoch + 1,
-            "step": int(state.step),
-            "train_loss": totals[0] / totals[2] + calls_regularization / calls,
-            "train_accuracy": totals[1] / totals[2],
-            "validation_loss": validation["loss"],
-            "validation_accuracy": validation["accuracy"],
-            "learning_rate": steps.current_learning_rate(optimizer),
-            "seconds": seconds,
-            "examples_per_second": totals[2] / seconds,
-        }
-        if writers is not None:
-            _log_epoch(run_dir, writers, row, verbose)
-        _early_stopping(state, best_manager, validation["accuracy"], train_config.early_stopping_patience, verbose)
-        manager.save(checkpoint_number=state.step)
+class TrainLoop:
+    """One run's training: model, optimizer, checkpoints and their managers, summary writers, counters and data.
 
+    Built by train_and_evaluate once the run directory is held; construction
+    restores the newest checkpoint, so `run()` goes on from the exact step.
+    """
 
-def _evaluate_resident(evaluate_batch, data: ResidentSplit) -> dict:
-    loss_sum = correct = 0.0
-    for images, labels in data.in_order(evaluate.EVAL_BATCH_SIZE):
-        batch_loss, batch_correct, _ = evaluate_batch(images, labels)
-        loss_sum += float(batch_loss)
-        correct += float(batch_correct)
-    size = max(data.size, 1)
-    return {"loss": loss_sum / size, "accuracy": correct / size}
+    def __init__(self, config: Config, run_dir: pathlib.Path, splits: DataSplits, strategy: tf.distribute.Strategy, *,
+                 writable_dir: pathlib.Path, chief: bool, verbose: bool):
+        self.config, self.train_config = config, config.train
+        self.run_dir, self.splits, self.strategy = run_dir, splits, strategy
+        self.chief, self.verbose = chief, verbose
+        train_config = config.train
+        if verbose and splits.skipped_files:
+            print(f"skipped {splits.skipped_files} unreadable or empty image files in the source data")
+        if verbose and train_config.strategy != "default":
+            print(describe_strategy(strategy, train_config.strategy), flush=True)
 
+        keras.utils.set_random_seed(train_config.seed)
+        batch_size = train_config.batch_size
+        if batch_size % strategy.num_replicas_in_sync:
+            raise ConfigError(f"batch size {batch_size} does not split evenly over {strategy.num_replicas_in_sync} replicas")
+        self.train_data, self.validation_data = ResidentSplit(splits.train), ResidentSplit(splits.validation)
+        self.steps_per_epoch = self.train_data.steps_per_epoch(batch_size)
+        if self.steps_per_epoch == 0:
+            raise ConfigError(f"batch size {batch_size} is larger than the {self.train_data.size} training examples")
+        self.planned_steps = train_config.epochs * self.steps_per_epoch
 
-def _early_stopping(state: _State, best_manager, accuracy: float, patience: int, verbose: bool) -> None:
-    if accuracy > float(state.best_accuracy):
-        state.best_accuracy.assign(accuracy)
-        state.epochs_without_improvement.assign(0)
-        best_manager.save()
-        return
-    state.epochs_without_improvement.assign_add(1)
-    if patience and int(state.epochs_without_improvement) >= patience:
-        state.stopped_early.assign(True)
-        if verbose:
-            print(f"early stopping: no better validation accuracy for {patience} epochs (best {float(state.best_accuracy):.4f})")
-
-
-def _log_epoch(run_dir: pathlib.Path, writers: dict, row: dict, verbose: bool) -> None:
-    with layout.metrics_path(run_dir).open("a") as metrics_file:
-        metrics_file.write(json.dumps(row) + "\n")
-    for name in ("train", "validation"):
-        with writers[name].as_default(step=row["step"]):
-            tf.summary.scalar("loss", row[f"{name}_loss"])
-            tf.summary.scalar("accuracy", row[f"{name}_accuracy"])
-            if name == "train":
-                tf.summary.scalar("learning_rate", row["learning_rate"])
-                tf.summary.scalar("examples_per_second", row["examples_per_second"])
-        writers[name].flush()
-    if verbose:
-        print(
-            f"epoch {row['epoch']} step {row['step']}: loss {row['train_loss']:.4f} accuracy {row['train_accuracy']:.4f}"
-            f" | validation loss {row['validation_loss']:.4f} accuracy {row['validation_accuracy']:.4f}"
-            f" | {row['examples_per_second']:.0f} examples/s",
-            flush=True,
+        with strategy.scope():
+            model = build_model(config.model, seed=train_config.seed, mixed_precision=train_config.mixed_precision)
+            optimizer = steps.make_optimizer(train_config)
+            optimizer.build(model.trainable_variables)
+        self.model, self.optimizer = model, optimizer
+        # The loop's counters are read and written by Python only, so they are
+        # plain (not mirrored) variables.
+        self.state = _State()
+        # Non-trainable model variables (dropout's random state) are listed
+        # explicitly: Keras does not track them for tf.train.Checkpoint.
+        self.checkpoint = tf.train.Checkpoint(
+            model=model, optimizer=optimizer, model_state=list(model.non_trainable_variables), **self.state.trackables()
         )
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint, layout.checkpoint_dir(writable_dir),
+            max_to_keep=train_config.max_checkpoints, step_counter=self.state.step,
+        )
+        self.best_manager = tf.train.CheckpointManager(
+            tf.train.Checkpoint(model=model), layout.best_checkpoint_dir(writable_dir), max_to_keep=1
+        )
+        self._resume()
 
+        self.train_function = steps.make_train_function(
+            model, optimizer, strategy, self.train_data, batch_size, jit_compile=train_config.xla, seed=train_config.seed,
+            label_smoothing=train_config.label_smoothing, flip=train_config.flip, shift=train_config.shift,
+        )
+        self.evaluate_batch = steps.make_eval_function(model)
+        # Created after the restore: a resume that fails must leave the run directory as it was.
+        self.writers = None
+        if chief:
+            self.writers = {split: tf.summary.create_file_writer(str(layout.logs_dir(run_dir, split))) for split in ("train", "validation")}
 
-def _final_evaluation(config, run_dir, model, splits, state, planned_steps, verbose, chief) -> dict:
-    test = evaluate.evaluate_model(model, splits.test, splits.class_names)
-    rows = runs.read_metrics(run_dir)
-    examples = sum(row["examples_per_second"] * row["seconds"] for row in rows)
-    summary = {
-        "data_set": splits.name,
-        "class_names": list(splits.class_names),
-        "split_sizes": splits.sizes(),
-        "skipped_files": splits.skipped_files,
-        "dropped_overlap": splits.dropped_overlap,
-        "parameters": parameter_count(config.model),
-        "steps": int(state.step),
-        "planned_steps": planned_steps,
-        "stopped_early": bool(state.stopped_early),
-        "train_accuracy": rows[-1]["train_accuracy"] if rows else None,
-        "validation_accuracy": max((row["validation_accuracy"] for row in rows), default=None)
-        if config.train.early_stopping_patience else (rows[-1]["validation_accuracy"] if rows else None),
-        "test_accuracy": test["accuracy"],
-        "test_loss": test["loss"],
-        "test": test,
-        "train_seconds": float(state.train_seconds),
-        "examples_per_second": examples / float(state.train_seconds) if float(state.train_seconds) else None,
-    }
-    if not math.isfinite(summary["test_loss"]):
-        raise TrainingDivergedError("the trained model gives a NaN or infinite test loss")
-    if chief:
-        layout.evaluation_path(run_dir).write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
+    def _resume(self) -> None:
+        """Every task restores the chief's newest checkpoint (the run directory's), if there is one."""
+        latest = tf.train.latest_checkpoint(str(layout.checkpoint_dir(self.run_dir)))
+        if latest:
+            runs.restore_checkpoint(self.checkpoint, latest)
+            if self.verbose:
+                print(f"resuming from {latest} at step {int(self.state.step)} of {self.planned_steps}")
+        if self.chief:
+            _keep_metrics_up_to(self.run_dir, int(self.state.step))
+
+    def run(self) -> None:
+        """Epochs until the planned steps are done or early stopping stops the run; each validated, logged, checkpointed."""
+        while int(self.state.step) < self.planned_steps and not bool(self.state.stopped_early):
+            totals = self.run_epoch()
+            validation = self.validate()
+            row = {
+                "epoch": totals.epoch + 1,
+                "step": int(self.state.step),
+                "train_loss": totals.loss,
+                "train_accuracy": totals.accuracy,
+                "validation_loss": validation["loss"],
+                "validation_accuracy": validation["accuracy"],
+                "learning_rate": steps.current_learning_rate(self.optimizer),
+                "seconds": totals.seconds,
+                "examples_per_second": totals.count / totals.seconds,
+            }
+            if self.chief:
+                self.log_epoch(row)
+            self.early_stopping(validation["accuracy"])
+            self.manager.save(checkpoint_number=self.state.step)
+
+    def run_epoch(self) -> EpochTotals:
+        """Train from the current step to the end of its epoch (a resumed run may start mid-epoch)."""
+        every = self.train_config.checkpoint_every_steps
+        epoch, done_in_epoch = divmod(int(self.state.step), self.steps_per_epoch)
+        epoch_start = time.perf_counter()
+        permutation = self.train_data.permutation(self.train_config.seed, epoch)
+        progress = _progress(self.steps_per_epoch, epoch, self.verbose)
+        totals = EpochTotals(epoch)
+        while done_in_epoch < self.steps_per_epoch:
+            next_checkpoint = (int(self.state.step) // every + 1) * every
+            count = min(STEPS_PER_CALL, self.steps_per_epoch - done_in_epoch, next_checkpoint - int(self.state.step))
+            # Tensors, not Python ints, so the function is traced once for every count and position.
+            sums = self.train_function(
+                permutation, tf.constant(epoch, tf.int64), tf.constant(done_in_epoch, tf.int64), tf.constant(count, tf.int64)
+            ).numpy()
+            if not all(math.isfinite(value) for value in sums):
+                raise TrainingDivergedError(
+                    f"loss became NaN or infinite at step {int(self.state.step)}; stopped, last good checkpoint kept: {self.manager.latest_checkpoint or 'none'}"
+                )
+            self.state.step.assign_add(count)
+            done_in_epoch += count
+            totals.add(sums, count)
+            progress.update(done_in_epoch, [("loss", totals.loss), ("accuracy", totals.accuracy)])
+            if int(self.state.step) % every == 0:
+                self.manager.save(checkpoint_number=self.state.step)
+        totals.seconds = time.perf_counter() - epoch_start
+        self.state.train_seconds.assign_add(totals.seconds)
+        return totals
+
+    def validate(self) -> dict:
+        """Mean data loss and accuracy on the validation split."""
+        loss_sum = correct = 0.0
+        for images, labels in self.validation_data.in_order(evaluate.EVAL_BATCH_SIZE):
+            batch_loss, batch_correct, _ = self.evaluate_batch(images, labels)
+            loss_sum += float(batch_loss)
+            correct += float(batch_correct)
+        size = max(self.validation_data.size, 1)
+        return {"loss": loss_sum / size, "accuracy": correct / size}
+
+    def early_stopping(self, accuracy: float) -> None:
+        """Keep the best epoch's weights; stop after `early_stopping_patience` epochs without a better one."""
+        patience = self.train_config.early_stopping_patience
+        if accuracy > float(self.state.best_accuracy):
+            self.state.best_accuracy.assign(accuracy)
+            self.state.epochs_without_improvement.assign(0)
+            self.best_manager.save()
+            return
+        self.state.epochs_without_improvement.assign_add(1)
+        if patience and int(self.state.epochs_without_improvement) >= patience:
+            self.state.stopped_early.assign(True)
+            if self.verbose:
+                print(f"early stopping: no better validation accuracy for {patience} epochs (best {float(self.state.best_accuracy):.4f})")
+
+    def log_epoch(self, row: dict) -> None:
+        """One epoch's row: metrics.jsonl, TensorBoard and (verbose) a line on stdout."""
+        with layout.metrics_path(self.run_dir).open("a") as metrics_file:
+            metrics_file.write(json.dumps(row) + "\n")
+        for split, writer in self.writers.items():
+            with writer.as_default(step=row["step"]):
+                tf.summary.scalar("loss", row[f"{split}_loss"])
+                tf.summary.scalar("accuracy", row[f"{split}_accuracy"])
+                if split == "train":
+                    tf.summary.scalar("learning_rate", row["learning_rate"])
+                    tf.summary.scalar("examples_per_second", row["examples_per_second"])
+            writer.flush()
+        if self.verbose:
+            print(
+                f"epoch {row['epoch']} step {row['step']}: loss {row['train_loss']:.4f} accuracy {row['train_accuracy']:.4f}"
+                f" | validation loss {row['validation_loss']:.4f} accuracy {row['validation_accuracy']:.4f}"
+                f" | {row['examples_per_second']:.0f} examples/s",
+                flush=True,
+            )
+
+    def final_evaluation(self) -> dict:
+        """Evaluate the weights the run reports on the test split; write and return the summary (evaluation.json)."""
+        config, splits, state = self.config, self.splits, self.state
+        if config.train.early_stopping_patience:
+            # The run reports its best epoch, not its last: the same checkpoint
+            # that evaluate, report and export restore (runs.model_checkpoint).
+            best = runs.model_checkpoint(self.run_dir, config)
+            runs.restore_checkpoint(tf.train.Checkpoint(model=self.model), best, partial=True)
+        test = evaluate.evaluate_model(self.model, splits.test, splits.class_names)
+        rows = runs.read_metrics(self.run_dir)
+        examples = sum(row["examples_per_second"] * row["seconds"] for row in rows)
+        summary = {
+            "data_set": splits.name,
+            "class_names": list(splits.class_names),
+            "split_sizes": splits.sizes(),
+            "skipped_files": splits.skipped_files,
+            "dropped_overlap": splits.dropped_overlap,
+            "parameters": parameter_count(config.model),
+            "steps": int(state.step),
+            "planned_steps": self.planned_steps,
+            "stopped_early": bool(state.stopped_early),
+            "train_accuracy": rows[-1]["train_accuracy"] if rows else None,
+            "validation_accuracy": max((row["validation_accuracy"] for row in rows), default=None)
+            if config.train.early_stopping_patience else (rows[-1]["validation_accuracy"] if rows else None),
+            "test_accuracy": test["accuracy"],
+            "test_loss": test["loss"],
+            "test": test,
+            "train_seconds": float(state.train_seconds),
+            "examples_per_second": examples / float(state.train_seconds) if float(state.train_seconds) else None,
+        }
+        if not math.isfinite(summary["test_loss"]):
+            raise TrainingDivergedError("the trained model gives a NaN or infinite test loss")
+        layout.evaluation_path(self.run_dir).write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
 
 
 def describe_strategy(strategy, name: str) -> str:

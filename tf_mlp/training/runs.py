@@ -8,14 +8,32 @@ and paths are tf_mlp/layout.py's alone.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
 import pathlib
+import tempfile
 
 from tf_mlp import layout
 from tf_mlp.config import Config
 from tf_mlp.errors import CheckpointError, TfMlpError
+
+
+def check_writable(run_dir) -> None:
+    """Raise OSError naming run_dir unless this process can create it (or write into it); leaves nothing behind."""
+    run_dir = pathlib.Path(run_dir)
+    existing = run_dir.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(run_dir))
+    try:
+        # A real attempt, not os.access(): root passes every permission check,
+        # yet read-only mounts and /sys still refuse it.
+        tempfile.TemporaryDirectory(dir=existing, prefix=".tf-mlp-write-check-").cleanup()
+    except OSError as error:
+        raise OSError(error.errno, error.strerror, str(run_dir)) from None
 
 
 def write_if_changed(path, text: str) -> None:

@@ -2,8 +2,8 @@
 
 The train step records the forward pass on a GradientTape, takes gradients
 (the chain rule, derived by TensorFlow from the graph), applies them, and
-returns sums the loop turns into loss and accuracy. It is written once for
-every placement: under a tf.distribute strategy each replica computes its
+returns named sums (StepSums) the loop turns into loss and accuracy. It is
+written once for every placement: under a tf.distribute strategy each replica computes its
 share of the global batch, the loss is averaged over the *global* batch
 (tf.nn.compute_average_loss) and the L2 penalty divided among replicas
 (tf.nn.scale_regularization_loss), so summing the replicas' gradients gives
@@ -12,12 +12,31 @@ exactly the single-device gradient.
 
 from __future__ import annotations
 
+import typing
+
 import keras
 import tensorflow as tf
 
 from tf_mlp.config import TrainConfig
 from tf_mlp.training import optimizers
 from tf_mlp.training.pipeline import ResidentSplit, augment, augmentation_seed
+
+
+class StepSums(typing.NamedTuple):
+    """What one call of the train function returns: sums over its steps, each over the whole global batch."""
+
+    loss_sum: typing.Any
+    """The data loss (cross-entropy) summed over the examples."""
+    correct: typing.Any
+    """Examples the model classified correctly (before the step's update)."""
+    count: typing.Any
+    """Examples trained on."""
+    regularization: typing.Any
+    """The L2 penalty summed over the steps: one value per step, not per example."""
+
+    def numpy(self) -> StepSums:
+        """The same sums as Python floats."""
+        return StepSums(*(float(value) for value in self))
 
 
 def make_learning_rate(config: TrainConfig):
@@ -42,7 +61,7 @@ def make_train_function(
     model, optimizer, strategy: tf.distribute.Strategy, data: ResidentSplit, global_batch_size: int, *,
     jit_compile: bool, seed: int = 0, label_smoothing: float = 0.0, flip: bool = False, shift: int = 0,
 ):
-    """train(permutation, epoch, first_batch, num_steps) -> [data-loss sum, correct, count, regularization loss].
+    """train(permutation, epoch, first_batch, num_steps) -> StepSums over those steps.
 
     One call runs num_steps steps, batches first_batch, first_batch + 1, ...
     of the epoch whose example order is `permutation` (ResidentSplit.permutation);
@@ -74,14 +93,16 @@ def make_train_function(
         gradients = tape.gradient(scaled_loss, model.trainable_variables)
         optimizer.apply(gradients, model.trainable_variables)
         correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, axis=-1), labels), tf.float32))
-        count = tf.cast(tf.shape(labels)[0], tf.float32)
-        # The regularization term is the same on every replica; divide so the SUM reduce gives it once.
-        return tf.stack([
-            tf.reduce_sum(per_example_loss),
-            correct,
-            count,
-            regularization / strategy.num_replicas_in_sync,
-        ])
+        sums = StepSums(
+            loss_sum=tf.reduce_sum(per_example_loss),
+            correct=correct,
+            count=tf.cast(tf.shape(labels)[0], tf.float32),
+            # The same on every replica; divided so the SUM reduce counts it once.
+            regularization=regularization / strategy.num_replicas_in_sync,
+        )
+        # One vector, in StepSums' field order: the replicas' sums are reduced
+        # in one all-reduce per step, not one per field.
+        return tf.stack(list(sums))
 
     if jit_compile:
         # XLA compiles the arithmetic; the gather stays with the host-resident data.
@@ -97,13 +118,15 @@ def make_train_function(
 
     @tf.function
     def train(permutation, epoch, first_batch, num_steps):
-        totals = tf.zeros([4], tf.float32)
+        totals = tf.zeros([len(StepSums._fields)], tf.float32)
         for step in tf.range(num_steps):
             batch_number = first_batch + step
             batch_indices = permutation[batch_number * global_batch_size:(batch_number + 1) * global_batch_size]
             per_replica = strategy.run(replica_step, args=(batch_indices, epoch, batch_number))
             totals += strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
-        return totals
+        # Named from here on; split on the host, where the loop reads them once per call.
+        with tf.device("/cpu:0"):
+            return StepSums(*tf.unstack(totals))
 
     return train
 
