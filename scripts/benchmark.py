@@ -19,9 +19,9 @@ import os
 import pathlib
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import click
 
-import click  # noqa: E402
+from tf_mlp import startup
 
 DOCS_OUTPUT = pathlib.Path(__file__).resolve().parents[1] / "docs" / "performance"
 
@@ -42,11 +42,14 @@ def _is_under_docs(path: pathlib.Path) -> bool:
 @click.option("--source-dir", help="IDX directory (default for fashion_mnist: Debian's package).")
 @click.option("--data-dir", help="TFDS data directory for the prepared data set (default: TFDS's).")
 @click.option("--validation-size", type=int, help="Training examples held out for validation (default: the data config's).")
-def main(output_dir, publish, repetitions, quick, training_only, data_name, source_dir, data_dir, validation_size):
+@startup.verbose_option
+def main(output_dir, publish, repetitions, quick, training_only, data_name, source_dir, data_dir, validation_size, verbose):
     """Measure training (and serving) speed; write JSON, a markdown page and a plot."""
     output_dir = DOCS_OUTPUT if publish else pathlib.Path(output_dir)
     if quick and _is_under_docs(output_dir):
         raise click.ClickException("--quick results are smoke-test figures and are never written to docs/; use --output elsewhere")
+    # After the checks, so a refused command answers at once; quiet unless --verbose, as `tf-mlp` is.
+    startup.import_tensorflow(verbose=verbose)
     from tf_mlp.benchmark import report, training
     from tf_mlp.config import DataConfig
     from tf_mlp.data import load_splits

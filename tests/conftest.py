@@ -19,6 +19,8 @@ from tf_mlp.server.process import free_port  # noqa: E402,F401 - one free_port f
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTMNIST_SAMPLE = REPO_ROOT.parent / "shared" / "data" / "notmnist-sample"
 FASHION_MNIST_DIR = pathlib.Path("/usr/share/datasets/fashion-mnist")
+TF_START_UP_MARKERS = ("cuInit", "oneDNN", "absl::InitializeLog", "cudart_stub", "cuda drivers")
+"""Fragments of TensorFlow's start-up lines, which `tf-mlp` and scripts/benchmark.py keep off the screen."""
 
 
 def png_bytes(image) -> bytes:

@@ -11,6 +11,8 @@ import sys
 
 import pytest
 
+from tests.conftest import TF_START_UP_MARKERS
+
 FASHION_MNIST = pathlib.Path("/usr/share/datasets/fashion-mnist")
 REPOSITORY = pathlib.Path(__file__).resolve().parents[1]
 
@@ -87,6 +89,7 @@ def test_training_flops_match_a_hand_count_for_two_shapes():
 
 @pytest.fixture(scope="module")
 def quick_training_run(tmp_path_factory, tiny_splits):
+    """(output directory, the finished process) of a quick training-only benchmark on tiny data."""
     from tests.conftest import write_idx_data_set
 
     work = tmp_path_factory.mktemp("bench-training")
@@ -98,12 +101,13 @@ def quick_training_run(tmp_path_factory, tiny_splits):
         cwd=REPOSITORY, capture_output=True, text=True, timeout=1800,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    return output
+    return output, result
 
 
 @pytest.mark.slow
 def test_quick_training_benchmark_produces_every_figure(quick_training_run):
-    training = json.loads((quick_training_run / "performance.json").read_text())["training"]
+    output, result = quick_training_run
+    training = json.loads((output / "performance.json").read_text())["training"]
     assert training["flops_per_example"] == MLP_FLOPS_BY_HAND
     assert _positive(training["matmul_gflops"]) and _positive(training["training_peak_rss_mb"])
     rates = training["examples_per_second"]
@@ -114,9 +118,9 @@ def test_quick_training_benchmark_produces_every_figure(quick_training_run):
             assert summary["min"] <= summary["median"] <= summary["max"]
     assert _positive(rates["trainer_xla_128"]["median"])
     assert training["load_average"]["max"] >= training["load_average"]["min"] >= 0
-    assert "serving" not in json.loads((quick_training_run / "performance.json").read_text())
+    assert "serving" not in json.loads((output / "performance.json").read_text())
 
-    page = (quick_training_run / "PERFORMANCE.md").read_text()
+    page = (output / "PERFORMANCE.md").read_text()
     assert f"**{MLP_FLOPS_BY_HAND:,}**" in page
     for batch in training["batch_sizes"]:
         assert re.search(rf"^\| {batch} \|( [^|]+ \|){{8}}$", page, re.MULTILINE), batch
@@ -124,7 +128,9 @@ def test_quick_training_benchmark_produces_every_figure(quick_training_run):
         assert goal in page, goal
     assert "--training-only" in page and "Load average while measuring" in page
     assert not re.search(r"\b(nan|inf)\b", page, re.IGNORECASE)
-    assert (quick_training_run / "scaling.png").stat().st_size > 0
+    assert (output / "scaling.png").stat().st_size > 0
+    for marker in TF_START_UP_MARKERS:  # TensorFlow's start-up lines are kept off the screen, as by tf-mlp
+        assert marker not in result.stdout + result.stderr, marker
 
 
 @pytest.mark.parametrize("destination", [["--publish"], ["--output", "docs/performance"], ["-o", "docs"]])

@@ -19,14 +19,12 @@ import time
 import pytest
 
 from tests import synthetic
-from tests.conftest import REPO_ROOT, write_idx_data_set
+from tests.conftest import REPO_ROOT, TF_START_UP_MARKERS, write_idx_data_set
 from tf_mlp import config, layout
 from tf_mlp.training.runs import load_config, read_metrics, training_lock
 
 # Every test starts TensorFlow in a fresh process or two: seconds each, tens on a busy machine.
 pytestmark = pytest.mark.slow
-
-TF_START_UP_MARKERS = ("cuInit", "oneDNN", "absl::InitializeLog", "cudart_stub", "cuda drivers")
 
 
 def run_cli(*arguments, cwd=None, timeout=300):

@@ -56,8 +56,7 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="tf-mlp")
-@click.option("--verbose", is_flag=True, envvar=startup.VERBOSE_VARIABLE,
-              help=f"Show TensorFlow's start-up and C++ log lines (also {startup.VERBOSE_VARIABLE}=1).")
+@startup.verbose_option
 def main(verbose):
     """Train the lesson's MLP on 28x28 images, export it, serve it like TensorFlow Serving."""
 

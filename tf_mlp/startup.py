@@ -34,6 +34,13 @@ _START_UP_NOISE = re.compile(
 )
 
 
+verbose_option = click.option(
+    "--verbose", is_flag=True, envvar=VERBOSE_VARIABLE,
+    help=f"Show TensorFlow's start-up and C++ log lines (also {VERBOSE_VARIABLE}=1).",
+)
+"""--verbose for a root command (TensorFlowCommand reads it) or a script that calls import_tensorflow itself."""
+
+
 class TensorFlowCommand(click.Command):
     """A command that imports TensorFlow first, with its start-up lines dropped unless --verbose."""
 
