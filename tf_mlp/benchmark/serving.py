@@ -41,7 +41,7 @@ SIGNATURE_RUNS = {
 def export_model(splits: DataSplits, work: pathlib.Path) -> pathlib.Path:
     """Train the default preset for one epoch and export it; return the model base path."""
     from tf_mlp import export
-    from tf_mlp.train import train_and_evaluate
+    from tf_mlp.training import train_and_evaluate
 
     run_config = config.preset("mlp").override("train", epochs=1)
     train_and_evaluate(run_config, work / "run", splits=splits, verbose=False)
