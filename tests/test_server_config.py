@@ -1,5 +1,6 @@
 """serving/ files parse with TensorFlow Serving's protobuf classes; flags parse as tensorflow_model_server's."""
 
+import dataclasses
 import pathlib
 import re
 import subprocess
@@ -11,7 +12,8 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from tf_mlp import cli, contract
 from tf_mlp.errors import ConfigError
-from tf_mlp.server import config_files, options as options_module
+from tf_mlp.server import config_files
+from tf_mlp.server.options import FLAG_HELP, NO_EFFECT, ServerOptions, grpc_channel_arguments, parse_flags
 from tf_mlp.server.core.batching import BatchingSettings
 from tf_mlp.server.core.status import HTTP_STATUS, Code, ServingError
 
@@ -112,7 +114,7 @@ def test_batching_parameters_are_checked(tmp_path, text, message):
 
 
 def test_flags_are_spelled_as_tensorflow_model_server():
-    parsed = options_module.parse_flags([
+    parsed = parse_flags([
         "--port=9000", "--rest_api_port", "9001", "--model_name=m", "--model_base_path=/models/m",
         "--enable_batching", "--file_system_poll_wait_seconds=5", "--rest_api_timeout_in_ms=100",
     ])
@@ -120,8 +122,8 @@ def test_flags_are_spelled_as_tensorflow_model_server():
         9000, 9001, "m", "/models/m")
     assert parsed.enable_batching is True
     assert parsed.file_system_poll_wait_seconds == 5 and parsed.rest_api_timeout_in_ms == 100
-    assert options_module.parse_flags(["--model_base_path=x", "--enable_batching=false"]).enable_batching is False
-    defaults = options_module.parse_flags(["--model_base_path=x"])
+    assert parse_flags(["--model_base_path=x", "--enable_batching=false"]).enable_batching is False
+    defaults = parse_flags(["--model_base_path=x"])
     assert (defaults.port, defaults.rest_api_port, defaults.host) == (8500, 8501, "127.0.0.1")
 
 
@@ -138,12 +140,12 @@ def test_flags_are_spelled_as_tensorflow_model_server():
 )
 def test_bad_flags_are_config_errors(flags, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
-        options_module.parse_flags(flags)
+        parse_flags(flags)
 
 
 def test_every_flag_has_help_and_serve_help_lists_them():
-    names = [field.name for field in options_module.dataclasses.fields(options_module.ServerOptions)]
-    assert sorted(names) == sorted(options_module.FLAG_HELP)
+    names = [field.name for field in dataclasses.fields(ServerOptions)]
+    assert sorted(names) == sorted(FLAG_HELP)
     result = CliRunner().invoke(cli.main, ["serve", "--help"])
     assert result.exit_code == 0
     for name in names:
@@ -187,11 +189,11 @@ TF_SERVING_FLAGS = {
     "mixed_precision": "bfloat16", "skip_initialize_tpu": "true", "enable_grpc_healthcheck_service": "true",
     "enable_serialization_as_tensor_content": "true",
 }
-HONOURED = set(TF_SERVING_FLAGS) - set(options_module.NO_EFFECT) - {"use_alts_credentials", "ssl_config_file"}
+HONOURED = set(TF_SERVING_FLAGS) - set(NO_EFFECT) - {"use_alts_credentials", "ssl_config_file"}
 
 
 def test_every_tensorflow_model_server_flag_is_accepted():
-    parsed = options_module.parse_flags([f"--{name}={value}" for name, value in TF_SERVING_FLAGS.items()])
+    parsed = parse_flags([f"--{name}={value}" for name, value in TF_SERVING_FLAGS.items()])
     for name, value in TF_SERVING_FLAGS.items():
         field = getattr(parsed, name)
         expected = (value == "true") if isinstance(field, bool) else type(field)(value)
@@ -199,19 +201,19 @@ def test_every_tensorflow_model_server_flag_is_accepted():
 
 
 def test_flags_without_effect_are_named_in_one_line_each_and_honoured_ones_not_at_all():
-    parsed = options_module.parse_flags([f"--{name}={value}" for name, value in TF_SERVING_FLAGS.items()])
+    parsed = parse_flags([f"--{name}={value}" for name, value in TF_SERVING_FLAGS.items()])
     warnings = parsed.ignored_flag_warnings()
-    assert len(warnings) == len(options_module.NO_EFFECT)
-    for name, line in zip(options_module.NO_EFFECT, warnings):
+    assert len(warnings) == len(NO_EFFECT)
+    for name, line in zip(NO_EFFECT, warnings):
         assert line.startswith(f"--{name}=") and "has no effect in tf-mlp serve: " in line and "\n" not in line
     assert not any(warning.startswith(f"--{name}=") for warning in warnings for name in HONOURED)
-    assert options_module.parse_flags(["--model_base_path=x"]).ignored_flag_warnings() == []
-    assert options_module.parse_flags(["--model_base_path=x", "--rest_api_enable_cors_support=false"]
+    assert parse_flags(["--model_base_path=x"]).ignored_flag_warnings() == []
+    assert parse_flags(["--model_base_path=x", "--rest_api_enable_cors_support=false"]
                                       ).ignored_flag_warnings() == []
 
 
 def test_new_option_fields_default_to_tensorflow_servings():
-    defaults = options_module.ServerOptions()
+    defaults = ServerOptions()
     assert defaults.enable_signature_method_name_check is False
     assert defaults.prefer_tflite_model is False
     assert defaults.enable_profiler is True
@@ -221,25 +223,25 @@ def test_new_option_fields_default_to_tensorflow_servings():
 @pytest.mark.parametrize("flag", ["--ssl_config_file=ssl.config", "--use_alts_credentials"])
 def test_secure_channel_flags_are_refused_not_served_in_plain_text(flag):
     with pytest.raises(ConfigError, match="secure gRPC channels are not supported"):
-        options_module.parse_flags(["--model_base_path=x", flag])
+        parse_flags(["--model_base_path=x", flag])
 
 
 def test_grpc_channel_arguments_parse_as_tensorflow_serving():
-    assert options_module.grpc_channel_arguments(
+    assert grpc_channel_arguments(
         "grpc.max_connection_age_ms=2000,grpc.lb_policy_name=grpclb,grpc.so_reuseaddr=1") == [
         ("grpc.max_connection_age_ms", 2000), ("grpc.lb_policy_name", "grpclb"), ("grpc.so_reuseaddr", 1)]
-    assert options_module.grpc_channel_arguments("") == []
+    assert grpc_channel_arguments("") == []
     # Beyond int32 stays a string, as absl::SimpleAtoi into an int32 fails.
-    assert options_module.grpc_channel_arguments("a=4294967296") == [("a", "4294967296")]
+    assert grpc_channel_arguments("a=4294967296") == [("a", "4294967296")]
     with pytest.raises(ConfigError, match="'grpc.max_connection_age_ms' is not key=value"):
-        options_module.parse_flags(["--model_base_path=x", "--grpc_channel_arguments=grpc.max_connection_age_ms"])
+        parse_flags(["--model_base_path=x", "--grpc_channel_arguments=grpc.max_connection_age_ms"])
 
 
 def test_thread_flags_reach_each_sessions_config_as_in_server_cc():
     from tf_mlp.server.core.servable import LoadSettings
 
     def counts(*flags):
-        settings = LoadSettings.from_options(options_module.parse_flags(["--model_base_path=x", *flags]))
+        settings = LoadSettings.from_options(parse_flags(["--model_base_path=x", *flags]))
         return settings.intra_op_threads, settings.inter_op_threads
 
     assert counts() == (0, 0)
@@ -247,7 +249,7 @@ def test_thread_flags_reach_each_sessions_config_as_in_server_cc():
     assert counts("--tensorflow_intra_op_parallelism=2", "--tensorflow_inter_op_parallelism=1") == (2, 1)
     assert counts("--tensorflow_session_parallelism=3", "--tensorflow_intra_op_parallelism=2") == (2, 0)
     with pytest.raises(ConfigError, match="You cannot configure all."):
-        options_module.parse_flags(["--model_base_path=x", "--tensorflow_session_parallelism=1",
+        parse_flags(["--model_base_path=x", "--tensorflow_session_parallelism=1",
                                     "--tensorflow_intra_op_parallelism=1", "--tensorflow_inter_op_parallelism=1"])
 
 

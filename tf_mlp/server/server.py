@@ -38,13 +38,13 @@ from aiohttp import web
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
 from tf_mlp.errors import ConfigError, TfMlpError
-from tf_mlp.server import config_files, options as options_module
+from tf_mlp.server import config_files
 from tf_mlp.server.core.batching import BatchingRunner, BatchingSettings, DirectRunner
 from tf_mlp.server.core.manager import ServerCore
 from tf_mlp.server.grpc.profiler import ProfilerService
 from tf_mlp.server.grpc.services import ModelService, PredictionService
 from tf_mlp.server.metrics import Metrics
-from tf_mlp.server.options import ANY_FREE_PORT, DISABLED_PORT, ServerOptions
+from tf_mlp.server.options import ANY_FREE_PORT, DISABLED_PORT, ServerOptions, grpc_channel_arguments
 from tf_mlp.server.rest.api import RestApi
 
 log = logging.getLogger(__name__)
@@ -191,7 +191,7 @@ class Server:
         # arguments come last and win.
         arguments = {"grpc.max_receive_message_length": _UNLIMITED, "grpc.max_send_message_length": _UNLIMITED,
                      "grpc.so_reuseport": 0}
-        arguments.update(options_module.grpc_channel_arguments(self.options.grpc_channel_arguments))
+        arguments.update(grpc_channel_arguments(self.options.grpc_channel_arguments))
         return list(arguments.items())
 
     async def _start_grpc(self, runner):
