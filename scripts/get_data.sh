@@ -6,16 +6,11 @@
 # catalogue download (which needs the network).
 set -eu
 DIR=/usr/share/datasets/fashion-mnist
-if [ -f "$DIR/train-images-idx3-ubyte.gz" ] && [ -f "$DIR/t10k-labels-idx1-ubyte.gz" ]; then
-    echo "Fashion-MNIST: $DIR"
-    exit 0
+present() { [ -f "$DIR/train-images-idx3-ubyte.gz" ] && [ -f "$DIR/t10k-labels-idx1-ubyte.gz" ]; }
+if ! present; then
+    sh "$(dirname "$0")/apt_install.sh" dataset-fashion-mnist \
+        "Fashion-MNIST will be downloaded by TFDS's catalogue builder on first use"
 fi
-status=0
-sh "$(dirname "$0")/apt_install.sh" dataset-fashion-mnist || status=$?
-if [ "$status" -eq 0 ]; then
+if present; then
     echo "Fashion-MNIST: $DIR"
-elif [ "$status" -eq 3 ]; then
-    echo "apt-get not available: Fashion-MNIST will be downloaded by TFDS's catalogue builder on first use"
-else
-    exit "$status"
 fi
