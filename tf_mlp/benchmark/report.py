@@ -36,7 +36,7 @@ def plot_scaling(series: dict[str, dict], path: pathlib.Path) -> None:
 
 def _training_series(training: dict) -> dict:
     names = {"cli": "tf-mlp train", "trainer": "train function alone", "fit_spe1": "model.fit, defaults",
-             "products": "step's products alone"}
+             "fit_tuned": "model.fit, steps_per_execution tuned", "products": "step's products alone"}
     rates = training["examples_per_second"]
     return {label: {batch: rates[f"{key}_{batch}"]["median"] for batch in training["batch_sizes"]} for key, label in names.items()}
 
