@@ -368,13 +368,18 @@ def deep() -> Config:
     on the notMNIST sample the test hold-out).
 
     This preset: --hidden 2048,1024 --dropout 0.2 --l2 0 --shift 1
-    --batch-size 256, 40 epochs, lr 1e-3 x 0.3 per 4,000 steps, patience 10.
+    --batch-size 256, 50 epochs, lr 1e-3 x 0.3 per 4,000 steps, patience 10.
     Options below that do not name dropout, l2 or shift keep the former
-    preset's (dropout 0.4, l2 1e-6, no shift).
+    preset's (dropout 0.4, l2 1e-6, no shift), and every run had 40 epochs
+    except this preset's (50). The schedule counts steps and a seed fixes
+    the run (the 50-epoch notMNIST runs repeated the 40-epoch figures
+    exactly), so a 50-epoch run is the 40-epoch run plus ten epochs.
 
     notMNIST sample (validation 680, test 1,200):
     - this preset, seeds 0 / 1 / 2: 0.9368 / 0.9200, 0.9338 / 0.9283,
-      0.9206 / 0.9342, mean 0.9304 / 0.9275 (33, 28, 37 s at load 3-4);
+      0.9206 / 0.9342, mean 0.9304 / 0.9275 (20, 17, 24 s at load 1-2;
+      early stopping ends them at epochs 37, 31, 41, so 40 epochs gave the
+      same figures in 33, 28, 37 s at load 3-4);
     - the former preset, seeds 0 / 1 / 2: 0.9221 / 0.9075, 0.9235 / 0.9125,
       0.9074 / 0.9242, mean 0.9177 / 0.9147 (seed 0 from the earlier
       sweep; 18, 18 s at load 4);
@@ -388,13 +393,18 @@ def deep() -> Config:
       --hidden 1024,1024 --dropout 0.3 --shift 1 --l2 0: 0.9338 / 0.9158
       (23 s, load 7).
     Fashion-MNIST (validation 5,000, test 10,000):
-    - this preset: 0.9120 / 0.9056, 291 s at load 3-3.5 (best epoch 38);
-      --seed 1: 0.9108 / 0.9040, 257 s at load 2-5 (best epoch 40);
+    - this preset with 40 epochs: 0.9120 / 0.9056, 291 s at load 3-3.5
+      (best epoch 38); --seed 1: 0.9108 / 0.9040, 257 s at load 2-5 (best
+      epoch 40: still improving, hence 50 epochs);
+    - the former preset --seed 1: 0.9128 / 0.9064, 205 s at load 2-3;
     - --shift 1 --l2 0 (dropout 0.4): 0.9094 / 0.8972, 390 s at load 5-6,
       still underfitting at epoch 40 (train accuracy 0.906): shifts and
       dropout 0.4 together regularize too hard for 40 epochs;
     - --shift 2 --l2 0 --dropout 0.2: 0.9028 / 0.8943, 276 s at load 3-4
-      (two-pixel moves cost the garments what they gain the letters).
+      (two-pixel moves cost the garments what they gain the letters);
+    - this preset (50 epochs): 0.9138 / 0.9069, 250 s at load 2-2.6 (best
+      epoch 46); --seed 1: 0.9148 / 0.9054, 244 s at load 2-2.5 (best
+      epoch 43).
 
     Earlier sweep (the former preset was chosen from it, on Fashion-MNIST):
     - the former preset (best epoch 37): 0.9128 / 0.9060, 509 s at load 4-8;
@@ -416,19 +426,24 @@ def deep() -> Config:
     --l2 0); with --dropout 0.5 --input-dropout 0.2: 0.9324 / 0.9125; with
     --flip: 0.9118 / 0.8850.
 
-    So one-pixel shifts with lighter dropout cost Fashion-MNIST nothing
-    measurable on validation (0.9120 against 0.9128; its figures move by
-    about 0.003 from noise) and raise the notMNIST sample's mean validation
-    over three seeds from 0.9177 to 0.9304 (its figures move by about 0.008
-    from noise, with 680 validation and 1,200 test images). Two-pixel shifts
+    So in 40 epochs one-pixel shifts with lighter dropout cost Fashion-MNIST
+    at most noise on validation (0.9120 and 0.9108 against 0.9128 and
+    0.9128 over two seeds; its figures move by about 0.003 from noise) and
+    raise the notMNIST sample's mean validation over three seeds from 0.9177
+    to 0.9304 (its figures move by about 0.008 from noise, with 680
+    validation and 1,200 test images); ten more epochs win back
+    Fashion-MNIST's validation and stay within 10 minutes of training on 2
+    cores (250 s at load 2; 40 epochs took 291-390 s at load 3-6, so 50
+    take about 490 s there). Two-pixel shifts
     gain the letters a little more on validation but lose Fashion-MNIST
-    0.009, so one recipe serves both. Fashion-MNIST passes 0.905 (not 0.91)
-    with little margin; every notMNIST seed reaches 0.92.
+    0.009, so one recipe serves both and no per-data-set augmentation is
+    needed. Fashion-MNIST passes 0.905 on both seeds (0.9069, 0.9054; not
+    0.91) and every notMNIST seed reaches 0.92.
     """
     return Config(
         model=ModelConfig(hidden_units=(2048, 1024), dropout_rate=0.2, l2=0.0),
         train=TrainConfig(
-            epochs=40, batch_size=256, optimizer="adam", learning_rate=1e-3,
+            epochs=50, batch_size=256, optimizer="adam", learning_rate=1e-3,
             decay_rate=0.3, decay_steps=4000, early_stopping_patience=10, shift=1,
         ),
     )
