@@ -20,7 +20,8 @@ def test_presets_are_the_lesson():
     assert config.preset("mlp_l2").model.l2 > 0
     assert config.preset("mlp_dropout").model.dropout_rate > 0
     deep = config.preset("deep")
-    assert len(deep.model.hidden_units) > 1 and deep.model.dropout_rate > 0 and deep.model.l2 > 0
+    assert len(deep.model.hidden_units) > 1 and deep.model.dropout_rate > 0
+    assert deep.train.shift > 0 and not deep.train.flip  # letters keep their class when moved, not when mirrored
     assert deep.train.decay_rate < 1
 
 
