@@ -88,6 +88,22 @@ def version_dirs(base) -> dict[int, pathlib.Path]:
     return dict(sorted(numbered.items()))
 
 
+def saved_model_versions(path, model_name: str) -> dict[int, pathlib.Path]:
+    """version number -> directory of the complete SavedModels `path` names, ascending; {} if none.
+
+    `path` may be one version directory (its number, or 0 for an unnumbered
+    one), a model's base path, or an export base holding model_name/.
+    """
+    path = pathlib.Path(path)
+    if (path / SAVED_MODEL_FILE).is_file():
+        return {int(path.name) if VERSION_NAME.fullmatch(path.name) else 0: path}
+    for base in (path, path / model_name):
+        complete = {number: child for number, child in version_dirs(base).items() if (child / SAVED_MODEL_FILE).is_file()}
+        if complete:
+            return complete
+    return {}
+
+
 def labels_asset_path(version_dir) -> pathlib.Path:
     return pathlib.Path(version_dir) / ASSETS_DIR / LABELS_FILE
 

@@ -26,19 +26,14 @@ _CARD_FIELDS = ("data_set", "test_accuracy", "test_examples", "parameters", "exp
 
 def version_dirs(path, model_name: str = contract.MODEL_NAME) -> list[tuple[int, pathlib.Path]]:
     """(version, directory) of every version `path` names: a version directory, a model base or an export base."""
-    from tf_mlp.client.local import versions_in
-
     path = pathlib.Path(path)
     if not path.exists():
         raise ExportError(f"{path} does not exist")
-    if (path / _SAVED_MODEL).is_file():
-        return [(int(path.name) if layout.VERSION_NAME.fullmatch(path.name) else 0, path)]
-    for base in (path, path / model_name):
-        versions = versions_in(base)
-        if versions:
-            return [(version, base / str(version)) for version in versions]
-    raise ExportError(f"no SavedModel in {path} (expected {path}/{_SAVED_MODEL}, {path}/<version>/ "
-                      f"or {path}/{model_name}/<version>/)")
+    versions = layout.saved_model_versions(path, model_name)
+    if not versions:
+        raise ExportError(f"no SavedModel in {path} (expected {path}/{_SAVED_MODEL}, {path}/<version>/ "
+                          f"or {path}/{model_name}/<version>/)")
+    return list(versions.items())
 
 
 def describe_version(version: int, directory: pathlib.Path) -> dict:

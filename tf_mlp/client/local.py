@@ -38,26 +38,21 @@ def resolve_version_dir(path, model_name: str, version: int | None) -> tuple[pat
     target = f"local:{path}"
     if not path.exists():
         raise errors.NotFoundError(target, "not found", f"{path} does not exist")
-    if (path / _SAVED_MODEL).is_file():
-        number = int(path.name) if layout.VERSION_NAME.fullmatch(path.name) else 0
+    versions = layout.saved_model_versions(path, model_name)
+    if not versions:
+        raise errors.NotFoundError(target, "not found", f"no SavedModel in {path} (expected {path}/{_SAVED_MODEL}, "
+                                   f"{path}/<version>/ or {path}/{model_name}/<version>/)")
+    if (path / _SAVED_MODEL).is_file():  # one version directory: it is the only choice
+        number = next(iter(versions))
         if version is not None and version != number:
             raise errors.NotFoundError(target, "not found", f"{path} is version {number}, not {version}")
         return path, number
-    for base in (path, path / model_name):
-        versions = versions_in(base)
-        if versions:
-            chosen = versions[-1] if version is None else version
-            if chosen not in versions:
-                raise errors.NotFoundError(target, "not found", f"no version {version} of model {model_name} "
-                                           f"in {base} (versions: {', '.join(map(str, versions))})")
-            return base / str(chosen), chosen
-    raise errors.NotFoundError(target, "not found", f"no SavedModel in {path} (expected {path}/{_SAVED_MODEL}, "
-                               f"{path}/<version>/ or {path}/{model_name}/<version>/)")
-
-
-def versions_in(base: pathlib.Path) -> list[int]:
-    """Version numbers of the complete SavedModels directly under `base`, ascending."""
-    return [number for number, child in layout.version_dirs(base).items() if (child / _SAVED_MODEL).is_file()]
+    chosen = max(versions) if version is None else version
+    if chosen not in versions:
+        base = next(iter(versions.values())).parent
+        raise errors.NotFoundError(target, "not found", f"no version {version} of model {model_name} "
+                                   f"in {base} (versions: {', '.join(map(str, versions))})")
+    return versions[chosen], chosen
 
 
 class LocalClient(Client):
