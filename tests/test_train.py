@@ -10,7 +10,7 @@ import tensorflow as tf
 from tests.conftest import REPO_ROOT
 from tf_mlp import layout
 from tf_mlp.errors import ConfigError, TrainingDivergedError
-from tf_mlp.training import loop, steps, train_and_evaluate
+from tf_mlp.training import progress, steps, train_and_evaluate
 from tf_mlp.training.runs import RunLockedError, load_config, read_class_names, read_metrics, restore_model, training_lock
 
 
@@ -130,13 +130,13 @@ def test_a_metrics_line_cut_short_by_a_crash_does_not_block_resuming(tmp_path, t
 
 
 def test_without_a_terminal_progress_is_a_periodic_line(tmp_path, tiny_config, tiny_splits, capsys, monkeypatch):
-    monkeypatch.setattr(loop, "PROGRESS_LINE_SECONDS", 0.0)
+    monkeypatch.setattr(progress, "PROGRESS_LINE_SECONDS", 0.0)
     train_and_evaluate(tiny_config.override("train", epochs=1), tmp_path, splits=tiny_splits, verbose=True)
     lines = capsys.readouterr().out.splitlines()
-    progress = [line for line in lines if line.startswith("epoch 1: step ")]
+    periodic = [line for line in lines if line.startswith("epoch 1: step ")]
     # 16 steps in calls of 5, 5, 5, 1: a line after each call but the last (the epoch's own line follows).
-    assert [line.split()[3] for line in progress] == ["5/16", "10/16", "15/16"]
-    assert "loss" in progress[0] and "accuracy" in progress[0]
+    assert [line.split()[3] for line in periodic] == ["5/16", "10/16", "15/16"]
+    assert "loss" in periodic[0] and "accuracy" in periodic[0]
     assert not any("test accuracy" in line for line in lines)  # the command prints the result, once
 
 

@@ -16,7 +16,6 @@ import dataclasses
 import json
 import math
 import pathlib
-import sys
 import time
 
 import keras
@@ -30,13 +29,11 @@ from tf_mlp.model import build_model, parameter_count
 from tf_mlp.training import evaluate, runs, steps
 from tf_mlp.training.distribute import is_chief, make_strategy, writable_directory
 from tf_mlp.training.pipeline import ResidentSplit
+from tf_mlp.training.progress import epoch_progress
 
 # Steps per tf.function call: large enough that Python is off the per-step
 # path, small enough for a lively progress bar and fine-grained checkpoints.
 STEPS_PER_CALL = 50
-# Without a terminal (a log file, CI) the progress bar is off; a plain line
-# this often shows the run is alive between epoch lines.
-PROGRESS_LINE_SECONDS = 30.0
 
 # Fields a resumed run may change: where the prepared data is cached, and how
 # (not what) it computes and checkpoints. Every other field shapes the
@@ -253,7 +250,7 @@ class TrainLoop:
         epoch, done_in_epoch = divmod(int(self.state.step), self.steps_per_epoch)
         epoch_start = time.perf_counter()
         permutation = self.train_data.permutation(self.train_config.seed, epoch)
-        progress = _progress(self.steps_per_epoch, epoch, self.verbose)
+        progress = epoch_progress(self.steps_per_epoch, epoch, self.verbose)
         totals = EpochTotals(epoch)
         while done_in_epoch < self.steps_per_epoch:
             next_checkpoint = (int(self.state.step) // every + 1) * every
@@ -365,26 +362,3 @@ def describe_strategy(strategy, name: str) -> str:
         return (f"strategy multiworker: {strategy.num_replicas_in_sync} replicas over {workers} workers "
                 f"(this is {resolver.task_type} {resolver.task_id}, devices {devices})")
     return f"strategy {name}: {strategy.num_replicas_in_sync} replicas on {devices}"
-
-
-def _progress(steps_per_epoch: int, epoch: int, verbose: bool):
-    """A Keras progress bar on a terminal; elsewhere a plain line every PROGRESS_LINE_SECONDS."""
-    if verbose and sys.stdout.isatty():
-        return keras.utils.Progbar(steps_per_epoch, verbose=1, stateful_metrics=["loss", "accuracy"])
-    return _ProgressLines(steps_per_epoch, epoch, verbose)
-
-
-class _ProgressLines:
-    """Progbar's update(current, values) as an occasional line, for output that is not a terminal."""
-
-    def __init__(self, steps_per_epoch: int, epoch: int, verbose: bool):
-        self.steps_per_epoch, self.epoch, self.verbose = steps_per_epoch, epoch, verbose
-        self.last_line = time.monotonic()
-
-    def update(self, current: int, values) -> None:
-        now = time.monotonic()
-        if not self.verbose or current >= self.steps_per_epoch or now - self.last_line < PROGRESS_LINE_SECONDS:
-            return  # the epoch's own line follows at its end
-        self.last_line = now
-        measures = " ".join(f"{name} {value:.4f}" for name, value in values)
-        print(f"epoch {self.epoch + 1}: step {current}/{self.steps_per_epoch} of the epoch, {measures}", flush=True)
