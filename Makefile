@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 RUN_DIR ?= runs/demo
 
-.PHONY: demo test test-fast data browser clean audit
+.PHONY: demo test test-fast lint data browser clean audit
 
 $(BIN)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ test: $(BIN)/.installed data browser
 # convergence) or real_data (the full data sets); `make test` runs them all.
 test-fast: $(BIN)/.installed data
 	$(BIN)/pytest -m "not slow and not real_data"
+
+# ruff with the rules in pyproject.toml (CI runs it before the tests).
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
 
 # pip-audit of requirements.lock (`pip freeze --all --exclude-editable` of a fresh `pip install -e '.[test,beam]'`),
 # from its own venv. --strict: a package that could not be checked fails the audit instead of passing unseen.
