@@ -127,8 +127,8 @@ def _checkpoint_steps(run_dir):
 
 @pytest.mark.slow
 def test_sigkill_mid_epoch_then_the_same_command_resumes_and_finishes(tmp_path, tiny_splits):
-    from tests.conftest import write_idx_data_set
     from tests import synthetic
+    from tests.conftest import write_idx_data_set
 
     # Enough data that an epoch takes several checkpoints: 4096 examples, batch 32.
     splits = synthetic.make_splits(train=4096, validation=128, test=128)

@@ -12,14 +12,13 @@ import pytest
 import tensorflow as tf
 from click.testing import CliRunner
 
-from tests import synthetic
 from tf_mlp import contract, layout
 from tf_mlp.config import preset
 from tf_mlp.errors import CheckpointError, ExportError
 from tf_mlp.export import card, describe, exporter, verify, versions, warmup
 from tf_mlp.model import build_model
-from tf_mlp.training.runs import load_config, read_evaluation
 from tf_mlp.training import train_and_evaluate
+from tf_mlp.training.runs import load_config, read_evaluation
 
 FASHION_MNIST_DIR = pathlib.Path("/usr/share/datasets/fashion-mnist")
 

@@ -13,9 +13,9 @@ from tensorflow_serving.config import model_server_config_pb2
 from tf_mlp import cli, contract
 from tf_mlp.errors import ConfigError
 from tf_mlp.server import config_files
-from tf_mlp.server.options import FLAG_HELP, NO_EFFECT, ServerOptions, grpc_channel_arguments, parse_flags
 from tf_mlp.server.core.batching import BatchingSettings
 from tf_mlp.server.core.status import HTTP_STATUS, Code, ServingError
+from tf_mlp.server.options import FLAG_HELP, NO_EFFECT, ServerOptions, grpc_channel_arguments, parse_flags
 
 SERVING = pathlib.Path(__file__).resolve().parents[1] / "serving"
 

@@ -13,10 +13,14 @@ import numpy as np
 import pytest
 import requests
 import tensorflow as tf
-from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc, predict_pb2
-from tensorflow_serving.apis import prediction_service_pb2_grpc
-from tensorflow_serving.config import model_server_config_pb2
 from google.protobuf import text_format
+from tensorflow_serving.apis import (
+    model_management_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+from tensorflow_serving.config import model_server_config_pb2
 
 from tests import serving_helpers
 from tf_mlp.errors import ConfigError

@@ -11,7 +11,14 @@ from tests.conftest import REPO_ROOT
 from tf_mlp import layout
 from tf_mlp.errors import ConfigError, TrainingDivergedError
 from tf_mlp.training import progress, steps, train_and_evaluate
-from tf_mlp.training.runs import RunLockedError, load_config, read_class_names, read_metrics, restore_model, training_lock
+from tf_mlp.training.runs import (
+    RunLockedError,
+    load_config,
+    read_class_names,
+    read_metrics,
+    restore_model,
+    training_lock,
+)
 
 
 def _weights(run_dir):

@@ -150,6 +150,7 @@ def add_signature_metadata(version_dir: pathlib.Path, signature_defs: dict) -> N
     signature_def_utils.set_signature_defs does: a flexbuffer map of key -> serialized SignatureDef."""
     import flatbuffers
     from flatbuffers import flexbuffers
+
     # TFLite's flatbuffer object API; TensorFlow has no public one for editing a model's metadata.
     from tensorflow.lite.python import schema_py_generated as schema
 

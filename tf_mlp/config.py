@@ -15,9 +15,9 @@ import math
 import pathlib
 import typing
 
-from tf_mlp.training import optimizers
 from tf_mlp.data.catalog import DATA_SETS
 from tf_mlp.errors import ConfigError
+from tf_mlp.training import optimizers
 
 OPTIMIZERS = optimizers.NAMES
 STRATEGIES = ("default", "mirrored", "multiworker")

@@ -184,9 +184,9 @@ def optimizer_slots_per_parameter(optimizer) -> int:
     tf_mlp/training/optimizers.py (as the train step's is) over a probe variable, so
     the estimate follows the optimizer the training loop really uses.
     """
-    from tf_mlp.training import optimizers
     from tf_mlp.config import TrainConfig
     from tf_mlp.errors import ConfigError
+    from tf_mlp.training import optimizers
 
     train_config = TrainConfig(optimizer=optimizer) if isinstance(optimizer, str) else optimizer
     if train_config.optimizer not in optimizers.NAMES:

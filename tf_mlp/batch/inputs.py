@@ -34,10 +34,15 @@ import re
 import numpy as np
 
 from tf_mlp import image_files
-from tf_mlp.client.polarity import (
-    AS_IS, DEFAULT_FOR_ENCODED, DEFAULT_FOR_PIXELS, POLARITIES, apply_to_encoded, apply_to_pixels,
-)
 from tf_mlp.client.base import ENCODED, PIXELS
+from tf_mlp.client.polarity import (
+    AS_IS,
+    DEFAULT_FOR_ENCODED,
+    DEFAULT_FOR_PIXELS,
+    POLARITIES,
+    apply_to_encoded,
+    apply_to_pixels,
+)
 from tf_mlp.errors import DataError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp"})

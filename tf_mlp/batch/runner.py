@@ -26,10 +26,10 @@ import time
 
 from tqdm import tqdm
 
-from tf_mlp.batch.journal import Journal, journal_path
-from tf_mlp.batch.summary import BatchSummary, summarize
 from tf_mlp.batch import writers
 from tf_mlp.batch.inputs import InputSource
+from tf_mlp.batch.journal import Journal, journal_path
+from tf_mlp.batch.summary import BatchSummary, summarize
 from tf_mlp.client.base import ENCODED, Client
 from tf_mlp.client.errors import ClientError, NotFoundError, UnavailableError
 from tf_mlp.errors import ConfigError, TfMlpError

@@ -69,8 +69,8 @@ class Workload:
         import tensorflow as tf
 
         from tf_mlp import config
-        from tf_mlp.training import steps
         from tf_mlp.model import build_model
+        from tf_mlp.training import steps
 
         self.preset, self.batch_size = preset, batch_size
         self.config = config.preset(preset)

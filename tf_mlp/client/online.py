@@ -16,11 +16,16 @@ import dataclasses
 import pathlib
 import sys
 
-from tf_mlp.client.polarity import (
-    AS_IS, DEFAULT_FOR_ENCODED, POLARITIES, apply_to_encoded, border_is_light, encoded_grayscale,
-)
 from tf_mlp.client.base import Client
 from tf_mlp.client.errors import RequestError
+from tf_mlp.client.polarity import (
+    AS_IS,
+    DEFAULT_FOR_ENCODED,
+    POLARITIES,
+    apply_to_encoded,
+    border_is_light,
+    encoded_grayscale,
+)
 from tf_mlp.client.results import ModelMetadata, ModelStatus
 from tf_mlp.errors import ConfigError
 

@@ -26,8 +26,7 @@ import PIL.Image
 import tensorflow_datasets as tfds
 
 from tf_mlp.contract import IMAGE_SIZE
-from tf_mlp.data import catalog
-from tf_mlp.data import local_builder
+from tf_mlp.data import catalog, local_builder
 from tf_mlp.errors import DataError
 
 log = logging.getLogger(__name__)

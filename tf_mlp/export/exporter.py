@@ -31,7 +31,14 @@ import numpy as np
 from tf_mlp import contract, image_files, layout
 from tf_mlp.errors import DataError, ExportError
 from tf_mlp.export import card, describe, signatures, verify, versions, warmup
-from tf_mlp.training.runs import latest_checkpoint, load_config, model_checkpoint, read_class_names, read_evaluation, restore_model
+from tf_mlp.training.runs import (
+    latest_checkpoint,
+    load_config,
+    model_checkpoint,
+    read_class_names,
+    read_evaluation,
+    restore_model,
+)
 
 VERIFICATION_IMAGES = 1000
 """Test images (the first ones of the test split) a run's export is verified on."""
