@@ -65,8 +65,11 @@ def config_options(function):
     """Options shared by the commands that resolve a Config (train, info, config): --preset, --config,
     then one option per field that config.py declares with config.option()."""
     options = [
-        click.option("--preset", type=click.Choice(list(config.PRESETS)), help=f"Start from this preset (default {config.DEFAULT_PRESET}); options below override its fields."),
-        click.option("--config", "config_file", type=click.Path(dir_okay=False), help="Start from this config.json instead of a preset."),
+        click.option("--preset", type=click.Choice(list(config.PRESETS)),
+                     help=f"Start from this preset (default {config.DEFAULT_PRESET}); "
+                          "options below override its fields."),
+        click.option("--config", "config_file", type=click.Path(dir_okay=False),
+                     help="Start from this config.json instead of a preset."),
     ]
     for spec in config.command_line_options():
         if spec.value_type is bool:
@@ -89,8 +92,10 @@ def resolve_config(preset, config_file, **options) -> config.Config:
 
 @main.command()
 @config_options
-@click.option("--run-dir", type=click.Path(file_okay=False), help="Run directory (default runs/<preset>). Reusing it resumes from its newest checkpoint.")
-@click.option("--logical-cpus", type=int, default=0, help="Split the CPU into this many logical devices (to run --strategy mirrored without GPUs).")
+@click.option("--run-dir", type=click.Path(file_okay=False),
+              help="Run directory (default runs/<preset>). Reusing it resumes from its newest checkpoint.")
+@click.option("--logical-cpus", type=int, default=0,
+              help="Split the CPU into this many logical devices (to run --strategy mirrored without GPUs).")
 def train(run_dir, logical_cpus, **options):
     """Train a model (custom GradientTape loop) and evaluate it on the test split.
 
@@ -117,7 +122,8 @@ def train(run_dir, logical_cpus, **options):
 
 @main.command(name="evaluate")
 @click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option("--split", type=click.Choice(["train", "validation", "test"]), default="test", show_default=True, help="Split to evaluate on.")
+@click.option("--split", type=click.Choice(["train", "validation", "test"]), default="test", show_default=True,
+              help="Split to evaluate on.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def evaluate_command(run_dir, split, as_json):
     """Accuracy, per-class accuracy and confusion matrix of RUN_DIR's model on a split."""
@@ -133,7 +139,8 @@ def evaluate_command(run_dir, split, as_json):
 
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option("--output-dir", type=click.Path(file_okay=False), help="Where to write the plots and report.md (default RUN_DIR/report).")
+@click.option("--output-dir", type=click.Path(file_okay=False),
+              help="Where to write the plots and report.md (default RUN_DIR/report).")
 @click.option("--mistakes", type=int, default=24, show_default=True, help="Misclassified test images to show.")
 def report(run_dir, output_dir, mistakes):
     """Plots (learning curves, confusion matrix, worst mistakes) and a markdown summary of RUN_DIR."""
@@ -143,11 +150,18 @@ def report(run_dir, output_dir, mistakes):
 
 
 @main.command(name="reproduce")
-@click.option("--data", "data_sets", multiple=True, type=click.Choice(DATA_SETS), help="Data set to reproduce on (repeatable; default fashion_mnist and notmnist).")
-@click.option("--source-dir", "source_dirs", multiple=True, metavar="DATA=DIR", help="Where a data set's source files are, e.g. notmnist=~/notMNIST or mnist=~/mnist-idx (repeatable; default: each data set's own, as for train).")
-@click.option("--output-dir", default="runs/reproduce", show_default=True, type=click.Path(file_okay=False), help="Where RESULTS.md and results/<data set>/ are written; `--output-dir docs` publishes (full runs only).")
-@click.option("--runs-root", default="runs/reproduce", show_default=True, type=click.Path(file_okay=False), help="Where the runs' checkpoints go; finished runs are reused.")
-@click.option("--preset", "presets", multiple=True, type=click.Choice(list(config.PRESETS)), help="Preset to train (repeatable; default all).")
+@click.option("--data", "data_sets", multiple=True, type=click.Choice(DATA_SETS),
+              help="Data set to reproduce on (repeatable; default fashion_mnist and notmnist).")
+@click.option("--source-dir", "source_dirs", multiple=True, metavar="DATA=DIR",
+              help="Where a data set's source files are, e.g. notmnist=~/notMNIST or mnist=~/mnist-idx (repeatable; "
+                   "default: each data set's own, as for train).")
+@click.option("--output-dir", default="runs/reproduce", show_default=True, type=click.Path(file_okay=False),
+              help="Where RESULTS.md and results/<data set>/ are written; `--output-dir docs` publishes (full runs "
+                   "only).")
+@click.option("--runs-root", default="runs/reproduce", show_default=True, type=click.Path(file_okay=False),
+              help="Where the runs' checkpoints go; finished runs are reused.")
+@click.option("--preset", "presets", multiple=True, type=click.Choice(list(config.PRESETS)),
+              help="Preset to train (repeatable; default all).")
 @click.option("--epochs", type=int, help="Override every preset's epochs (a quick look; never written to docs/).")
 def reproduce_command(data_sets, source_dirs, output_dir, runs_root, presets, epochs):
     """Train the presets, run the overfitting and overlap experiments, write RESULTS.md.
@@ -158,10 +172,13 @@ def reproduce_command(data_sets, source_dirs, output_dir, runs_root, presets, ep
     """
     from tf_mlp import reproduce
 
-    departures = [flag for flag, given in (("--epochs", epochs is not None), ("--preset", presets), ("--data", data_sets), ("--source-dir", source_dirs)) if given]
+    given_flags = (("--epochs", epochs is not None), ("--preset", presets), ("--data", data_sets),
+                   ("--source-dir", source_dirs))
+    departures = [flag for flag, given in given_flags if given]
     if departures and reproduce.is_docs_dir(output_dir):
         raise ConfigError(
-            f"{output_dir} holds the shipped results; a run with {', '.join(departures)} writes elsewhere (omit --output-dir for runs/reproduce)"
+            f"{output_dir} holds the shipped results; a run with {', '.join(departures)} writes elsewhere "
+            "(omit --output-dir for runs/reproduce)"
         )
     data_sets = data_sets or reproduce.DEFAULT_DATA_SETS
     sources = reproduce.parse_source_dirs(source_dirs, data_sets)
@@ -169,7 +186,8 @@ def reproduce_command(data_sets, source_dirs, output_dir, runs_root, presets, ep
     for name in data_sets:
         data_config = config.DataConfig(name=name, source_dir=sources.get(name))
         output = pathlib.Path(output_dir) / "results" / name
-        all_results.append(reproduce.reproduce(data_config, output, runs_root=runs_root, presets=list(presets) or None, epochs=epochs))
+        all_results.append(reproduce.reproduce(data_config, output, runs_root=runs_root,
+                                               presets=list(presets) or None, epochs=epochs))
         click.echo((output / "results.md").read_text())
     arguments = sys.argv[sys.argv.index("reproduce") + 1:] if "reproduce" in sys.argv else []
     command = "tf-mlp reproduce" + "".join(f" {shlex.quote(argument)}" for argument in arguments)
@@ -218,17 +236,21 @@ def info(**options):
     input_gradient = sum(layer.input_gradient for layer in flops) * batch_size
     memory = model.training_memory_bytes(run_config.model, batch_size, run_config.train)
     total = model.parameter_count(run_config.model)
-    click.echo(f"{'total':<10} {'':>7} {'':>7} {total:>11,}  {forward:>14,}  {weight_gradient:>14,}  {input_gradient:>14,}  "
+    click.echo(f"{'total':<10} {'':>7} {'':>7} {total:>11,}  {forward:>14,}  {weight_gradient:>14,}  "
+               f"{input_gradient:>14,}  "
                f"{model.forward_backward_ratio(run_config.model):>7.2f}  {memory['activations']:>15,}")
     click.echo("")
-    click.echo(f"total by the lesson's formula: {total}   (Keras counts {model.build_model(run_config.model).count_params()})")
+    keras_count = model.build_model(run_config.model).count_params()
+    click.echo(f"total by the lesson's formula: {total}   (Keras counts {keras_count})")
     click.echo(f"backward = weight gradient + input gradient = {weight_gradient + input_gradient:,} FLOPs per batch "
                "(no input gradient for the first layer: nothing upstream needs the pixels' gradient)")
-    click.echo("kept activations: the first layer's input (scaled pixels), each ReLU's output, each dropout's bool mask "
-               "and output, the loss's softmax minus one-hot; float32 except the masks")
+    click.echo("kept activations: the first layer's input (scaled pixels), each ReLU's output, each dropout's bool "
+               "mask and output, the loss's softmax minus one-hot; float32 except the masks")
     slots = model.optimizer_slots_per_parameter(run_config.train)
     click.echo("")
-    click.echo(f"training memory at batch size {batch_size} ({optimizer}: {slots} slot variable{'s' if slots != 1 else ''} per parameter):")
+    plural = "s" if slots != 1 else ""
+    click.echo(f"training memory at batch size {batch_size} "
+               f"({optimizer}: {slots} slot variable{plural} per parameter):")
     for key, value in memory.items():
         click.echo(f"  {key:<16} {value / 2**20:10.2f} MiB  {value:>14,} B")
     if run_config.train.mixed_precision:
@@ -237,12 +259,20 @@ def info(**options):
 
 @main.command(name="export")
 @click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option("--export-base", default="models", show_default=True, type=click.Path(file_okay=False), help="Base directory of exports; versions go to EXPORT_BASE/tf_mlp/<version> (point TensorFlow Serving's base_path at EXPORT_BASE/tf_mlp).")
+@click.option("--export-base", default="models", show_default=True, type=click.Path(file_okay=False),
+              help="Base directory of exports; versions go to EXPORT_BASE/tf_mlp/<version> (point TensorFlow "
+                   "Serving's base_path at EXPORT_BASE/tf_mlp).")
 @click.option("--version", type=int, help="Version number to publish (default: one more than the highest existing).")
-@click.option("--overwrite", is_flag=True, help="Replace the version if it exists (swapped in atomically; a server already serving it keeps the old one until restarted).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace the version if it exists (swapped in atomically; a server already serving it keeps the "
+                   "old one until restarted).")
 @click.option("--keep", type=int, help="Afterwards delete all but the newest N versions (never the one just exported).")
-@click.option("--verify-on", type=click.Path(dir_okay=False), help="Verify on the images of this file (.npy, .npz or IDX, uint8 [N, 28, 28]) instead of the run's test split (needed when the training data is gone).")
-@click.option("--allow-unfinished", is_flag=True, help="Export a run whose training has not finished; the model card then says so and reports no test accuracy.")
+@click.option("--verify-on", type=click.Path(dir_okay=False),
+              help="Verify on the images of this file (.npy, .npz or IDX, uint8 [N, 28, 28]) instead of the run's "
+                   "test split (needed when the training data is gone).")
+@click.option("--allow-unfinished", is_flag=True,
+              help="Export a run whose training has not finished; the model card then says so and reports no test "
+                   "accuracy.")
 def export(run_dir, export_base, version, overwrite, keep, verify_on, allow_unfinished):
     """Export RUN_DIR's model as a verified SavedModel version for TensorFlow Serving.
 

@@ -32,7 +32,8 @@ METRICS_FILE = "metrics.jsonl"
 LOGS_DIR = "logs"
 EVALUATION_FILE = "evaluation.json"
 LABELS_FILE = "labels.txt"
-"""Class names, one per line, line number = class id: in a run directory, in an export's assets/ and in an IDX source directory."""
+"""Class names, one per line, line number = class id: in a run directory, in an export's assets/ and in an IDX source
+directory."""
 LOCK_FILE = "train.lock"
 
 SAVED_MODEL_FILE = "saved_model.pb"
@@ -41,7 +42,8 @@ ASSETS_EXTRA_DIR = "assets.extra"
 """TensorFlow Serving's place for files that travel with a version but are not part of the graph."""
 
 VERSION_NAME = re.compile(r"[0-9]+")
-"""A version directory's name: TensorFlow Serving loads the children of a base path named by a number, and only those."""
+"""A version directory's name: TensorFlow Serving loads the children of a base path named by a number, and only
+those."""
 
 
 def config_path(run_dir) -> pathlib.Path:
@@ -98,7 +100,8 @@ def saved_model_versions(path, model_name: str) -> dict[int, pathlib.Path]:
     if (path / SAVED_MODEL_FILE).is_file():
         return {int(path.name) if VERSION_NAME.fullmatch(path.name) else 0: path}
     for base in (path, path / model_name):
-        complete = {number: child for number, child in version_dirs(base).items() if (child / SAVED_MODEL_FILE).is_file()}
+        complete = {number: child for number, child in version_dirs(base).items()
+                    if (child / SAVED_MODEL_FILE).is_file()}
         if complete:
             return complete
     return {}

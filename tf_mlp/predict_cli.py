@@ -208,8 +208,8 @@ batch_predict.help = batch_predict.help.replace("{input_help}", _INPUT_HELP)
 # ---- beam-predict --------------------------------------------------------------------------------------------
 
 
-@click.command(name="beam-predict", cls=startup.TensorFlowCommand, context_settings={**_CONTEXT, "ignore_unknown_options": True,
-                                                      "allow_extra_args": True})
+@click.command(name="beam-predict", cls=startup.TensorFlowCommand,
+               context_settings={**_CONTEXT, "ignore_unknown_options": True, "allow_extra_args": True})
 @_input_options
 @click.option("--model-path", required=True,
               help="The exported model as local: takes it (a version directory, a model base such as "

@@ -12,7 +12,8 @@ import dataclasses
 import pathlib
 
 VALIDATION_FROM_TRAIN = "validation_from_train"
-"""The test split kept whole, validation drawn from train (a stratified test hold-out when the source has no test split)."""
+"""The test split kept whole, validation drawn from train (a stratified test hold-out when the source has no test
+split)."""
 COURSE_SIZES = "course_sizes"
 """notMNIST's: validation and train drawn from the large archive, test from the small one (train_size, test_size)."""
 
@@ -59,7 +60,8 @@ CATALOG: dict[str, DataSet] = {data_set.name: data_set for data_set in (
     DataSet("mnist", DIGITS, catalogue_remedy="pass --source-dir with the MNIST IDX files"),
     DataSet(
         "notmnist", tuple("ABCDEFGHIJ"), default_source=PACKAGED_NOTMNIST, default_source_required=True, archives=True,
-        source_kinds="notMNIST archives (notMNIST_large.tar.gz, notMNIST_small.tar.gz), extracted A..J folders or IDX files",
+        source_kinds="notMNIST archives (notMNIST_large.tar.gz, notMNIST_small.tar.gz), extracted A..J folders or "
+                     "IDX files",
         split_policy=COURSE_SIZES,
     ),
     DataSet("idx", DIGITS, labels_from_source=True),

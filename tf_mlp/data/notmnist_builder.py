@@ -59,7 +59,7 @@ def find_sources(directory: pathlib.Path) -> dict[str, pathlib.Path]:
             by_stem.setdefault(entry.name, entry)
     sources = list(by_stem.values())
     if len(sources) <= 1:
-        return {"train": source for source in sources}
+        return {"train": sources[0]} if sources else {}
     large = [source for source in sources if "large" in source.name.lower()]
     small = [source for source in sources if "small" in source.name.lower()]
     if len(large) == 1 and len(small) == 1 and len(sources) == 2:

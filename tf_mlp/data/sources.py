@@ -54,8 +54,8 @@ def open_source(config: DataConfig) -> Source:
 
     if source_dir is None and data_set.default_source is not None:
         if data_set.default_source_required and not idx_builder.find_idx_files(data_set.default_source):
-            raise DataError(f"the packaged {config.name} sample is missing from {data_set.default_source} (a broken install?); "
-                            f"reinstall tf-mlp or pass --source-dir")
+            raise DataError(f"the packaged {config.name} sample is missing from {data_set.default_source} "
+                            "(a broken install?); reinstall tf-mlp or pass --source-dir")
         if data_set.default_source.is_dir():
             source = _idx_source(data_set.default_source, config, data_set)
             if data_set.default_source_required:
@@ -75,7 +75,8 @@ def _idx_source(source_dir: pathlib.Path, config: DataConfig, data_set: catalog.
     if not idx_builder.find_idx_files(source_dir):
         raise DataError(f"{source_dir}: no {data_set.source_kinds} found (expected {_IDX_NAMES})")
     builder = local_builder.prepare(idx_builder.IdxImages, source_dir, config.data_dir)
-    class_names = _class_names_file(source_dir, data_set.class_names) if data_set.labels_from_source else data_set.class_names
+    class_names = (_class_names_file(source_dir, data_set.class_names) if data_set.labels_from_source
+                   else data_set.class_names)
     return Source(builder, class_names, f"IDX files in {source_dir}")
 
 

@@ -87,7 +87,8 @@ def _keep_metrics_up_to(run_dir: pathlib.Path, step: int) -> None:
         runs.write_if_changed(layout.metrics_path(run_dir), "".join(json.dumps(row) + "\n" for row in rows))
 
 
-def train_and_evaluate(config: Config, run_dir, *, splits: DataSplits | None = None, verbose: bool = True) -> dict | None:
+def train_and_evaluate(config: Config, run_dir, *, splits: DataSplits | None = None,
+                       verbose: bool = True) -> dict | None:
     """Train (or resume) the run in run_dir, evaluate on the test split, return the summary.
 
     Under multi-worker training only the chief evaluates, writes the run
@@ -174,7 +175,8 @@ class TrainLoop:
         keras.utils.set_random_seed(train_config.seed)
         batch_size = train_config.batch_size
         if batch_size % strategy.num_replicas_in_sync:
-            raise ConfigError(f"batch size {batch_size} does not split evenly over {strategy.num_replicas_in_sync} replicas")
+            raise ConfigError(f"batch size {batch_size} does not split evenly over "
+                              f"{strategy.num_replicas_in_sync} replicas")
         self.train_data, self.validation_data = ResidentSplit(splits.train), ResidentSplit(splits.validation)
         self.steps_per_epoch = self.train_data.steps_per_epoch(batch_size)
         if self.steps_per_epoch == 0:
@@ -204,14 +206,16 @@ class TrainLoop:
         self._resume()
 
         self.train_function = steps.make_train_function(
-            model, optimizer, strategy, self.train_data, batch_size, jit_compile=train_config.xla, seed=train_config.seed,
-            label_smoothing=train_config.label_smoothing, flip=train_config.flip, shift=train_config.shift,
+            model, optimizer, strategy, self.train_data, batch_size, jit_compile=train_config.xla,
+            seed=train_config.seed, label_smoothing=train_config.label_smoothing, flip=train_config.flip,
+            shift=train_config.shift,
         )
         self.evaluate_batch = steps.make_eval_function(model)
         # Created after the restore: a resume that fails must leave the run directory as it was.
         self.writers = None
         if chief:
-            self.writers = {split: tf.summary.create_file_writer(str(layout.logs_dir(run_dir, split))) for split in ("train", "validation")}
+            self.writers = {split: tf.summary.create_file_writer(str(layout.logs_dir(run_dir, split)))
+                            for split in ("train", "validation")}
 
     def _resume(self) -> None:
         """Every task restores the chief's newest checkpoint (the run directory's), if there is one."""
@@ -224,7 +228,8 @@ class TrainLoop:
             _keep_metrics_up_to(self.run_dir, int(self.state.step))
 
     def run(self) -> None:
-        """Epochs until the planned steps are done or early stopping stops the run; each validated, logged, checkpointed."""
+        """Epochs until the planned steps are done or early stopping stops the run; each validated, logged,
+        checkpointed."""
         while int(self.state.step) < self.planned_steps and not bool(self.state.stopped_early):
             totals = self.run_epoch()
             validation = self.validate()
@@ -257,11 +262,13 @@ class TrainLoop:
             count = min(STEPS_PER_CALL, self.steps_per_epoch - done_in_epoch, next_checkpoint - int(self.state.step))
             # Tensors, not Python ints, so the function is traced once for every count and position.
             sums = self.train_function(
-                permutation, tf.constant(epoch, tf.int64), tf.constant(done_in_epoch, tf.int64), tf.constant(count, tf.int64)
+                permutation, tf.constant(epoch, tf.int64), tf.constant(done_in_epoch, tf.int64),
+                tf.constant(count, tf.int64),
             ).numpy()
             if not all(math.isfinite(value) for value in sums):
                 raise TrainingDivergedError(
-                    f"loss became NaN or infinite at step {int(self.state.step)}; stopped, last good checkpoint kept: {self.manager.latest_checkpoint or 'none'}"
+                    f"loss became NaN or infinite at step {int(self.state.step)}; stopped, last good checkpoint "
+                    f"kept: {self.manager.latest_checkpoint or 'none'}"
                 )
             self.state.step.assign_add(count)
             done_in_epoch += count
@@ -295,7 +302,8 @@ class TrainLoop:
         if patience and int(self.state.epochs_without_improvement) >= patience:
             self.state.stopped_early.assign(True)
             if self.verbose:
-                print(f"early stopping: no better validation accuracy for {patience} epochs (best {float(self.state.best_accuracy):.4f})")
+                print(f"early stopping: no better validation accuracy for {patience} epochs "
+                      f"(best {float(self.state.best_accuracy):.4f})")
 
     def log_epoch(self, row: dict) -> None:
         """One epoch's row: metrics.jsonl, TensorBoard and (verbose) a line on stdout."""
@@ -311,7 +319,8 @@ class TrainLoop:
             writer.flush()
         if self.verbose:
             print(
-                f"epoch {row['epoch']} step {row['step']}: loss {row['train_loss']:.4f} accuracy {row['train_accuracy']:.4f}"
+                f"epoch {row['epoch']} step {row['step']}: loss {row['train_loss']:.4f} "
+                f"accuracy {row['train_accuracy']:.4f}"
                 f" | validation loss {row['validation_loss']:.4f} accuracy {row['validation_accuracy']:.4f}"
                 f" | {row['examples_per_second']:.0f} examples/s",
                 flush=True,
@@ -358,7 +367,8 @@ def describe_strategy(strategy, name: str) -> str:
     devices = ", ".join(strategy.extended.worker_devices)
     resolver = getattr(strategy, "cluster_resolver", None)
     if name == "multiworker" and resolver is not None and resolver.task_type:
-        workers = len(resolver.cluster_spec().as_dict().get("worker", [])) + len(resolver.cluster_spec().as_dict().get("chief", []))
+        cluster = resolver.cluster_spec().as_dict()
+        workers = len(cluster.get("worker", [])) + len(cluster.get("chief", []))
         return (f"strategy multiworker: {strategy.num_replicas_in_sync} replicas over {workers} workers "
                 f"(this is {resolver.task_type} {resolver.task_id}, devices {devices})")
     return f"strategy {name}: {strategy.num_replicas_in_sync} replicas on {devices}"

@@ -77,7 +77,8 @@ def augment(images: tf.Tensor, seed, flip: bool, shift: int, *, offset=0, total=
         mirror = tf.random.stateless_uniform([total], seed=seed)[offset:offset + batch] < 0.5
         images = tf.where(mirror[:, None, None], tf.reverse(images, axis=[2]), images)
     if shift:
-        offsets = tf.random.stateless_uniform([total, 2], seed=seed + 1, minval=-shift, maxval=shift + 1, dtype=tf.int32)
+        offsets = tf.random.stateless_uniform([total, 2], seed=seed + 1, minval=-shift, maxval=shift + 1,
+                                              dtype=tf.int32)
         offsets = tf.cast(offsets[offset:offset + batch], tf.float32)
         ones, zeros = tf.ones([batch]), tf.zeros([batch])
         # Projective transform rows [a0 a1 a2 b0 b1 b2 c0 c1]: output (x, y) reads input (x - dx, y - dy).
