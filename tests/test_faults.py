@@ -128,8 +128,8 @@ def test_training_sigkilled_at_five_random_points_resumes_to_the_uninterrupted_w
             target = max(target, max(_checkpoint_steps(killed_run), default=0) + 2)
             process = subprocess.Popen(faulted, env=ENVIRONMENT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                        text=True)
-            reached = _wait(lambda: [step for step in _checkpoint_steps(killed_run) if step >= target], process,
-                            300, f"a checkpoint at step {target}")
+            reached = _wait(lambda target=target: [step for step in _checkpoint_steps(killed_run) if step >= target],
+                            process, 300, f"a checkpoint at step {target}")
             assert reached, f"the run ended before step {target}: {process.communicate()[0][-2000:]}"
             time.sleep(schedule.uniform(0, 0.1))
             process.send_signal(signal.SIGKILL)
@@ -267,9 +267,9 @@ def test_export_sigkilled_at_random_points_never_shows_the_polling_server_a_part
                 before, before_versions = set(model_dir.iterdir()), versions.list_versions(export_base)
                 process = subprocess.Popen(command, env=ENVIRONMENT, stdout=subprocess.PIPE,
                                            stderr=subprocess.STDOUT, text=True)
-                staged = _wait(lambda: [path for path in set(model_dir.iterdir()) - before
-                                        if path.name.startswith(versions.STAGING_PREFIX)], process, 300,
-                               "the export's staging directory")
+                staged = _wait(lambda before=before: [path for path in set(model_dir.iterdir()) - before
+                                                      if path.name.startswith(versions.STAGING_PREFIX)],
+                               process, 300, "the export's staging directory")
                 if delay is None:
                     output = process.communicate(timeout=300)[0]
                     assert process.returncode == 0, output[-2000:]

@@ -207,9 +207,13 @@ def test_scalar_outputs_and_signatures_of_tf_saved_model_save(tmp_path):
         server.stop()
 
 
+# The signature's default for z: one tensor, made once (as a default argument's value is anyway).
+_Z_DEFAULT = tf.constant([5.0])
+
+
 class _WithDefault(tf.Module):
     @tf.function(input_signature=[tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.float32)])
-    def add(self, x, z=tf.constant([5.0])):
+    def add(self, x, z=_Z_DEFAULT):
         return {"y": x + z}
 
 
