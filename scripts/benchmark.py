@@ -32,22 +32,31 @@ def _is_under_docs(path: pathlib.Path) -> bool:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--output", "--output-dir", "-o", "output_dir", type=click.Path(file_okay=False), default="runs/benchmark", show_default=True,
-              help="Where performance.json, PERFORMANCE.md and the plot go (a directory named 'performance' puts PERFORMANCE.md beside it).")
-@click.option("--publish", is_flag=True, help="Write into docs/PERFORMANCE.md and docs/performance/ instead of --output.")
-@click.option("--repetitions", default=5, show_default=True, type=click.IntRange(min=1), help="Interleaved repetitions per figure (median and range are reported).")
-@click.option("--quick", is_flag=True, help="Fewer steps and sizes: checks that every figure is produced; never written to docs/.")
+@click.option("--output", "--output-dir", "-o", "output_dir", type=click.Path(file_okay=False),
+              default="runs/benchmark", show_default=True,
+              help="Where performance.json, PERFORMANCE.md and the plot go (a directory named 'performance' puts "
+                   "PERFORMANCE.md beside it).")
+@click.option("--publish", is_flag=True,
+              help="Write into docs/PERFORMANCE.md and docs/performance/ instead of --output.")
+@click.option("--repetitions", default=5, show_default=True, type=click.IntRange(min=1),
+              help="Interleaved repetitions per figure (median and range are reported).")
+@click.option("--quick", is_flag=True,
+              help="Fewer steps and sizes: checks that every figure is produced; never written to docs/.")
 @click.option("--training-only", is_flag=True, help="Measure training only (no inference or server).")
-@click.option("--data", "data_name", type=click.Choice(["fashion_mnist", "idx"]), default="fashion_mnist", show_default=True, help="Data set to train on.")
+@click.option("--data", "data_name", type=click.Choice(["fashion_mnist", "idx"]), default="fashion_mnist",
+              show_default=True, help="Data set to train on.")
 @click.option("--source-dir", help="IDX directory (default for fashion_mnist: Debian's package).")
 @click.option("--data-dir", help="TFDS data directory for the prepared data set (default: TFDS's).")
-@click.option("--validation-size", type=int, help="Training examples held out for validation (default: the data config's).")
+@click.option("--validation-size", type=int,
+              help="Training examples held out for validation (default: the data config's).")
 @startup.verbose_option
-def main(output_dir, publish, repetitions, quick, training_only, data_name, source_dir, data_dir, validation_size, verbose):
+def main(output_dir, publish, repetitions, quick, training_only, data_name, source_dir, data_dir, validation_size,
+         verbose):
     """Measure training (and serving) speed; write JSON, a markdown page and a plot."""
     output_dir = DOCS_OUTPUT if publish else pathlib.Path(output_dir)
     if quick and _is_under_docs(output_dir):
-        raise click.ClickException("--quick results are smoke-test figures and are never written to docs/; use --output elsewhere")
+        raise click.ClickException("--quick results are smoke-test figures and are never written to docs/; "
+                                   "use --output elsewhere")
     # After the checks, so a refused command answers at once; quiet unless --verbose, as `tf-mlp` is.
     startup.import_tensorflow(verbose=verbose)
     from tf_mlp.benchmark import report, training

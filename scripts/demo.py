@@ -42,7 +42,8 @@ def _wait_until_available(process: subprocess.Popen, rest_port: int, version: in
     deadline = time.monotonic() + READY_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise click.ClickException(f"the server exited with status {process.returncode} before serving version {version}")
+            raise click.ClickException(f"the server exited with status {process.returncode} "
+                                       f"before serving version {version}")
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 states = [entry["state"] for entry in json.load(response)["model_version_status"]]
@@ -66,7 +67,8 @@ def run_demo(run_dir: pathlib.Path, export_base: pathlib.Path, rest_port: int, g
     environment = dict(os.environ, MODELS_DIR=str(export_base), REST_PORT=str(rest_port), GRPC_PORT=str(grpc_port),
                        PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
     print(f"$ serving/run.sh  (models in {export_base}, REST port {rest_port})", flush=True)
-    server = subprocess.Popen(["bash", str(REPO / "serving" / "run.sh")], cwd=REPO, env=environment, start_new_session=True)
+    server = subprocess.Popen(["bash", str(REPO / "serving" / "run.sh")], cwd=REPO, env=environment,
+                              start_new_session=True)
     try:
         _wait_until_available(server, rest_port, version)
         predictions, summary_path = run_dir / "predictions.csv", run_dir / "batch_summary.json"

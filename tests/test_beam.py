@@ -201,7 +201,8 @@ def test_importing_the_beam_package_prints_no_optional_client_warning():
     # Beam's BigQuery package logs "apitools not found" on import; tf-mlp never uses BigQuery.
     # TF_CPP_MIN_LOG_LEVEL only quiets TensorFlow's C++ lines, so anything left comes from Python logging.
     result = subprocess.run([sys.executable, "-c", "import logging, tf_mlp.beam; logging.warning('still logging')"],
-                            capture_output=True, text=True, timeout=120, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+                            capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert result.returncode == 0, result.stderr
     assert "apitools" not in result.stderr
     assert "WARNING:root:still logging" in result.stderr  # other warnings still reach the user

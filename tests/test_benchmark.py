@@ -48,7 +48,8 @@ def test_quick_benchmark_writes_every_serving_figure(quick_run):
     for concurrency in (1, 8):
         latency = serving[f"latency_concurrency_{concurrency}"]
         assert _positive(latency["p50_ms"]) and _positive(latency["p99_ms"]) and latency["p99_ms"] >= latency["p50_ms"]
-    assert serving["scaling_request_batch"] and all(_positive(rate) for rate in serving["scaling_request_batch"].values())
+    assert serving["scaling_request_batch"] and all(_positive(rate)
+                                                    for rate in serving["scaling_request_batch"].values())
     assert (quick_run / "scaling.png").stat().st_size > 0
 
     page = (quick_run / "PERFORMANCE.md").read_text()
@@ -114,10 +115,12 @@ def test_quick_training_benchmark_produces_every_figure(quick_training_run):
     for batch in training["batch_sizes"]:
         for measure in ("cli", "trainer", "fit_spe1", "fit_spe50", "fit_tuned", "products"):
             summary = rates[f"{measure}_{batch}"]
-            assert len(summary["values"]) == 2 and all(_positive(value) for value in summary["values"]), (measure, batch)
+            assert len(summary["values"]) == 2 and all(_positive(value) for value in summary["values"]), \
+                (measure, batch)
             assert summary["min"] <= summary["median"] <= summary["max"]
         assert rates[f"fit_tuned_{batch}"]["values"] == [  # the faster tuned setting of each repetition
-            max(values) for values in zip(*(rates[f"fit_spe{setting}_{batch}"]["values"] for setting in training["fit_steps_per_execution"][1:]))]
+            max(values) for values in zip(*(rates[f"fit_spe{setting}_{batch}"]["values"]
+                                            for setting in training["fit_steps_per_execution"][1:]))]
     assert _positive(rates["trainer_xla_128"]["median"])
     shares = training["other_processes_share"]
     assert len(shares) == 2 and all(share is None or 0 <= share <= 1 for share in shares)
@@ -127,7 +130,8 @@ def test_quick_training_benchmark_produces_every_figure(quick_training_run):
     assert f"**{MLP_FLOPS_BY_HAND:,}**" in page
     for batch in training["batch_sizes"]:
         assert re.search(rf"^\| {batch} \|( [^|]+ \|){{8}}$", page, re.MULTILINE), batch
-    for goal in (">= 1.5x model.fit at defaults", ">= 1.0x model.fit with steps_per_execution tuned", ">= 55% of the matrix-multiply peak"):
+    for goal in (">= 1.5x model.fit at defaults", ">= 1.0x model.fit with steps_per_execution tuned",
+                 ">= 55% of the matrix-multiply peak"):
         assert goal in page, goal
     assert "--training-only" in page and "Machine: other processes used" in page
     assert re.search(r"Each repetition at batch 128, in order: `tf-mlp train` [0-9.]+k, [0-9.]+k;", page)
@@ -152,7 +156,8 @@ def test_quick_results_are_never_written_into_docs(destination):
 def _fake_training_results(cli, fit_default, fit_tuned, shares):
     from tf_mlp.benchmark.training import _summary
 
-    rates = {"cli_128": cli, "fit_spe1_128": fit_default, "fit_tuned_128": fit_tuned, "products_128": [200.0] * len(cli)}
+    rates = {"cli_128": cli, "fit_spe1_128": fit_default, "fit_tuned_128": fit_tuned,
+             "products_128": [200.0] * len(cli)}
     return {"examples_per_second": {key: _summary(values) for key, values in rates.items()},
             "flops_per_example": MLP_FLOPS_BY_HAND, "matmul_gflops": 1.0, "other_processes_share": shares}
 
@@ -167,7 +172,8 @@ def test_ratios_are_paired_within_repetitions_and_a_goal_says_how_often_it_fell_
     ratio = training.comparisons(results, 128)["over_fit_tuned"]
     assert ratio["values"] == [1.1, 1.1, 0.96] and ratio["median"] == 1.1
     lines = training.goals(results)
-    assert "model.fit with steps_per_execution tuned: 1.10x (0.96–1.10) (met; below it in 1 of 3 repetitions)" in lines[1]
+    assert ("model.fit with steps_per_execution tuned: 1.10x (0.96–1.10) (met; below it in 1 of 3 repetitions)"
+            in lines[1])
     assert "not conclusive" not in lines[2] and not training.loaded(results)
     busy = _fake_training_results([110.0], [50.0], [100.0], shares=[0.2])
     assert training.loaded(busy) and "(not conclusive: measured under load)" in training.goals(busy)[2]

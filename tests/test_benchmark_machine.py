@@ -20,7 +20,8 @@ def test_busy_seconds_count_work_fields_but_not_idle_or_iowait(tmp_path):
 
 
 def test_another_process_burning_a_core_is_seen():
-    other = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 1.5\nwhile time.time() < end: pass"])
+    other = subprocess.Popen([sys.executable, "-c",
+                              "import time\nend = time.time() + 1.5\nwhile time.time() < end: pass"])
     watch = machine.OtherProcesses().start()
     try:
         busy_until = os.times().elapsed + 1.0

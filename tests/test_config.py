@@ -71,7 +71,8 @@ def test_config_file_errors_name_the_file(tmp_path):
 def test_config_file_errors_name_the_file_and_the_field(tmp_path):
     wrong_type = tmp_path / "wrong.json"
     wrong_type.write_text('{"model": {"hidden_units": [1024, "a"]}}')
-    with pytest.raises(ConfigError, match=r"wrong.json: config field model.hidden_units must be a list of integers") as error:
+    with pytest.raises(ConfigError,
+                       match=r"wrong.json: config field model.hidden_units must be a list of integers") as error:
         config.Config.load(wrong_type)
     assert "\n" not in str(error.value)
     not_utf8 = tmp_path / "latin1.json"

@@ -60,7 +60,8 @@ def test_quick_cost_benchmark_produces_every_figure_and_its_results_section(tmp_
     page = tmp_path / "docs" / "RESULTS.md"
     page.parent.mkdir()
     page.write_text("# Results\n\nthe accuracy tables\n")
-    arguments = ["--quick", "--preset", "logistic", "--preset", "deep", "--output", str(tmp_path / "cost"), "--results-page", str(page)]
+    arguments = ["--quick", "--preset", "logistic", "--preset", "deep", "--output", str(tmp_path / "cost"),
+                 "--results-page", str(page)]
     result = CliRunner().invoke(cost.main, arguments)
     assert result.exit_code == 0, result.output
     results = json.loads((tmp_path / "cost" / "cost.json").read_text())

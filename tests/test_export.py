@@ -71,7 +71,8 @@ def test_export_publishes_version_1_with_labels_warmup_and_model_card(exported, 
     assert model_card["verification"]["images"] == 64 and model_card["verification"]["source"] == "given images"
     assert model_card["verification"]["loaders"] == ["session", "tf.saved_model.load"]
     assert not (result.path / "fingerprint.pb").exists(), "a fingerprint of saved_model.pb before its edit"
-    assert set(model_card["signatures"]) == {"serving_default", "predict_encoded", "predict_raw", "predict_images", "classify"}
+    assert set(model_card["signatures"]) == {"serving_default", "predict_encoded", "predict_raw", "predict_images",
+                                             "classify"}
 
 
 def test_git_state_is_none_outside_a_checkout(tmp_path):

@@ -138,7 +138,8 @@ def test_a_truncated_checkpoint_is_a_one_line_error(run_copy, tmp_path, command)
     before = snapshot(run_dir)
     arguments = {"train": options, "evaluate": ["evaluate", run_dir],
                  "export": ["export", run_dir, "--export-base", tmp_path / "models"]}[command]
-    assert_one_line_error(run_cli(*arguments), f"{run_dir}/checkpoints/ckpt-32: checkpoint files are damaged", "delete ckpt-32.*")
+    assert_one_line_error(run_cli(*arguments), f"{run_dir}/checkpoints/ckpt-32: checkpoint files are damaged",
+                          "delete ckpt-32.*")
     assert snapshot(run_dir) == before
     assert not (tmp_path / "models").exists()
 
@@ -156,7 +157,8 @@ def test_report_on_an_unfinished_run_says_how_far_it_got_and_how_to_finish(run_c
     _, run_dir = run_copy
     layout.evaluation_path(run_dir).unlink()
     before = snapshot(run_dir)
-    assert_one_line_error(run_cli("report", run_dir), "training has not finished (2 of 2 epochs in metrics.jsonl, no evaluation.json)",
+    assert_one_line_error(run_cli("report", run_dir),
+                          "training has not finished (2 of 2 epochs in metrics.jsonl, no evaluation.json)",
                           f"tf-mlp train --config {run_dir}/config.json --run-dir {run_dir}")
     assert snapshot(run_dir) == before
 
@@ -185,7 +187,8 @@ def test_unwritable_directories_are_one_line_errors(run_copy, tmp_path, place):
         missing_source[missing_source.index("--source-dir") + 1] = tmp_path / "no-such-source"
         result = run_cli(*missing_source, target)
     elif place == "data_dir":
-        result = run_cli(*[target if str(option).endswith("tfds") else option for option in options[:-1]], tmp_path / "new-run")
+        result = run_cli(*[target if str(option).endswith("tfds") else option for option in options[:-1]],
+                         tmp_path / "new-run")
     else:
         result = run_cli("report", run_dir, "--output-dir", target)
     assert_one_line_error(result, str(target))

@@ -56,7 +56,8 @@ def test_training_memory_estimate_counts_optimizer_slots():
     momentum = model.training_memory_bytes(model_config, 128, "momentum")
     adam = model.training_memory_bytes(model_config, 128, "adam")
     assert sgd["weights"] == sgd["gradients"] == 814090 * 4
-    assert (sgd["optimizer_slots"], momentum["optimizer_slots"], adam["optimizer_slots"]) == (0, 814090 * 4, 2 * 814090 * 4)
+    assert (sgd["optimizer_slots"], momentum["optimizer_slots"], adam["optimizer_slots"]) == \
+        (0, 814090 * 4, 2 * 814090 * 4)
     assert adam["total"] == sum(value for key, value in adam.items() if key != "total")
 
 

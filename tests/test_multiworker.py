@@ -53,7 +53,8 @@ def test_two_workers_match_one_worker_at_the_same_global_batch(tmp_path, tiny_sp
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
     workers = []
     for index in range(2):
-        worker_environment = dict(environment, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
+        task = {"type": "worker", "index": index}
+        worker_environment = dict(environment, TF_CONFIG=json.dumps({"cluster": cluster, "task": task}))
         log = (tmp_path / f"worker-{index}.log").open("w")
         command = _train_command(idx_dir, data_dir, tmp_path / "multi", "multiworker")
         workers.append((subprocess.Popen(command, env=worker_environment, stdout=log, stderr=subprocess.STDOUT), log))
@@ -65,7 +66,8 @@ def test_two_workers_match_one_worker_at_the_same_global_batch(tmp_path, tiny_sp
 
     single_rows, multi_rows = read_metrics(tmp_path / "single"), read_metrics(tmp_path / "multi")
     assert [row["step"] for row in multi_rows] == [row["step"] for row in single_rows] == [8, 16]
-    np.testing.assert_allclose([row["train_loss"] for row in multi_rows], [row["train_loss"] for row in single_rows], rtol=1e-4)
+    np.testing.assert_allclose([row["train_loss"] for row in multi_rows], [row["train_loss"] for row in single_rows],
+                               rtol=1e-4)
     single_evaluation, multi_evaluation = read_evaluation(tmp_path / "single"), read_evaluation(tmp_path / "multi")
     assert abs(multi_evaluation["test_accuracy"] - single_evaluation["test_accuracy"]) <= 1 / 128
     # Chief-only outputs: the run directory has one set of checkpoints, and the

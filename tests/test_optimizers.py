@@ -1,4 +1,5 @@
-"""The optimizer table (tf_mlp/training/optimizers.py): what each name builds, and what the rest of tf-mlp reads from it."""
+"""The optimizer table (tf_mlp/training/optimizers.py): what each name builds, and what the rest of tf-mlp reads
+from it."""
 
 import keras
 import pytest

@@ -19,7 +19,8 @@ def test_augment_mirrors_and_shifts_within_bounds_and_is_seeded():
     shifted = augment(tf.constant(images), [0, 1], flip=False, shift=2).numpy()
     positions = np.array([np.argwhere(image)[0] for image in shifted])
     assert np.abs(positions - [10, 5]).max() <= 2 and len({tuple(p) for p in positions}) > 1
-    assert shifted.dtype == np.uint8 and shifted.sum(axis=(1, 2)).tolist() == [255] * 64  # nothing lost at the edges here
+    # Nothing lost at the edges here.
+    assert shifted.dtype == np.uint8 and shifted.sum(axis=(1, 2)).tolist() == [255] * 64
     np.testing.assert_array_equal(shifted, augment(tf.constant(images), [0, 1], flip=False, shift=2).numpy())
 
 

@@ -71,7 +71,8 @@ def command_line_options() -> list[Option]:
             flag = spec["flag"] or "--" + field.name.replace("_", "-")
             if value_type is bool and "/" not in flag:
                 flag = f"{flag}/--no-{flag[2:]}"
-            result.append(Option(section.name, field.name, flag, spec["help"], value_type, spec["choices"], spec["parse"], spec["also_sets"]))
+            result.append(Option(section.name, field.name, flag, spec["help"], value_type, spec["choices"],
+                                 spec["parse"], spec["also_sets"]))
     return result
 
 
@@ -102,7 +103,8 @@ def parse_hidden_units(text: str) -> tuple[int, ...]:
         widths = ()
     if not widths or any(width < 1 for width in widths):
         # '0', '' or ' ' once meant the logistic classifier by accident; only 'none' says so.
-        raise ConfigError(f"--hidden must be positive comma-separated widths like 1024,512, or 'none' for no hidden layer; got {text!r}")
+        raise ConfigError("--hidden must be positive comma-separated widths like 1024,512, or 'none' for no hidden "
+                          f"layer; got {text!r}")
     return widths
 
 
@@ -111,8 +113,10 @@ class DataConfig:
     """Which data set, where it lives, and how it is split."""
 
     name: str = option("fashion_mnist", "Data set.", flag="--data", choices=DATA_SETS)
-    """A name in tf_mlp/data/catalog.py: fashion_mnist, mnist, notmnist (archives of PNGs), idx (any IDX directory), ..."""
-    source_dir: str | None = option(None, "Raw data: IDX directory or notMNIST archives (default: the data set's usual place).")
+    """A name in tf_mlp/data/catalog.py: fashion_mnist, mnist, notmnist (archives of PNGs),
+    idx (any IDX directory), ..."""
+    source_dir: str | None = option(None, "Raw data: IDX directory or notMNIST archives "
+                                          "(default: the data set's usual place).")
     """Raw files: an IDX directory or a directory of notMNIST archives/folders.
     None means the data set's default (Debian's fashion-mnist package for
     fashion_mnist, the TFDS catalogue download for mnist)."""
@@ -126,7 +130,8 @@ class DataConfig:
     """notMNIST only: training examples drawn from the large archive."""
     test_size: int = 10_000
     """notMNIST only: test examples drawn from the small archive."""
-    drop_overlap: bool = option(False, "Drop validation/test images that duplicate a training image.", flag="--drop-overlap/--keep-overlap")
+    drop_overlap: bool = option(False, "Drop validation/test images that duplicate a training image.",
+                                flag="--drop-overlap/--keep-overlap")
     """Drop validation/test images that have an exact duplicate in training."""
     seed: int = 0
     """Seed of the data split (not of training order)."""
@@ -173,7 +178,8 @@ class TrainConfig:
     shift: int = option(0, "Augment: translate training images by up to this many pixels.")
     """Augmentation: translate each training image by up to this many pixels in x and y
     (an MLP has no translation invariance of its own)."""
-    checkpoint_every_steps: int = option(500, "Checkpoint every this many steps (and at every epoch end).", flag="--checkpoint-every")
+    checkpoint_every_steps: int = option(500, "Checkpoint every this many steps (and at every epoch end).",
+                                         flag="--checkpoint-every")
     """Also checkpoint at the end of every epoch and of training."""
     max_checkpoints: int = option(3, "Newest checkpoints to keep in RUN_DIR/checkpoints (older ones are deleted).")
     seed: int = option(0, "Seed of initialisation, data order and dropout.", also_sets=("data", "seed"))
@@ -199,30 +205,41 @@ class Config:
         data, model, train = self.data, self.model, self.train
         _check(data.name in DATA_SETS, f"data.name must be one of {', '.join(DATA_SETS)}, got {data.name!r}")
         _check(data.validation_size >= 0, f"data.validation_size must be >= 0, got {data.validation_size}")
-        _check(_finite(data.test_fraction) and 0.0 < data.test_fraction < 1.0, f"data.test_fraction must be between 0 and 1, got {data.test_fraction}")
+        _check(_finite(data.test_fraction) and 0.0 < data.test_fraction < 1.0,
+               f"data.test_fraction must be between 0 and 1, got {data.test_fraction}")
         _check(data.train_size >= 1 and data.test_size >= 1, "data.train_size and data.test_size must be >= 1")
         _check(0 <= data.seed < 2**32, f"data.seed must be in [0, 2**32), got {data.seed}")
         _check(all(_is_int(width) and width > 0 for width in model.hidden_units),
-               f"model.hidden_units must be positive integer widths (empty for the logistic classifier), got {list(model.hidden_units)}")
+               "model.hidden_units must be positive integer widths (empty for the logistic classifier), "
+               f"got {list(model.hidden_units)}")
         _check(model.num_classes >= 2, f"model.num_classes must be >= 2, got {model.num_classes}")
-        _check(_finite(model.dropout_rate) and 0.0 <= model.dropout_rate < 1.0, f"model.dropout_rate must be in [0, 1), got {model.dropout_rate}")
+        _check(_finite(model.dropout_rate) and 0.0 <= model.dropout_rate < 1.0,
+               f"model.dropout_rate must be in [0, 1), got {model.dropout_rate}")
         _check(_finite(model.input_dropout_rate) and 0.0 <= model.input_dropout_rate < 1.0,
                f"model.input_dropout_rate must be in [0, 1), got {model.input_dropout_rate}")
         _check(_finite(model.l2) and model.l2 >= 0.0, f"model.l2 must be a finite number >= 0, got {model.l2}")
-        _check(_finite(train.label_smoothing) and 0.0 <= train.label_smoothing < 1.0, f"train.label_smoothing must be in [0, 1), got {train.label_smoothing}")
+        _check(_finite(train.label_smoothing) and 0.0 <= train.label_smoothing < 1.0,
+               f"train.label_smoothing must be in [0, 1), got {train.label_smoothing}")
         _check(train.epochs >= 1, f"train.epochs must be >= 1, got {train.epochs}")
         _check(train.batch_size >= 1, f"train.batch_size must be >= 1, got {train.batch_size}")
-        _check(train.optimizer in OPTIMIZERS, f"train.optimizer must be one of {', '.join(OPTIMIZERS)}, got {train.optimizer!r}")
-        _check(_finite(train.learning_rate) and train.learning_rate > 0.0, f"train.learning_rate must be a finite number > 0, got {train.learning_rate}")
-        _check(_finite(train.momentum) and 0.0 <= train.momentum < 1.0, f"train.momentum must be in [0, 1), got {train.momentum}")
-        _check(_finite(train.decay_rate) and 0.0 < train.decay_rate <= 1.0, f"train.decay_rate must be in (0, 1], got {train.decay_rate}")
+        _check(train.optimizer in OPTIMIZERS,
+               f"train.optimizer must be one of {', '.join(OPTIMIZERS)}, got {train.optimizer!r}")
+        _check(_finite(train.learning_rate) and train.learning_rate > 0.0,
+               f"train.learning_rate must be a finite number > 0, got {train.learning_rate}")
+        _check(_finite(train.momentum) and 0.0 <= train.momentum < 1.0,
+               f"train.momentum must be in [0, 1), got {train.momentum}")
+        _check(_finite(train.decay_rate) and 0.0 < train.decay_rate <= 1.0,
+               f"train.decay_rate must be in (0, 1], got {train.decay_rate}")
         _check(train.decay_steps >= 1, f"train.decay_steps must be >= 1, got {train.decay_steps}")
-        _check(train.early_stopping_patience >= 0, f"train.early_stopping_patience must be >= 0 (0: off), got {train.early_stopping_patience}")
+        _check(train.early_stopping_patience >= 0,
+               f"train.early_stopping_patience must be >= 0 (0: off), got {train.early_stopping_patience}")
         _check(0 <= train.shift <= 8, f"train.shift must be between 0 and 8 pixels, got {train.shift}")
-        _check(train.checkpoint_every_steps >= 1, f"train.checkpoint_every_steps must be >= 1, got {train.checkpoint_every_steps}")
+        _check(train.checkpoint_every_steps >= 1,
+               f"train.checkpoint_every_steps must be >= 1, got {train.checkpoint_every_steps}")
         _check(train.max_checkpoints >= 1, f"train.max_checkpoints must be >= 1, got {train.max_checkpoints}")
         _check(0 <= train.seed < 2**32, f"train.seed must be in [0, 2**32), got {train.seed}")
-        _check(train.strategy in STRATEGIES, f"train.strategy must be one of {', '.join(STRATEGIES)}, got {train.strategy!r}")
+        _check(train.strategy in STRATEGIES,
+               f"train.strategy must be one of {', '.join(STRATEGIES)}, got {train.strategy!r}")
         return self
 
     def to_dict(self) -> dict:
@@ -252,7 +269,8 @@ class Config:
             raise ConfigError(f"{path}: is a directory, not a config file") from None
         except UnicodeDecodeError as error:
             line = error.object[:error.start].count(b"\n") + 1
-            raise ConfigError(f"{path}: not UTF-8 text (byte {error.object[error.start]:#04x} on line {line}, offset {error.start})") from None
+            raise ConfigError(f"{path}: not UTF-8 text (byte {error.object[error.start]:#04x} on line {line}, "
+                              f"offset {error.start})") from None
         except json.JSONDecodeError as error:
             raise ConfigError(f"{path}: not valid JSON ({error})") from None
         _check(isinstance(values, dict), f"{path}: a config must be a JSON object")
@@ -304,11 +322,14 @@ def _section(section_class, values: dict, name: str):
         if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if default is None:  # the optional paths
-            _check(value is None or isinstance(value, str), f"config field {name}.{key} must be a string or null, got {value!r}")
+            _check(value is None or isinstance(value, str),
+                   f"config field {name}.{key} must be a string or null, got {value!r}")
         else:
-            _check(type(value) is type(default), f"config field {name}.{key} must be {type(default).__name__}, got {value!r}")
+            _check(type(value) is type(default),
+                   f"config field {name}.{key} must be {type(default).__name__}, got {value!r}")
         if isinstance(value, tuple):
-            _check(all(_is_int(item) for item in value), f"config field {name}.{key} must be a list of integers, got {list(value)!r}")
+            _check(all(_is_int(item) for item in value),
+                   f"config field {name}.{key} must be a list of integers, got {list(value)!r}")
         converted[key] = value
     return section_class(**converted)
 

@@ -171,7 +171,8 @@ def time_phases(workloads: list[Workload], rounds: int, block_seconds: float) ->
             # Calibrate a block to about block_seconds: long enough to swamp the call's overhead.
             once = min(_seconds_per_step(workload, phase, 3)[0] for _ in range(3))
             steps[workload.key, phase] = max(1, round(block_seconds / max(once, 1e-6)))
-    samples = {clock: {workload.key: {phase: [] for phase in PHASES} for workload in workloads} for clock in ("wall", "cpu")}
+    samples = {clock: {workload.key: {phase: [] for phase in PHASES} for workload in workloads}
+               for clock in ("wall", "cpu")}
     for round_index in range(rounds):
         shift = round_index % len(workloads)
         for workload in workloads[shift:] + workloads[:shift]:
@@ -304,8 +305,9 @@ def table(results: dict) -> str:
         return f"{summary['median']:.2f} ({summary['q1']:.2f}–{summary['q3']:.2f})"
 
     lines = [
-        "| preset | batch | bwd/fwd analytic | bwd/fwd wall time (IQR) | bwd/fwd CPU time (IQR) | bwd / training fwd, CPU "
-        "| wall ms: fwd / fwd+bwd / update | kept activations MiB: analytic / measured | peak MiB: fwd / fwd+bwd / update |",
+        "| preset | batch | bwd/fwd analytic | bwd/fwd wall time (IQR) | bwd/fwd CPU time (IQR) "
+        "| bwd / training fwd, CPU | wall ms: fwd / fwd+bwd / update "
+        "| kept activations MiB: analytic / measured | peak MiB: fwd / fwd+bwd / update |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     phases = ("forward", "forward_backward", "update")
@@ -318,22 +320,32 @@ def table(results: dict) -> str:
             f"| {spread(row['backward_over_forward'])} | {spread(row['backward_over_forward_cpu'])} "
             f"| {row['backward_over_training_forward_cpu']['median']:.2f} "
             f"| {milliseconds} "
-            f"| {row['analytic']['memory_bytes']['activations'] / mebibyte:.2f} / {memory['kept_by_tape_bytes'] / mebibyte:.2f} "
+            f"| {row['analytic']['memory_bytes']['activations'] / mebibyte:.2f} "
+            f"/ {memory['kept_by_tape_bytes'] / mebibyte:.2f} "
             f"| {peaks} |"
         )
     return "\n".join(lines)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--output", "output_dir", default="runs/cost", show_default=True, type=click.Path(file_okay=False), help="Where cost.json and cost.png go.")
-@click.option("--preset", "presets", multiple=True, type=click.Choice(PRESETS + ("mlp_dropout", "mlp_l2")), help=f"Preset to measure (repeatable; default {', '.join(PRESETS)}).")
-@click.option("--batch-size", "batch_sizes", multiple=True, type=click.IntRange(min=1), help=f"Batch size (repeatable; default {', '.join(map(str, BATCH_SIZES))}).")
-@click.option("--rounds", default=31, show_default=True, type=click.IntRange(min=1), help="Interleaved rounds; figures are medians over rounds.")
-@click.option("--block-seconds", default=0.1, show_default=True, type=click.FloatRange(min=0.0), help="Target length of one timed block of calls.")
-@click.option("--threads", default=0, show_default=True, type=click.IntRange(min=0), help="TensorFlow intra- and inter-op threads (0: TensorFlow's default, all cores).")
-@click.option("--quick", is_flag=True, help="Batch size 8, 3 rounds, one call per block: checks every figure is produced, not for publishing.")
-@click.option("--results-page", type=click.Path(dir_okay=False), help="Also write the cost section of this RESULTS.md and its plot (results/cost.png beside it).")
-@click.option("--memory-only", is_flag=True, hidden=True, help="Internal: print measure_memory's JSON (run with TF_CPU_ALLOCATOR_USE_BFC=true).")
+@click.option("--output", "output_dir", default="runs/cost", show_default=True, type=click.Path(file_okay=False),
+              help="Where cost.json and cost.png go.")
+@click.option("--preset", "presets", multiple=True, type=click.Choice(PRESETS + ("mlp_dropout", "mlp_l2")),
+              help=f"Preset to measure (repeatable; default {', '.join(PRESETS)}).")
+@click.option("--batch-size", "batch_sizes", multiple=True, type=click.IntRange(min=1),
+              help=f"Batch size (repeatable; default {', '.join(map(str, BATCH_SIZES))}).")
+@click.option("--rounds", default=31, show_default=True, type=click.IntRange(min=1),
+              help="Interleaved rounds; figures are medians over rounds.")
+@click.option("--block-seconds", default=0.1, show_default=True, type=click.FloatRange(min=0.0),
+              help="Target length of one timed block of calls.")
+@click.option("--threads", default=0, show_default=True, type=click.IntRange(min=0),
+              help="TensorFlow intra- and inter-op threads (0: TensorFlow's default, all cores).")
+@click.option("--quick", is_flag=True,
+              help="Batch size 8, 3 rounds, one call per block: checks every figure is produced, not for publishing.")
+@click.option("--results-page", type=click.Path(dir_okay=False),
+              help="Also write the cost section of this RESULTS.md and its plot (results/cost.png beside it).")
+@click.option("--memory-only", is_flag=True, hidden=True,
+              help="Internal: print measure_memory's JSON (run with TF_CPU_ALLOCATOR_USE_BFC=true).")
 def main(output_dir, presets, batch_sizes, rounds, block_seconds, threads, quick, results_page, memory_only):
     """Measure forward, backward and update time and memory; compare with the analytic cost."""
     if threads:
@@ -358,7 +370,8 @@ def main(output_dir, presets, batch_sizes, rounds, block_seconds, threads, quick
     (output_dir / "cost.json").write_text(json.dumps(results, indent=2) + "\n")
     cost_page.plot_ratios(results, output_dir / "cost.png")
     click.echo(table(results))
-    click.echo(f"load average {results['load_average_before'][0]:.2f} before, {results['load_average_after'][0]:.2f} after "
+    click.echo(f"load average {results['load_average_before'][0]:.2f} before, "
+               f"{results['load_average_after'][0]:.2f} after "
                f"({results['cpus']} CPUs); wrote {output_dir / 'cost.json'} and {output_dir / 'cost.png'}")
     if results_page:
         cost_page.write_section(pathlib.Path(results_page), results)

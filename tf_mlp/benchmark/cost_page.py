@@ -78,7 +78,8 @@ def section_markdown(results: dict) -> str:
         "seconds: it counts the work done and not the waiting for a core that other jobs cause, so on a busy "
         "machine it is the steadier measure. Memory: " + results["memory_method"] + ".",
         "",
-        f"![backward over forward, analytic and measured]({PLOT.as_posix()}) (every figure: [{DATA.as_posix()}]({DATA.as_posix()}))",
+        f"![backward over forward, analytic and measured]({PLOT.as_posix()}) "
+        f"(every figure: [{DATA.as_posix()}]({DATA.as_posix()}))",
         "",
         table(results),
         "",
@@ -96,7 +97,8 @@ def _find(results: dict, preset: str) -> dict | None:
 
 
 def _findings(results: dict) -> list[str]:
-    """What the figures say. Every number and comparison is read from these results, so a new run cannot leave them untrue."""
+    """What the figures say. Every number and comparison is read from these results, so a new run cannot leave them
+    untrue."""
     from tf_mlp import config, model
 
     def cpu(row: dict, phase: str) -> float:
@@ -109,9 +111,9 @@ def _findings(results: dict) -> list[str]:
     lines = ["What the figures say:", ""]
     lines.append(
         "- The 2× holds per layer, not per network. Every layer but the first pays two products in the backward pass "
-        "(the weight gradient x^T·dy and the input gradient dy·W^T), each as dear as its forward product x·W; the first "
-        "layer pays only the weight gradient, because nothing upstream needs the pixels' gradient. With 784 inputs the "
-        "first layer holds most of the FLOPs, so the network's analytic ratio is "
+        "(the weight gradient x^T·dy and the input gradient dy·W^T), each as dear as its forward product x·W; "
+        "the first layer pays only the weight gradient, because nothing upstream needs the pixels' gradient. With 784 "
+        "inputs the first layer holds most of the FLOPs, so the network's analytic ratio is "
         + ", ".join(f"{ratio} for {preset}" for preset, ratio in analytic.items())
         + "; it is exactly 1 for the logistic model, whose only layer is the first."
         + "".join(f" {row['preset']} measures {measured(row)} at batch {row['batch_size']} (CPU time)."
@@ -128,14 +130,14 @@ def _findings(results: dict) -> list[str]:
         between = min(over_inference, over_training) <= ratio <= max(over_inference, over_training)
         where = "lies between the two ways of counting" if between else "lies outside both ways of counting"
         lines.append(
-            f"- deep (batch {deep['batch_size']}) measures away from its analytic ratio because its training forward does "
-            "work inference never does and the FLOP count leaves out: dropout draws a random number and builds a mask for "
-            f"each of its {sum(deep_model.hidden_units):,} hidden units per example, and the L2 penalty sums the squares of its "
-            f"{kernel_weights / 1e6:.2f} M kernel weights. Its training forward alone costs "
-            f"{cpu(deep, 'forward_training') / cpu(deep, 'forward'):.2f}× its inference forward (CPU time), so backward "
-            f"over inference forward is {over_inference:.2f}, while backward over the training forward is {over_training:.2f}: "
-            "the gradients of those element-wise extras are cheap (a select by the kept mask, 2·l2·w), so they weigh on the "
-            f"forward side. The matrix-product ratio, {ratio:.2f}, {where}."
+            f"- deep (batch {deep['batch_size']}) measures away from its analytic ratio because its training forward "
+            "does work inference never does and the FLOP count leaves out: dropout draws a random number and builds a "
+            f"mask for each of its {sum(deep_model.hidden_units):,} hidden units per example, and the L2 penalty sums "
+            f"the squares of its {kernel_weights / 1e6:.2f} M kernel weights. Its training forward alone costs "
+            f"{cpu(deep, 'forward_training') / cpu(deep, 'forward'):.2f}× its inference forward (CPU time), so "
+            f"backward over inference forward is {over_inference:.2f}, while backward over the training forward is "
+            f"{over_training:.2f}: the gradients of those element-wise extras are cheap (a select by the kept mask, "
+            f"2·l2·w), so they weigh on the forward side. The matrix-product ratio, {ratio:.2f}, {where}."
         )
     if deep and len([row for row in results["rows"] if row["preset"] == "deep"]) > 1:
         small = min((row for row in results["rows"] if row["preset"] == "deep"), key=lambda row: row["batch_size"])
@@ -143,19 +145,20 @@ def _findings(results: dict) -> list[str]:
         forward_growth = cpu(deep, "forward") / cpu(small, "forward")
         both_growth = cpu(deep, "forward_backward") / cpu(small, "forward_backward")
         sentence = (
-            f"- From batch {small['batch_size']} to {deep['batch_size']} ({growth:.0f}× the examples) deep's inference "
-            f"forward takes {forward_growth:.1f}× the CPU time and its forward and backward {both_growth:.1f}×; the ratio is "
-            f"{small['backward_over_forward_cpu']['median']:.2f} at batch {small['batch_size']} against "
-            f"{deep['backward_over_forward_cpu']['median']:.2f} at {deep['batch_size']}."
+            f"- From batch {small['batch_size']} to {deep['batch_size']} ({growth:.0f}× the examples) deep's "
+            f"inference forward takes {forward_growth:.1f}× the CPU time and its forward and backward "
+            f"{both_growth:.1f}×; the ratio is {small['backward_over_forward_cpu']['median']:.2f} at batch "
+            f"{small['batch_size']} against {deep['backward_over_forward_cpu']['median']:.2f} at {deep['batch_size']}."
         )
         if both_growth < forward_growth:
             sentence += (
-                " The backward pass carries more work that does not shrink with the batch: it writes a gradient the size "
-                "of every weight matrix (and the L2 penalty's gradient over them), where the forward pass only reads the "
-                "weights, and it runs more, smaller operations, each with its own launch cost."
+                " The backward pass carries more work that does not shrink with the batch: it writes a gradient the "
+                "size of every weight matrix (and the L2 penalty's gradient over them), where the forward pass only "
+                "reads the weights, and it runs more, smaller operations, each with its own launch cost."
             )
         lines.append(sentence)
-    logistics = sorted((row for row in results["rows"] if row["preset"] == "logistic"), key=lambda row: row["batch_size"])
+    logistics = sorted((row for row in results["rows"] if row["preset"] == "logistic"),
+                       key=lambda row: row["batch_size"])
     mlp = _find(results, "mlp")
     if logistics:
         small = logistics[0]
@@ -164,13 +167,14 @@ def _findings(results: dict) -> list[str]:
             return f"{row['analytic']['forward_flops'] / cpu(row, 'forward') / 1e9:.0f} GFLOP/s"
 
         lines.append(
-            "- The logistic model's matrix is 784×10: each pixel is read once for ten multiply-adds, so its time goes to "
-            "memory-bound element-wise work (scaling the uint8 pixels to floats, the softmax cross-entropy) and to the "
-            f"per-step cost of launching operations more than to products: at batch {small['batch_size']} its inference "
-            f"forward runs at {rate(small)} of CPU time"
+            "- The logistic model's matrix is 784×10: each pixel is read once for ten multiply-adds, so its time goes "
+            "to memory-bound element-wise work (scaling the uint8 pixels to floats, the softmax cross-entropy) and to "
+            "the per-step cost of launching operations more than to products: at batch "
+            f"{small['batch_size']} its inference forward runs at {rate(small)} of CPU time"
             + (f" against {rate(mlp)} for the mlp at batch {mlp['batch_size']}" if mlp else "")
             + ", and its training forward (adding the loss) costs "
-            f"{cpu(small, 'forward_training') / cpu(small, 'forward'):.2f}× its inference forward. Its measured ratio ("
+            f"{cpu(small, 'forward_training') / cpu(small, 'forward'):.2f}× its inference forward. "
+            "Its measured ratio ("
             + ", ".join(f"{measured(row)} at batch {row['batch_size']}" for row in logistics)
             + ") is a ratio of those element-wise and launch costs, which the FLOP count does not describe."
         )
@@ -181,11 +185,12 @@ def _findings(results: dict) -> list[str]:
     memory = big["memory_bytes"]
     lines.append(
         "- Memory: the activations TensorFlow's tape keeps for the backward pass measure "
-        f"{min(kept):.2f}–{max(kept):.2f}× the analytic count, the excess being the allocator's rounding. Inference can "
-        "free each layer's input once the next layer has used it, so it holds about two layers' activations at a time; "
-        "the backward pass holds every layer's at once until their gradients are taken, and one gradient per parameter. "
-        f"{big['preset']} at batch {big['batch_size']}: inference peaks at {memory['forward_peak_bytes'] / mebibyte:.1f} MiB "
-        f"above the model, forward and backward at {memory['forward_backward_peak_bytes'] / mebibyte:.1f} MiB "
+        f"{min(kept):.2f}–{max(kept):.2f}× the analytic count, the excess being the allocator's rounding. Inference "
+        "can free each layer's input once the next layer has used it, so it holds about two layers' activations at a "
+        "time; the backward pass holds every layer's at once until their gradients are taken, and one gradient per "
+        f"parameter. {big['preset']} at batch {big['batch_size']}: inference peaks at "
+        f"{memory['forward_peak_bytes'] / mebibyte:.1f} MiB above the model, forward and backward at "
+        f"{memory['forward_backward_peak_bytes'] / mebibyte:.1f} MiB "
         f"({memory['forward_backward_peak_bytes'] / max(memory['forward_peak_bytes'], 1):.1f}×), of which "
         f"{big['analytic']['memory_bytes']['activations'] / mebibyte:.1f} MiB are kept activations and "
         f"{big['analytic']['memory_bytes']['gradients'] / mebibyte:.1f} MiB gradients."
@@ -195,9 +200,9 @@ def _findings(results: dict) -> list[str]:
     share = cpu(update_row, "update") / (cpu(update_row, "update") + cpu(update_row, "forward_backward"))
     lines.append(
         "- The update does not grow with the batch: it is element-wise work over every parameter and its optimizer "
-        f"slots. For {update_row['preset']} ({update_row['analytic']['optimizer']}) at batch {update_row['batch_size']} it "
-        f"takes {cpu(update_row, 'update') * 1e3:.2f} ms of CPU against {cpu(update_row, 'forward_backward') * 1e3:.2f} ms "
-        f"for forward and backward: {share:.0%} of the step."
+        f"slots. For {update_row['preset']} ({update_row['analytic']['optimizer']}) at batch "
+        f"{update_row['batch_size']} it takes {cpu(update_row, 'update') * 1e3:.2f} ms of CPU against "
+        f"{cpu(update_row, 'forward_backward') * 1e3:.2f} ms for forward and backward: {share:.0%} of the step."
     )
     return lines + [""]
 

@@ -38,7 +38,8 @@ def _training_series(training: dict) -> dict:
     names = {"cli": "tf-mlp train", "trainer": "train function alone", "fit_spe1": "model.fit, defaults",
              "fit_tuned": "model.fit, steps_per_execution tuned", "products": "step's products alone"}
     rates = training["examples_per_second"]
-    return {label: {batch: rates[f"{key}_{batch}"]["median"] for batch in training["batch_sizes"]} for key, label in names.items()}
+    return {label: {batch: rates[f"{key}_{batch}"]["median"] for batch in training["batch_sizes"]}
+            for key, label in names.items()}
 
 
 def page_paths(output_dir) -> tuple[pathlib.Path, pathlib.Path]:
@@ -56,7 +57,8 @@ def write(results: dict, output_dir) -> pathlib.Path:
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "performance.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     series = {}
-    lines = ["# Performance", "", f"Measured on this project's machine ({platform.machine()}, {results.get('cpus')} CPU cores, no GPU).", ""]
+    lines = ["# Performance", "",
+             f"Measured on this project's machine ({platform.machine()}, {results.get('cpus')} CPU cores, no GPU).", ""]
     training = results.get("training")
     if training:
         series["training vs batch size"] = _training_series(training)
@@ -82,7 +84,9 @@ def write(results: dict, output_dir) -> pathlib.Path:
 def _measured_with(part: dict) -> list[str]:
     if "command" not in part:
         # Results from before each part recorded its own command.
-        return ["Measured by an earlier run of the whole benchmark; `python scripts/benchmark.py --publish` repeats it.", ""]
+        return ["Measured by an earlier run of the whole benchmark; "
+                "`python scripts/benchmark.py --publish` repeats it.", ""]
     when = f" on {part['date']}" if part.get("date") else ""
-    repetitions = f", {part['repetitions']} interleaved repetition{'s' if part['repetitions'] > 1 else ''}" if part.get("repetitions") else ""
+    repetitions = (f", {part['repetitions']} interleaved repetition{'s' if part['repetitions'] > 1 else ''}"
+                   if part.get("repetitions") else "")
     return [f"Measured{when}{repetitions} with:", "", f"```sh\n{part['command']}\n```", ""]

@@ -226,7 +226,8 @@ def as_table_rows(results: dict) -> list[tuple[str, str]]:
         rows.append((f"single-image REST latency, concurrency {concurrency}",
                      f"p50 {latency['p50_ms']:.2f} ms, p99 {latency['p99_ms']:.2f} ms"))
     rows += [
-        ("32 concurrent single-image REST clients, no batching", f"{results['unbatched_32_clients_rps']:,.0f} requests/s"),
+        ("32 concurrent single-image REST clients, no batching",
+         f"{results['unbatched_32_clients_rps']:,.0f} requests/s"),
         ("32 concurrent single-image REST clients, batching", f"{results['batched_32_clients_rps']:,.0f} requests/s "
                                                               f"({results['batching_speedup']:.2f}x)"),
         ("server peak RSS (`tf-mlp serve`, after every run above)", f"{results['server_peak_rss_mb']:,.0f} MB"),

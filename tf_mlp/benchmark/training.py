@@ -140,7 +140,8 @@ def trainer_examples_per_second(splits: DataSplits, config: Config, *, xla: bool
         permutation, done = data.permutation(0, epoch), 0
         while done < steps_per_epoch:
             count = min(STEPS_PER_CALL, steps_per_epoch - done)
-            train(permutation, tf.constant(epoch, tf.int64), tf.constant(done, tf.int64), tf.constant(count, tf.int64)).numpy()
+            train(permutation, tf.constant(epoch, tf.int64), tf.constant(done, tf.int64),
+                  tf.constant(count, tf.int64)).numpy()
             done += count
 
     run_epoch(0)
@@ -178,7 +179,8 @@ def fit_examples_per_second(splits: DataSplits, config: Config, steps_per_execut
     )
     timer = _EpochTimer()
     images, labels = splits.train.images, splits.train.labels
-    model.fit(images, labels, batch_size=config.train.batch_size, epochs=config.train.epochs, shuffle=True, verbose=0, callbacks=[timer])
+    model.fit(images, labels, batch_size=config.train.batch_size, epochs=config.train.epochs, shuffle=True, verbose=0,
+              callbacks=[timer])
     # fit keeps the last partial batch: it trains on every example each epoch.
     rate = (config.train.epochs - 1) * len(images) / sum(timer.seconds[1:])
     accuracy = float(model.evaluate(splits.test.images, splits.test.labels, batch_size=1000, verbose=0)[1])
@@ -191,12 +193,14 @@ def cli_train(config: Config) -> dict:
         config_file = pathlib.Path(work) / "config.json"
         config.save(config_file)
         run_dir = pathlib.Path(work) / "run"
-        subprocess.run([sys.executable, "-m", "tf_mlp.cli", "train", "--config", str(config_file), "--run-dir", str(run_dir)],
+        subprocess.run([sys.executable, "-m", "tf_mlp.cli", "train", "--config", str(config_file),
+                        "--run-dir", str(run_dir)],
                        check=True, capture_output=True)
         rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()][1:]
         evaluation = json.loads((run_dir / "evaluation.json").read_text())
     return {
-        "examples_per_second": sum(row["examples_per_second"] * row["seconds"] for row in rows) / sum(row["seconds"] for row in rows),
+        "examples_per_second": (sum(row["examples_per_second"] * row["seconds"] for row in rows)
+                                / sum(row["seconds"] for row in rows)),
         "test_accuracy": evaluation["test_accuracy"],
         # ru_maxrss of children is the largest child so far (kilobytes on Linux).
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
@@ -236,8 +240,10 @@ def run_training_benchmarks(splits: DataSplits, data: DataConfig, repetitions: i
                 rate, accuracy = fit_examples_per_second(splits, config, steps_per_execution)
                 record(f"fit_spe{steps_per_execution}_{batch_size}", rate)
                 accuracies.setdefault(f"fit_spe{steps_per_execution}_{batch_size}", []).append(accuracy)
-            record(f"fit_tuned_{batch_size}", max(samples[f"fit_spe{setting}_{batch_size}"][-1] for setting in fit_settings if setting != 1))
-            record(f"products_{batch_size}", product_examples_per_second(model_config, batch_size, 200 if quick else 2000))
+            record(f"fit_tuned_{batch_size}",
+                   max(samples[f"fit_spe{setting}_{batch_size}"][-1] for setting in fit_settings if setting != 1))
+            record(f"products_{batch_size}",
+                   product_examples_per_second(model_config, batch_size, 200 if quick else 2000))
         headline = measured_config(data, HEADLINE_BATCH_SIZE, epochs)
         record(f"trainer_xla_{HEADLINE_BATCH_SIZE}", trainer_examples_per_second(splits, headline, xla=True))
         # The peak is sampled in every repetition and the best kept: one sample taken while
@@ -309,19 +315,20 @@ def markdown(results: dict) -> list[str]:
                        for layer in results["flops_by_layer"])
     timed = f"epochs 2–{results['epochs']}" if results["epochs"] > 2 else "epoch 2"
     tuned = [str(setting) for setting in results["fit_steps_per_execution"] if setting != 1]
+    tuned_fit = ("the faster of steps_per_execution " + " and ".join(tuned) if len(tuned) > 1
+                 else "steps_per_execution " + tuned[0])
     lines = [
         f"Model {results['model']}; the same resident uint8 data, batch and optimizer for every trainer. Rates are "
         f"examples per second over {timed} (the first epoch is warm-up), median and (min–max) of "
-        f"the repetitions, which were interleaved; ratios are taken within each repetition, then median and (min–max). "
-        f"The tuned model.fit is, in each repetition, "
-        f"{'the faster of steps_per_execution ' + ' and '.join(tuned) if len(tuned) > 1 else 'steps_per_execution ' + tuned[0]}. "
+        f"the repetitions, which were interleaved; ratios are taken within each repetition, then median and "
+        f"(min–max). The tuned model.fit is, in each repetition, {tuned_fit}. "
         f"Machine: {machine.describe(results['other_processes_share'], results['cpus'])} "
         "(CPU time from /proc/stat less this benchmark's own, per repetition).",
         "",
         f"FLOPs per training example, counted exactly (`tf_mlp.model.training_flops_per_example`): **{flops:,}** "
         f"({layers}; the first layer's input gradient is never computed). Matrix-multiply peak: "
-        f"{results['matmul_gflops']:.0f} GFLOP/s (best of {results['matmul_samples']} timings of two float32 {results['matmul_size']}² products, "
-        "taken across the repetitions).",
+        f"{results['matmul_gflops']:.0f} GFLOP/s (best of {results['matmul_samples']} timings of two float32 "
+        f"{results['matmul_size']}² products, taken across the repetitions).",
         "",
         *([f"**Other processes used {machine.QUIET_SHARE:.0%} or more of the cores in some repetition**: the absolute "
            "rates and the peak are understated by unequal amounts and the shares of the peak are not conclusive; the "
@@ -334,9 +341,11 @@ def markdown(results: dict) -> list[str]:
     for batch_size in results["batch_sizes"]:
         ratio = comparisons(results, batch_size)
         lines.append(
-            f"| {batch_size} | {_cell(_rate(results, f'cli_{batch_size}'))} | {_cell(_rate(results, f'trainer_{batch_size}'))} "
+            f"| {batch_size} | {_cell(_rate(results, f'cli_{batch_size}'))} "
+            f"| {_cell(_rate(results, f'trainer_{batch_size}'))} "
             f"| {_cell(_rate(results, f'fit_spe1_{batch_size}'))} | {_cell(best_tuned_fit(results, batch_size))} "
-            f"| {_cell(_rate(results, f'products_{batch_size}'))} | {_ratio_cell(ratio['over_fit_default'])} | {_ratio_cell(ratio['over_fit_tuned'])} "
+            f"| {_cell(_rate(results, f'products_{batch_size}'))} | {_ratio_cell(ratio['over_fit_default'])} "
+            f"| {_ratio_cell(ratio['over_fit_tuned'])} "
             f"| {ratio['matmul_peak_fraction']:.0%} ({ratio['products_fraction']:.0%} of the limit) |"
         )
     xla = _rate(results, f"trainer_xla_{HEADLINE_BATCH_SIZE}")
@@ -346,7 +355,8 @@ def markdown(results: dict) -> list[str]:
 
     lines += [
         "",
-        f"- Each repetition at batch {HEADLINE_BATCH_SIZE}, in order: `tf-mlp train` {values(f'cli_{HEADLINE_BATCH_SIZE}')}; "
+        f"- Each repetition at batch {HEADLINE_BATCH_SIZE}, in order: "
+        f"`tf-mlp train` {values(f'cli_{HEADLINE_BATCH_SIZE}')}; "
         + "; ".join(f"model.fit steps_per_execution={setting} {values(f'fit_spe{setting}_{HEADLINE_BATCH_SIZE}')}"
                     for setting in results["fit_steps_per_execution"]) + ".",
         f"- Train function with XLA (`--xla`) at batch {HEADLINE_BATCH_SIZE}: {_cell(xla)} examples/s.",
@@ -369,13 +379,18 @@ def goals(results: dict) -> list[str]:
         short = sum(value < goal for value in summary["values"])
         return f"; below it in {short} of {len(summary['values'])} repetitions" if short else ""
 
+    products_share = (_rate(results, f"products_{HEADLINE_BATCH_SIZE}")["median"] * results["flops_per_example"]
+                      / (results["matmul_gflops"] * 1e9))
     return [
         f"`tf-mlp train` at batch {HEADLINE_BATCH_SIZE} >= {GOALS['fit_default']}x model.fit at defaults: "
-        f"{_ratio_cell(ratio['over_fit_default'])} ({mark(ratio['over_fit_default']['median'], GOALS['fit_default'])}{below(ratio['over_fit_default'], GOALS['fit_default'])})",
-        f"`tf-mlp train` at batch {HEADLINE_BATCH_SIZE} >= {GOALS['fit_tuned']}x model.fit with steps_per_execution tuned: "
-        f"{_ratio_cell(ratio['over_fit_tuned'])} ({mark(ratio['over_fit_tuned']['median'], GOALS['fit_tuned'])}{below(ratio['over_fit_tuned'], GOALS['fit_tuned'])})",
-        f"`tf-mlp train` at batch {HEADLINE_BATCH_SIZE} >= {GOALS['matmul_peak_fraction']:.0%} of the matrix-multiply peak: "
-        f"{ratio['matmul_peak_fraction']:.0%} ({mark(ratio['matmul_peak_fraction'], GOALS['matmul_peak_fraction'])})"
+        f"{_ratio_cell(ratio['over_fit_default'])} ({mark(ratio['over_fit_default']['median'], GOALS['fit_default'])}"
+        f"{below(ratio['over_fit_default'], GOALS['fit_default'])})",
+        f"`tf-mlp train` at batch {HEADLINE_BATCH_SIZE} >= {GOALS['fit_tuned']}x model.fit with steps_per_execution "
+        f"tuned: {_ratio_cell(ratio['over_fit_tuned'])} ({mark(ratio['over_fit_tuned']['median'], GOALS['fit_tuned'])}"
+        f"{below(ratio['over_fit_tuned'], GOALS['fit_tuned'])})",
+        f"`tf-mlp train` at batch {HEADLINE_BATCH_SIZE} >= {GOALS['matmul_peak_fraction']:.0%} of the matrix-multiply "
+        f"peak: {ratio['matmul_peak_fraction']:.0%} "
+        f"({mark(ratio['matmul_peak_fraction'], GOALS['matmul_peak_fraction'])})"
         f"{' (not conclusive: measured under load)' if loaded(results) else ''}; "
-        f"the step's own products alone reach {_rate(results, f'products_{HEADLINE_BATCH_SIZE}')['median'] * results['flops_per_example'] / (results['matmul_gflops'] * 1e9):.0%} at this batch",
+        f"the step's own products alone reach {products_share:.0%} at this batch",
     ]

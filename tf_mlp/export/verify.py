@@ -213,7 +213,8 @@ def verify_saved_model(saved_model_dir, model, class_names, pixels: np.ndarray) 
             if loader == SESSION_LOADER:
                 # TensorFlow Serving replays the warmup file in the session it serves from.
                 try:
-                    warmup_records = warmup.replay(loaded.run, layout.assets_extra_path(saved_model_dir, contract.WARMUP_FILE))
+                    warmup_records = warmup.replay(loaded.run,
+                                                   layout.assets_extra_path(saved_model_dir, contract.WARMUP_FILE))
                 except (tf.errors.OpError, KeyError, ValueError) as error:
                     _fail(f"warmup request ({loader})", _first_line(error))
         finally:

@@ -144,7 +144,8 @@ def read_metrics(run_dir, *, drop_torn_last_line: bool = False) -> list[dict]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as error:
-            raise CheckpointError(f"{path}, line {number}: not valid JSON ({error.msg}); fix or delete that line") from None
+            raise CheckpointError(f"{path}, line {number}: not valid JSON ({error.msg}); "
+                                  "fix or delete that line") from None
         if not isinstance(row, dict) or not isinstance(row.get("step"), int):
             raise CheckpointError(f"{path}, line {number}: not a metrics row (a JSON object with an integer step)")
         rows.append(row)
@@ -158,7 +159,8 @@ def read_evaluation(run_dir) -> dict | None:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CheckpointError(f"{path}: not valid JSON ({error}); run `tf-mlp train` on the run directory again to rewrite it") from None
+        raise CheckpointError(f"{path}: not valid JSON ({error}); "
+                              "run `tf-mlp train` on the run directory again to rewrite it") from None
 
 
 class RunLockedError(TfMlpError):
@@ -182,7 +184,8 @@ def training_lock(run_dir):
             lock_file.seek(0)
             holder = lock_file.read().strip() or "unknown"
             raise RunLockedError(
-                f"{run_dir} is in use by another tf-mlp train (pid {holder}); wait for it to finish or use another --run-dir"
+                f"{run_dir} is in use by another tf-mlp train (pid {holder}); "
+                "wait for it to finish or use another --run-dir"
             ) from None
         lock_file.seek(0)
         lock_file.truncate()
