@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 RUN_DIR ?= runs/demo
 
-.PHONY: demo test test-fast lint data browser clean audit
+.PHONY: demo test test-fast lint data browser haproxy clean audit
 
 $(BIN)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,10 +22,14 @@ data:
 browser:
 	sh scripts/get_browser.sh
 
+# Debian's HAProxy, for the replica drill behind a load balancer (tests/test_replicas.py, scripts/replicas.py).
+haproxy:
+	sh scripts/get_haproxy.sh
+
 demo: $(BIN)/.installed data
 	$(BIN)/python scripts/demo.py --run-dir $(RUN_DIR)
 
-test: $(BIN)/.installed data browser
+test: $(BIN)/.installed data browser haproxy
 	$(BIN)/pytest
 
 # The edit-test loop: every test but those marked slow (over 5 s: subprocesses, servers, training to
