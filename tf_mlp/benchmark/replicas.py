@@ -104,9 +104,9 @@ class DrillReport:
                          f"{phase.lb_retries:>10} {phase.lb_errors:>6} {phase.seconds:>7.1f}")
         for phase in self.phases:
             if phase.left_pool_before_exit is not None:
-                lines.append(f"  {phase.name}: {phase.replica} answered the {phase.drained} requests in flight on it "
-                             "as it began to shut down, and left the pool "
-                             f"{'before' if phase.left_pool_before_exit else 'after'} it exited")
+                lines.append(f"  {phase.name}: {phase.replica} left the pool "
+                             f"{'before' if phase.left_pool_before_exit else 'after'} it exited; requests in flight "
+                             f"on it as it began to shut down and answered by it: {phase.drained}")
             for seconds, event in phase.events:
                 lines.append(f"  {phase.name}: {seconds:6.2f} s  {event}")
             for error in phase.errors:
