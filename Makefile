@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 RUN_DIR ?= runs/demo
 
-.PHONY: demo test test-fast lint data browser clean audit
+.PHONY: demo test test-fast lint data browser haproxy manifests clean audit
 
 $(BIN)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,10 +22,25 @@ data:
 browser:
 	sh scripts/get_browser.sh
 
+# Debian's HAProxy, for the replica drill behind a load balancer (tests/test_replicas.py, scripts/replicas.py).
+haproxy:
+	sh scripts/get_haproxy.sh
+
+# The environment the Kubernetes manifests are validated in (deploy/kubernetes/validate.py), apart from .venv:
+# the operators' SDKs pin versions that conflict with TensorFlow's (deploy/kubernetes/requirements.txt says how).
+MANIFESTS_VENV := .venv-manifests
+manifests: $(MANIFESTS_VENV)/.installed
+
+$(MANIFESTS_VENV)/.installed: deploy/kubernetes/requirements.txt
+	$(PYTHON) -m venv $(MANIFESTS_VENV)
+	$(MANIFESTS_VENV)/bin/pip install --quiet --upgrade pip
+	$(MANIFESTS_VENV)/bin/pip install --quiet -r deploy/kubernetes/requirements.txt
+	touch $@
+
 demo: $(BIN)/.installed data
 	$(BIN)/python scripts/demo.py --run-dir $(RUN_DIR)
 
-test: $(BIN)/.installed data browser
+test: $(BIN)/.installed data browser haproxy manifests
 	$(BIN)/pytest
 
 # The edit-test loop: every test but those marked slow (over 5 s: subprocesses, servers, training to
@@ -45,4 +60,4 @@ audit:
 	.venv-audit/bin/pip-audit --strict --disable-pip --no-deps -r requirements.lock
 
 clean:
-	rm -rf $(VENV) .venv-audit runs models
+	rm -rf $(VENV) .venv-audit $(MANIFESTS_VENV) runs models

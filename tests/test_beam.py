@@ -1,13 +1,23 @@
 """Batch inference on Apache Beam: the same file as the batch script, byte for byte, on the DirectRunner with
-two workers (processes and threads); error rows for bad images; one-line errors before the job starts.
+two workers (processes and threads) and on the PortableRunner with Beam's own job service and SDK workers in
+a separate worker pool (as Flink and Spark run them); error rows for bad images; one-line errors.
+
+Byte identity is legitimate here: the same chunks (--chunk-size) meet the same TensorFlow kernels on the
+same machine, so every row is computed the same way. Across machines or batch compositions, compare class
+ids and probabilities within 1e-6 instead.
 
 Skipped where the `beam` extra is not installed; `make test` installs it.
 """
 
 from __future__ import annotations
 
+import os
 import pathlib
 import shutil
+import socket
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -19,14 +29,14 @@ from tests import serving_helpers, synthetic  # noqa: E402
 from tests.conftest import png_bytes  # noqa: E402
 from tf_mlp import batch, predict_cli  # noqa: E402
 from tf_mlp import beam as tf_mlp_beam  # noqa: E402
+from tf_mlp.server.process import free_port  # noqa: E402
 
 COUNT = 120
 CHUNK = 25
 """Five chunks of 25 and one of 20: several chunks for two workers, and a short last one."""
 TWO_PROCESSES = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
 TWO_THREADS = ["--direct_num_workers=2", "--direct_running_mode=multi_threading"]
-
-
+SERVICE_START_SECONDS = 120
 
 
 def run_batch_script(*arguments):
@@ -158,10 +168,6 @@ def test_worker_copy_of_a_model_url_is_a_complete_version(tmp_path, model_base):
     ("file.txt/out.csv", "Error: file.txt is not a directory; cannot write the output out.csv there"),
 ])
 def test_an_unwritable_output_fails_before_the_job_runs(tmp_path, npy_inputs, output, message):
-    import os
-    import subprocess
-    import sys
-
     from tests.test_batch import _as_unprivileged, _snapshot, _without_tensorflow_noise
 
     (tmp_path / "file.txt").write_text("a file\n")
@@ -194,10 +200,6 @@ def test_polarity_is_applied_as_the_batch_command_applies_it(tmp_path, model_bas
 
 
 def test_importing_the_beam_package_prints_no_optional_client_warning():
-    import os
-    import subprocess
-    import sys
-
     # Beam's BigQuery package logs "apitools not found" on import; tf-mlp never uses BigQuery.
     # TF_CPP_MIN_LOG_LEVEL only quiets TensorFlow's C++ lines, so anything left comes from Python logging.
     result = subprocess.run([sys.executable, "-c", "import logging, tf_mlp.beam; logging.warning('still logging')"],
@@ -206,3 +208,97 @@ def test_importing_the_beam_package_prints_no_optional_client_warning():
     assert result.returncode == 0, result.stderr
     assert "apitools" not in result.stderr
     assert "WARNING:root:still logging" in result.stderr  # other warnings still reach the user
+
+
+class _BeamService:
+    """One of Beam's own services (`python -m MODULE ARGS`) in its own process and working directory."""
+
+    def __init__(self, module: str, port: int, directory: pathlib.Path, *arguments: str):
+        self.port = port
+        self.log_path = directory / f"{module.rsplit('.', 1)[-1]}.log"
+        # The worker pool starts each SDK worker as `python -c ...` found on PATH: put this interpreter's first,
+        # as Beam's SDK container has its own Python (with tf-mlp installed) on PATH.
+        path = f"{pathlib.Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", module, *arguments], cwd=directory, stdout=log,
+                                            stderr=subprocess.STDOUT, env={**os.environ, "PATH": path})
+
+    def wait_until_listening(self) -> None:
+        deadline = time.monotonic() + SERVICE_START_SECONDS
+        while True:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError(f"{self.log_path.stem} did not start: {self.log()[-2000:]}")
+            time.sleep(0.1)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        # SIGINT: the worker pool's clean stop (it stops its SDK workers); SIGKILL if it does not exit.
+        if self.process.poll() is None:
+            self.process.send_signal(2)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture(scope="module")
+def portable_runner(tmp_path_factory):
+    """(pipeline options, worker pool) for Beam's Python job service with SDK workers in a separate worker pool.
+
+    Each service runs in its own directory, as on a cluster, where the launcher's working directory (and any
+    relative path in it) does not exist.
+    """
+    pool_port, job_port = free_port(), free_port()
+    pool = _BeamService("apache_beam.runners.worker.worker_pool_main", pool_port,
+                        tmp_path_factory.mktemp("worker-pool"), f"--service_port={pool_port}")
+    job_service = _BeamService("apache_beam.runners.portability.local_job_service_main", job_port,
+                               tmp_path_factory.mktemp("job-service"), f"--port={job_port}")
+    try:
+        pool.wait_until_listening()
+        job_service.wait_until_listening()
+        yield ["--runner=PortableRunner", f"--job_endpoint=localhost:{job_port}", "--environment_type=EXTERNAL",
+                f"--environment_config=localhost:{pool_port}"], pool
+    finally:
+        pool.stop()
+        job_service.stop()
+
+
+@pytest.mark.slow
+def test_the_portable_runner_with_a_worker_pool_writes_the_batch_scripts_file(tmp_path, model_base, npy_inputs,
+                                                                              portable_runner, monkeypatch):
+    options, pool = portable_runner
+    images, labels = npy_inputs
+    expected, output = tmp_path / "batch.csv", tmp_path / "portable.csv"
+    reference = run_batch_script(images, "--labels", labels, "-o", expected, "--target", f"local:{model_base}",
+                                 "--chunk-size", CHUNK)
+    assert reference.exit_code == 0, reference.output
+    # A model path relative to the launcher's directory: the workers, elsewhere, must still find the model.
+    monkeypatch.chdir(model_base.parent.parent)
+    result = run_beam_script(images, "--labels", labels, "-o", output, "--model-path", "models", "--chunk-size",
+                             CHUNK, *options)
+    assert result.exit_code == 0, result.output
+    assert output.read_bytes() == expected.read_bytes()
+    assert result.output.startswith(f"wrote {COUNT} rows to {output}\nfailures     0\n")
+    assert "Starting worker with command" in pool.log()  # the rows came from an SDK worker the pool started
+
+
+def test_a_failed_job_is_a_one_line_error(tmp_path, model_base, npy_inputs, monkeypatch):
+    from tf_mlp.client.errors import NotFoundError
+
+    def load_model(handler):
+        raise NotFoundError(f"local:{handler.model_path}", "not found", "the model vanished from this worker")
+
+    monkeypatch.setattr(tf_mlp_beam.SavedModelHandler, "load_model", load_model)
+    result = run_beam_script(npy_inputs[0], "-o", tmp_path / "out.csv", "--model-path", model_base, *TWO_THREADS)
+    assert result.exit_code == 1
+    # Beam's log of the worker's failure comes first (a cluster's worker log); the command's error is one line.
+    error = result.output.strip().splitlines()[-1]
+    assert error.startswith("Error: the Beam job failed: ") and error.endswith("the model vanished from this worker")
+    assert not (tmp_path / "out.csv").exists()

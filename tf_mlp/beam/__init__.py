@@ -31,9 +31,17 @@ _filter = _DropOptionalClientWarning()
 logging.getLogger().addFilter(_filter)
 try:
     from tf_mlp.beam.handler import Example, SavedModelHandler
-    from tf_mlp.beam.pipeline import BeamSummary, MissingRowsError, ModelLocation, build_pipeline, locate_model, run
+    from tf_mlp.beam.pipeline import (
+        BeamSummary,
+        JobFailedError,
+        MissingRowsError,
+        ModelLocation,
+        build_pipeline,
+        locate_model,
+        run,
+    )
 finally:
     logging.getLogger().removeFilter(_filter)
 
-__all__ = ["BeamSummary", "Example", "MissingRowsError", "ModelLocation", "SavedModelHandler", "build_pipeline",
-           "locate_model", "run"]
+__all__ = ["BeamSummary", "Example", "JobFailedError", "MissingRowsError", "ModelLocation", "SavedModelHandler",
+           "build_pipeline", "locate_model", "run"]

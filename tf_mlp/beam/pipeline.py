@@ -38,6 +38,10 @@ class MissingRowsError(TfMlpError):
     """The pipeline gave fewer or more rows than there are inputs (a runner bug; the output is not written)."""
 
 
+class JobFailedError(TfMlpError):
+    """The runner reported the job failed (a worker's error, after the runner's own retries)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelLocation:
     path: str
@@ -91,6 +95,8 @@ def locate_model(model_path: str, model_name: str = contract.MODEL_NAME,
 
         directory, version = local.resolve_version_dir(model_path, model_name, version)
         version_dir = str(directory)
+        # Workers resolve the path again, in their own working directory (a worker pool's, a container's).
+        model_path = os.path.abspath(model_path)
     labels = f"{version_dir}/assets/{contract.LABELS_ASSET}"
     class_names = tuple(tf.io.gfile.GFile(labels).read().splitlines()) if tf.io.gfile.exists(labels) else None
     return ModelLocation(model_path, version, class_names)
@@ -165,10 +171,28 @@ def run(input_spec: str, output: str, model_path: str, pipeline_args=(), output_
     with staging.staged_chunks(inputs, chunk_size, temp_location) as chunk_paths:
         pipeline = beam.Pipeline(options=options)
         build_pipeline(pipeline, chunk_paths, inputs.kind, len(inputs), model, output, output_format)
-        result = pipeline.run()
-        result.wait_until_finish()
+        try:
+            result = pipeline.run()
+            result.wait_until_finish()
+        except MissingRowsError:
+            raise
+        except Exception as error:  # noqa: BLE001 - runners raise anything; the runner has logged the details
+            raise JobFailedError(f"the Beam job failed: {_cause(error)}") from None
     seconds = time.perf_counter() - started
     return BeamSummary(output, seconds=seconds, **_counters(result))
+
+
+def _cause(error: Exception) -> str:
+    """The last `Name: message` line of a worker's traceback as the runner passes it on, else the error itself.
+
+    Portable runners report a failed job as one RuntimeError whose text holds
+    the worker's whole traceback; its last exception line says what went wrong.
+    """
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    # A traceback's code lines are indented; its exception lines start at the margin.
+    causes = [line.strip() for line in lines
+              if not line[0].isspace() and ": " in line and not line.startswith(("Traceback ", "During handling"))]
+    return causes[-1] if causes else f"{type(error).__name__}: {lines[-1].strip() if lines else 'no message'}"
 
 
 def _counters(result) -> dict:

@@ -1,0 +1,57 @@
+"""Three `tf-mlp serve` replicas of one model base path behind HAProxy (deploy/haproxy/haproxy.cfg), under
+steady load from the batch tool over REST through the load balancer: a replica SIGKILLed and restarted, one
+SIGTERMed, a new version published. No row may be lost or wrong, and no request may fail: the load balancer
+sends again whatever a disturbed replica refused or dropped.
+
+Needs Debian's HAProxy (`make haproxy`); skipped without it, except in CI (CI=true), where it fails. The
+figures of the run go to test-artifacts/replicas.txt (TF_MLP_TEST_ARTIFACTS sets the directory).
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+
+import pytest
+
+from tests import serving_helpers
+from tf_mlp.benchmark import load_balancer, replicas
+
+pytestmark = pytest.mark.slow
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _require_haproxy() -> None:
+    if shutil.which(load_balancer.HAPROXY):
+        return
+    reason = f"{load_balancer.HAPROXY} is not installed (make haproxy)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI runs the replica drill, but {reason}")
+    pytest.skip(reason)
+
+
+def test_replicas_behind_haproxy_lose_no_row_and_fail_no_request_when_killed_stopped_or_updated(tmp_path):
+    _require_haproxy()
+    images = serving_helpers.test_images(250)
+    report = replicas.run_drill(serving_helpers.exported_version_dir(), images, tmp_path / "drill", log=print)
+    figures = report.format()
+    artifacts = pathlib.Path(os.environ.get("TF_MLP_TEST_ARTIFACTS", REPO / "test-artifacts"))
+    artifacts.mkdir(parents=True, exist_ok=True)
+    (artifacts / "replicas.txt").write_text(figures + "\n")
+
+    phases = {phase.name: phase for phase in report.phases}
+    assert list(phases) == list(replicas.PHASES), figures
+    for phase in report.phases:
+        assert phase.runs >= 2 and phase.errors == [], figures  # load before and after the disturbance
+        assert phase.rows == phase.inputs == phase.runs * replicas.RUN_INPUTS, figures
+        assert (phase.lost_rows, phase.wrong_rows) == (0, 0), figures
+        assert (phase.failed_requests, phase.lb_errors) == (0, 0), figures
+    events = {phase.name: [event for _, event in phase.events] for phase in report.phases}
+    names = [name for name, _ in load_balancer.replica_slots()]
+    assert all(f"{name} serves version 2 alone" in events["publish"] for name in names), figures
+    assert events["kill"][-1] == f"{names[0]} back in the pool", figures
+    # SIGTERM: out of the pool (no new requests) while still running, requests in flight answered, exit 0.
+    assert phases["terminate"].left_pool_before_exit, figures
+    assert f"{names[1]} exited with status 0" in events["terminate"], figures
