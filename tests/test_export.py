@@ -71,7 +71,8 @@ def test_export_publishes_version_1_with_labels_warmup_and_model_card(exported, 
     assert model_card["verification"]["images"] == 64 and model_card["verification"]["source"] == "given images"
     assert model_card["verification"]["loaders"] == ["session", "tf.saved_model.load"]
     assert not (result.path / "fingerprint.pb").exists(), "a fingerprint of saved_model.pb before its edit"
-    assert set(model_card["signatures"]) == {"serving_default", "predict_encoded", "predict_raw", "predict_images", "classify"}
+    assert set(model_card["signatures"]) == {"serving_default", "predict_encoded", "predict_raw", "predict_images",
+                                             "classify"}
 
 
 def test_git_state_is_none_outside_a_checkout(tmp_path):
@@ -261,6 +262,16 @@ def test_export_that_fails_verification_publishes_nothing(tmp_path, model, split
         _export(model, tmp_path, splits)
     assert list(versions.model_dir(tmp_path).iterdir()) == []
 
+
+
+def test_a_graph_error_is_told_by_its_first_informative_line():
+    from tf_mlp.errors import first_line
+
+    graph_error = tf.errors.InvalidArgumentError(
+        None, None, "Graph execution error:\n\nDetected at node 'decode' defined at (most recent call last):\n"
+        "  Input is not a PNG image\n\t [[{{node decode}}]]")
+    assert first_line(graph_error) == "Input is not a PNG image"
+    assert first_line(ValueError("  \n")) == "ValueError" and first_line(IndexError("a\nb")) == "a"
 
 # --- Versions --------------------------------------------------------------------
 
