@@ -199,7 +199,7 @@ def write_results_page(path, results_by_data_set: list[dict], command: str) -> N
         f"```sh\n{command}\n```",
         "",
         "on the project's 2-core CPU machine (no GPU). Test accuracy is measured once, on the test split, for each",
-        "preset as shipped (`tf_mlp/config.py`). Wall time includes evaluation; examples/s is training throughput.",
+        "preset as shipped (`tf_mlp/config/presets.py`). Wall time includes evaluation; examples/s is training throughput.",
         "",
     ]
     for results in results_by_data_set:
