@@ -5,6 +5,7 @@ import pytest
 from click.testing import CliRunner
 
 from tf_mlp import reproduce
+from tf_mlp.benchmark import machine
 from tf_mlp.cli import main
 from tf_mlp.config import DataConfig
 
@@ -26,6 +27,9 @@ def test_reproduce_writes_the_results_table_overfitting_and_overlap(tmp_path, ti
     assert saved["best_run"] == results["best_run"]
     table = (tmp_path / "out" / "results.md").read_text()
     assert "| logistic | none | 7,850 |" in table and "Overlap:" in table
+    # The wall times and rates name the machine that gave them.
+    assert saved["machine"] == machine.current()
+    assert f"\n\nMachine: {machine.name(saved['machine'])}.\n\n| preset |" in table
     for name in ("learning_curves.png", "confusion_matrix.png", "misclassified.png", "report.md"):
         assert (tmp_path / "out" / "best" / name).stat().st_size > 0
 
@@ -84,12 +88,14 @@ def test_source_dirs_map_each_data_set_to_its_directory(tmp_path):
 @pytest.mark.parametrize(("arguments", "message"), [
     (["--source-dir", "notmnist"], "--source-dir 'notmnist' is not DATA=DIR"),
     (["--source-dir", "=/tmp"], "--source-dir '=/tmp' is not DATA=DIR"),
-    (["--source-dir", "mnist=/tmp"], "names 'mnist', which this run does not reproduce (it runs fashion_mnist, notmnist)"),
+    (["--source-dir", "mnist=/tmp"],
+     "names 'mnist', which this run does not reproduce (it runs fashion_mnist, notmnist)"),
     (["--data", "idx", "--source-dir", "idx=/a", "--source-dir", "idx=/b"], "--source-dir gives 'idx' twice"),
 ])
 def test_a_malformed_source_dir_is_a_one_line_error_before_any_training(tmp_path, monkeypatch, arguments, message):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(reproduce, "reproduce", lambda *args, **kwargs: pytest.fail("trained despite a bad --source-dir"))
+    monkeypatch.setattr(reproduce, "reproduce",
+                        lambda *args, **kwargs: pytest.fail("trained despite a bad --source-dir"))
     result = CliRunner().invoke(main, ["reproduce", *arguments])
     assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
     assert message in result.output
@@ -107,7 +113,8 @@ def test_each_data_set_trains_from_its_own_source_dir(tmp_path, monkeypatch):
 
     monkeypatch.setattr(reproduce, "reproduce", fake_reproduce)
     monkeypatch.setattr(reproduce, "write_results_page", lambda path, results, command: trained.append(command))
-    result = CliRunner().invoke(main, ["reproduce", "--data", "idx", "--data", "notmnist", "--source-dir", f"idx={tmp_path}",
+    result = CliRunner().invoke(main, ["reproduce", "--data", "idx", "--data", "notmnist",
+                                       "--source-dir", f"idx={tmp_path}",
                                        "--output-dir", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert trained[:2] == [("idx", str(tmp_path)), ("notmnist", None)]
