@@ -118,3 +118,17 @@ def test_each_data_set_trains_from_its_own_source_dir(tmp_path, monkeypatch):
                                        "--output-dir", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert trained[:2] == [("idx", str(tmp_path)), ("notmnist", None)]
+
+
+def test_the_published_results_are_what_their_json_renders(tmp_path):
+    """docs/RESULTS.md and docs/results/*/results.md are rendered from results.json, never edited by hand."""
+    docs = pathlib.Path(reproduce.__file__).resolve().parents[1] / "docs"
+    results = [json.loads((docs / "results" / name / "results.json").read_text())
+               for name in reproduce.DEFAULT_DATA_SETS]
+    for data_set in results:
+        published = (docs / "results" / data_set["data_set"] / "results.md").read_text()
+        assert reproduce.results_markdown(data_set) == published
+    page = tmp_path / "RESULTS.md"
+    page.write_text((docs / "RESULTS.md").read_text())  # its cost section is carried over
+    reproduce.write_results_page(page, results, "tf-mlp reproduce --output-dir docs")
+    assert page.read_text() == (docs / "RESULTS.md").read_text()
