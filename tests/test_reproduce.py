@@ -37,6 +37,11 @@ def test_reproduce_writes_the_results_table_overfitting_and_overlap(tmp_path, ti
     again = reproduce.reproduce(data, tmp_path / "out", runs_root=tmp_path / "runs", presets=["logistic", "mlp"],
                                 epochs=1, verbose=False)
     assert [row["test_accuracy"] for row in again["presets"]] == [row["test_accuracy"] for row in results["presets"]]
+    # Their training times are from then: the page does not pass them off as this machine's.
+    assert [row["reused"] for row in results["presets"]] == [False, False]
+    assert [row["reused"] for row in again["presets"]] == [True, True]
+    assert "Reused from an earlier reproduction, so trained on a machine not recorded: logistic, mlp (" in (
+        tmp_path / "out" / "results.md").read_text()
     # Quick looks train apart from the full runs, which would otherwise be refused as "other options".
     assert sorted(path.name for path in (tmp_path / "runs" / "idx").iterdir()) == ["epochs-1"]
 

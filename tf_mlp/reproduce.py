@@ -22,7 +22,7 @@ from tf_mlp.data.overlap import overlap_mask, overlap_report
 from tf_mlp.data.splits import DataSplits
 from tf_mlp.errors import ConfigError
 from tf_mlp.training import evaluate
-from tf_mlp.training.runs import restore_model
+from tf_mlp.training.runs import read_evaluation, restore_model
 
 # The overfitting experiment: the mlp on only this many minibatches of
 # training data, long enough to memorise them (the course uses a handful).
@@ -78,11 +78,14 @@ def _train(name: str, run_config, splits: DataSplits, runs_root: pathlib.Path, v
 
     if verbose:
         print(f"--- {splits.name}: {name}", flush=True)
+    # A run finished before this reproduction is reused as it is: its training times were measured then,
+    # on a machine this reproduction cannot name.
+    reused = read_evaluation(runs_root / name) is not None
     start = time.perf_counter()
     summary = train_and_evaluate(run_config, runs_root / name, splits=splits, verbose=verbose)
     if verbose:
         print(f"test accuracy {summary['test_accuracy']:.4f} on {summary['split_sizes']['test']} images", flush=True)
-    return _row(name, run_config, summary, time.perf_counter() - start)
+    return {**_row(name, run_config, summary, time.perf_counter() - start), "reused": reused}
 
 
 def overfitting_experiment(data_config, splits: DataSplits, runs_root: pathlib.Path, verbose: bool) -> list[dict]:
@@ -161,7 +164,7 @@ def results_markdown(results: dict) -> str:
         f"### {results['data_set']} (train {sizes['train']}, validation {sizes['validation']}, test {sizes['test']})",
         "",
         # Results from before the machine was recorded say so rather than borrow another machine's description.
-        f"Machine: {machine.name(results.get('machine'))}.",
+        f"Machine: {machine.name(results.get('machine'))}.{_reused_note(results)}",
         "",
         "| preset | hidden | parameters | train acc. | validation acc. | test acc. | epochs | wall time (s) "
         "| examples/s |",
@@ -195,6 +198,14 @@ def results_markdown(results: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _reused_note(results: dict) -> str:
+    reused = [row["run"] for row in results["presets"] if row.get("reused")]
+    if not reused:
+        return ""
+    return (f" Reused from an earlier reproduction, so trained on a machine not recorded: {', '.join(reused)} "
+            "(their wall time here is loading and evaluation only; examples/s is from that training).")
 
 
 def write_results_page(path, results_by_data_set: list[dict], command: str) -> None:
