@@ -105,6 +105,15 @@ def test_quick_cost_benchmark_produces_every_figure_and_its_results_section(tmp_
     assert page.read_text() == text
 
 
+def test_render_only_needs_figures_to_render(tmp_path):
+    from tf_mlp.benchmark import cost
+
+    result = CliRunner().invoke(cost.main, ["--render-only", "--results-page", str(tmp_path / "RESULTS.md")])
+    assert result.exit_code == 1
+    assert result.output == f"Error: {tmp_path}/results/cost.json: no cost figures to render; measure first\n"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_the_published_cost_section_is_what_its_json_renders(tmp_path):
     """docs/RESULTS.md's cost section is rendered from docs/results/cost.json, never edited by hand."""
     from tf_mlp.benchmark import cost_page

@@ -332,6 +332,8 @@ def main(output_dir, presets, batch_sizes, rounds, block_seconds, threads, quick
         if not results_page:
             raise click.UsageError("--render-only renders the section of a --results-page")
         page = pathlib.Path(results_page)
+        if not (page.parent / cost_page.DATA).is_file():
+            raise click.ClickException(f"{page.parent / cost_page.DATA}: no cost figures to render; measure first")
         cost_page.render_section(page)
         click.echo(f"rendered the cost section of {page} from {page.parent / cost_page.DATA}")
         return
