@@ -20,8 +20,8 @@ def test_busy_seconds_count_work_fields_but_not_idle_or_iowait(tmp_path):
 
 
 def test_another_process_burning_a_core_is_seen():
-    other = subprocess.Popen([sys.executable, "-c",
-                              "import time\nend = time.time() + 1.5\nwhile time.time() < end: pass"])
+    burn = "import time\nend = time.time() + 1.5\nwhile time.time() < end: pass"
+    other = subprocess.Popen([sys.executable, "-c", burn])
     watch = machine.OtherProcesses().start()
     try:
         busy_until = os.times().elapsed + 1.0
@@ -59,3 +59,76 @@ def test_shares_are_described_and_judged(tmp_path):
 def test_without_proc_stat_the_share_is_unknown(tmp_path):
     watch = machine.OtherProcesses(stat_path=tmp_path / "missing").start()
     assert watch.share() is None
+
+
+# --- What the machine is ------------------------------------------------------------------------------
+
+ZEN4_AVX512 = """processor	: 0
+vendor_id	: AuthenticAMD
+cpu family	: 25
+model		: 17
+model name	: AMD EPYC
+stepping	: 1
+flags		: fpu sse2 fma sse4_2 avx hypervisor avx2 avx512f avx512dq avx512bw avx512vl avx512_bf16 avx512_vnni
+
+processor	: 1
+model name	: another CPU entirely
+"""
+ZEN3_AVX2 = """processor	: 0
+vendor_id	: AuthenticAMD
+cpu family	: 25
+model		: 1
+model name	: AMD EPYC 7B13
+stepping	: 0
+flags		: fpu sse sse2 ssse3 fma sse4_1 sse4_2 avx avx2 hypervisor
+"""
+SAPPHIRE_RAPIDS_AMX = """processor	: 0
+vendor_id	: GenuineIntel
+cpu family	: 6
+model		: 143
+model name	: Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz
+flags		: fma avx avx2 avx512f avx512bw avx512vl avx512_vnni avx512_bf16 avx512_fp16 amx_bf16 amx_tile amx_int8
+"""
+
+
+def _machine(tmp_path, cpuinfo: str, monkeypatch, onednn: str | None = None) -> dict:
+    path = tmp_path / "cpuinfo"
+    path.write_text(cpuinfo)
+    if onednn is None:
+        monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    else:
+        monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", onednn)
+    return machine.current(path)
+
+
+def test_the_avx512_machine_is_named_with_its_instruction_set_cores_and_tensorflow_build(tmp_path, monkeypatch):
+    recorded = _machine(tmp_path, ZEN4_AVX512, monkeypatch)
+    assert recorded["cpu_model"] == "AMD EPYC"  # the first processor's, as lscpu shows it
+    assert (recorded["cpu_family"], recorded["cpu_model_number"], recorded["cpu_stepping"]) == ("25", "17", "1")
+    assert "avx512_bf16" in recorded["instruction_sets"] and "fpu" not in recorded["instruction_sets"]
+    assert recorded["hypervisor"] is not None and recorded["cpus"] == os.cpu_count()
+    line = machine.name(recorded)
+    assert line.startswith("AMD EPYC (family 25, model 17, stepping 1), AVX-512 (bf16, vnni), no AMX; ")
+    assert f"; {os.cpu_count()} cores" in line
+    assert line.endswith(f"; TensorFlow {recorded['tensorflow']}, oneDNN opts on (TF_ENABLE_ONEDNN_OPTS unset)")
+
+
+def test_an_avx2_machine_and_an_amx_machine_read_apart(tmp_path, monkeypatch):
+    avx2 = machine.name(_machine(tmp_path, ZEN3_AVX2, monkeypatch, onednn="0"))
+    assert avx2.startswith("AMD EPYC 7B13 (family 25, model 1, stepping 0), AVX2+FMA, no AVX-512, no AMX; ")
+    assert avx2.endswith("oneDNN opts off (TF_ENABLE_ONEDNN_OPTS=0)")
+    amx = machine.name(_machine(tmp_path, SAPPHIRE_RAPIDS_AMX, monkeypatch, onednn="1"))
+    assert "Platinum 8481C CPU @ 2.70GHz (family 6, model 143), AVX-512 (bf16, vnni, fp16), AMX (bf16, int8); " in amx
+    assert amx.endswith("oneDNN opts on (TF_ENABLE_ONEDNN_OPTS=1)")
+
+
+def test_onednn_opts_are_read_as_tensorflow_reads_them():
+    assert machine.onednn_opts(None, "x86_64") is True  # TensorFlow's default on x86-64
+    assert machine.onednn_opts("FALSE", "x86_64") is False and machine.onednn_opts("true", "aarch64") is True
+    assert machine.onednn_opts(None, "aarch64") is None and machine.onednn_opts("maybe", "x86_64") is None
+
+
+def test_results_without_a_machine_record_say_so_rather_than_borrow_one(tmp_path):
+    assert machine.name(None) == "not recorded"
+    assert machine.name(None, ("2 CPU cores", "x86_64")) == "not recorded (the run noted only: 2 CPU cores, x86_64)"
+    assert machine.read_cpuinfo(tmp_path / "missing") == {}

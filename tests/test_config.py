@@ -25,6 +25,15 @@ def test_presets_are_the_lesson():
     assert deep.train.decay_rate < 1
 
 
+def test_config_and_its_presets_import_without_tensorflow():
+    import subprocess
+    import sys
+
+    code = ("import sys; from tf_mlp import config; config.preset('deep'); config.command_line_options(); "
+            "assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
 def test_unknown_preset_names_the_choices():
     with pytest.raises(ConfigError, match="unknown preset 'huge'; choose one of logistic, mlp"):
         config.preset("huge")
@@ -71,8 +80,8 @@ def test_config_file_errors_name_the_file(tmp_path):
 def test_config_file_errors_name_the_file_and_the_field(tmp_path):
     wrong_type = tmp_path / "wrong.json"
     wrong_type.write_text('{"model": {"hidden_units": [1024, "a"]}}')
-    with pytest.raises(ConfigError,
-                       match=r"wrong.json: config field model.hidden_units must be a list of integers") as error:
+    message = r"wrong.json: config field model.hidden_units must be a list of integers"
+    with pytest.raises(ConfigError, match=message) as error:
         config.Config.load(wrong_type)
     assert "\n" not in str(error.value)
     not_utf8 = tmp_path / "latin1.json"
@@ -115,7 +124,7 @@ def _a_value_other_than_the_default(spec):
 
 
 def test_every_command_line_option_sets_its_field():
-    """The options are generated from config.py's field metadata: each one reaches its field (and only an
+    """The options are generated from the config's field metadata: each one reaches its field (and only an
     option declared there exists), so a new option needs no change to the CLI."""
     from click.testing import CliRunner
 

@@ -1,6 +1,7 @@
 """The training cost: `tf-mlp info`'s analytic table and the measured cost benchmark."""
 
 import json
+import pathlib
 
 import pytest
 from click.testing import CliRunner
@@ -54,7 +55,7 @@ def test_info_for_the_logistic_model_has_backward_equal_to_forward():
 @pytest.mark.slow
 def test_quick_cost_benchmark_produces_every_figure_and_its_results_section(tmp_path):
     from tf_mlp import model
-    from tf_mlp.benchmark import cost, cost_page
+    from tf_mlp.benchmark import cost, cost_page, machine
     from tf_mlp.config import preset
 
     page = tmp_path / "docs" / "RESULTS.md"
@@ -72,11 +73,11 @@ def test_quick_cost_benchmark_produces_every_figure_and_its_results_section(tmp_
         assert row["analytic"]["backward_over_forward"] == model.forward_backward_ratio(config)
         for clock in ("seconds", "cpu_seconds"):
             for phase in cost.PHASES:
-                assert len(row[clock][phase]["samples"]) == 3 and row[clock][phase]["median"] >= 0
+                assert len(row[clock][phase]["values"]) == 3 and row[clock][phase]["median"] >= 0
         assert all(row["seconds"][phase]["median"] > 0 for phase in cost.PHASES)
         for ratio in ("backward_over_forward", "backward_over_forward_cpu", "backward_over_training_forward",
                       "backward_over_training_forward_cpu"):
-            assert len(row[ratio]["samples"]) == 3 and row[ratio]["q1"] <= row[ratio]["median"] <= row[ratio]["q3"]
+            assert len(row[ratio]["values"]) == 3 and row[ratio]["q1"] <= row[ratio]["median"] <= row[ratio]["q3"]
         memory = row["memory_bytes"]
         assert set(memory) == {f"{phase}_peak_bytes" for phase in cost.PHASES} | {"kept_by_tape_bytes"}
         # The allocator rounds up (256-byte granules, unsplit chunks up to twice the request), never down.
@@ -91,6 +92,39 @@ def test_quick_cost_benchmark_produces_every_figure_and_its_results_section(tmp_
     assert text.startswith("# Results\n\nthe accuracy tables\n") and text.count(cost_page.BEGIN) == 1
     assert "| logistic | 8 | 1.00 |" in text and (page.parent / "results" / "cost.png").stat().st_size > 0
     assert json.loads((page.parent / "results" / "cost.json").read_text())["rows"] == results["rows"]
+    # The figures name the machine that gave them, on the page and beside the command's output.
+    assert results["machine"] == machine.current() and 0 <= results["other_processes_share"] <= 1
+    named = machine.name(results["machine"])
+    assert f"Machine: {named}; no GPU, default intra-op threads. Other processes used" in text
+    assert f"Machine: {machine.name(results['machine'])}" in result.output
+
+    # The section renders again from the JSON beside the page alone, as it was.
+    page.write_text("# Results\n\nthe accuracy tables\n")
+    rendered = CliRunner().invoke(cost.main, ["--render-only", "--results-page", str(page)])
+    assert rendered.exit_code == 0, rendered.output
+    assert page.read_text() == text
+
+
+def test_render_only_needs_figures_to_render(tmp_path):
+    from tf_mlp.benchmark import cost
+
+    result = CliRunner().invoke(cost.main, ["--render-only", "--results-page", str(tmp_path / "RESULTS.md")])
+    assert result.exit_code == 1
+    assert result.output == f"Error: {tmp_path}/results/cost.json: no cost figures to render; measure first\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_published_cost_section_is_what_its_json_renders(tmp_path):
+    """docs/RESULTS.md's cost section is rendered from docs/results/cost.json, never edited by hand."""
+    from tf_mlp.benchmark import cost_page
+
+    docs = pathlib.Path(__file__).resolve().parents[1] / "docs"
+    published = (docs / "RESULTS.md").read_text()
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "cost.json").write_bytes((docs / "results" / "cost.json").read_bytes())
+    (tmp_path / "RESULTS.md").write_text(published)
+    cost_page.render_section(tmp_path / "RESULTS.md")
+    assert (tmp_path / "RESULTS.md").read_text() == published
 
 
 def test_results_section_is_replaced_in_place_and_survives_the_reproduce_page(tmp_path):

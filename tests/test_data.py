@@ -55,6 +55,28 @@ def test_idx_round_trip(tmp_path, suffix):
     np.testing.assert_array_equal(idx.read_idx(tmp_path / f"labels-idx1-ubyte{suffix}"), labels)
 
 
+def test_write_idx_replaces_a_file_whole_and_synced_or_not_at_all(tmp_path, monkeypatch):
+    images, _ = fixtures.make_images(4)
+    path = tmp_path / "images-idx3-ubyte"
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda descriptor: (synced.append(descriptor), real_fsync(descriptor)))
+    idx.write_idx(path, images)
+    assert len(synced) == 2  # the file's data, then the directory's rename
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's private 0600
+    old = path.read_bytes()
+
+    def crash(source, target):
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="disk gone"):
+        idx.write_idx(path, images[:1])
+    assert path.read_bytes() == old and [item.name for item in tmp_path.iterdir()] == [path.name]
+
+
 def test_gzip_is_detected_by_content_not_name(tmp_path):
     images, _ = fixtures.make_images(3)
     idx.write_idx(tmp_path / "packed.gz", images)

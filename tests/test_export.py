@@ -263,6 +263,16 @@ def test_export_that_fails_verification_publishes_nothing(tmp_path, model, split
     assert list(versions.model_dir(tmp_path).iterdir()) == []
 
 
+
+def test_a_graph_error_is_told_by_its_first_informative_line():
+    from tf_mlp.errors import first_line
+
+    graph_error = tf.errors.InvalidArgumentError(
+        None, None, "Graph execution error:\n\nDetected at node 'decode' defined at (most recent call last):\n"
+        "  Input is not a PNG image\n\t [[{{node decode}}]]")
+    assert first_line(graph_error) == "Input is not a PNG image"
+    assert first_line(ValueError("  \n")) == "ValueError" and first_line(IndexError("a\nb")) == "a"
+
 # --- Versions --------------------------------------------------------------------
 
 

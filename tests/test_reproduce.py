@@ -5,6 +5,7 @@ import pytest
 from click.testing import CliRunner
 
 from tf_mlp import reproduce
+from tf_mlp.benchmark import machine
 from tf_mlp.cli import main
 from tf_mlp.config import DataConfig
 
@@ -26,6 +27,9 @@ def test_reproduce_writes_the_results_table_overfitting_and_overlap(tmp_path, ti
     assert saved["best_run"] == results["best_run"]
     table = (tmp_path / "out" / "results.md").read_text()
     assert "| logistic | none | 7,850 |" in table and "Overlap:" in table
+    # The wall times and rates name the machine that gave them.
+    assert saved["machine"] == machine.current()
+    assert f"\n\nMachine: {machine.name(saved['machine'])}.\n\n| preset |" in table
     for name in ("learning_curves.png", "confusion_matrix.png", "misclassified.png", "report.md"):
         assert (tmp_path / "out" / "best" / name).stat().st_size > 0
 
@@ -33,6 +37,11 @@ def test_reproduce_writes_the_results_table_overfitting_and_overlap(tmp_path, ti
     again = reproduce.reproduce(data, tmp_path / "out", runs_root=tmp_path / "runs", presets=["logistic", "mlp"],
                                 epochs=1, verbose=False)
     assert [row["test_accuracy"] for row in again["presets"]] == [row["test_accuracy"] for row in results["presets"]]
+    # Their training times are from then: the page does not pass them off as this machine's.
+    assert [row["reused"] for row in results["presets"]] == [False, False]
+    assert [row["reused"] for row in again["presets"]] == [True, True]
+    assert "Reused from an earlier reproduction, so trained on a machine not recorded: logistic, mlp (" in (
+        tmp_path / "out" / "results.md").read_text()
     # Quick looks train apart from the full runs, which would otherwise be refused as "other options".
     assert sorted(path.name for path in (tmp_path / "runs" / "idx").iterdir()) == ["epochs-1"]
 
@@ -110,6 +119,21 @@ def test_each_data_set_trains_from_its_own_source_dir(tmp_path, monkeypatch):
     monkeypatch.setattr(reproduce, "reproduce", fake_reproduce)
     monkeypatch.setattr(reproduce, "write_results_page", lambda path, results, command: trained.append(command))
     result = CliRunner().invoke(main, ["reproduce", "--data", "idx", "--data", "notmnist",
-                                       "--source-dir", f"idx={tmp_path}", "--output-dir", str(tmp_path / "out")])
+                                       "--source-dir", f"idx={tmp_path}",
+                                       "--output-dir", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert trained[:2] == [("idx", str(tmp_path)), ("notmnist", None)]
+
+
+def test_the_published_results_are_what_their_json_renders(tmp_path):
+    """docs/RESULTS.md and docs/results/*/results.md are rendered from results.json, never edited by hand."""
+    docs = pathlib.Path(reproduce.__file__).resolve().parents[1] / "docs"
+    results = [json.loads((docs / "results" / name / "results.json").read_text())
+               for name in reproduce.DEFAULT_DATA_SETS]
+    for data_set in results:
+        published = (docs / "results" / data_set["data_set"] / "results.md").read_text()
+        assert reproduce.results_markdown(data_set) == published
+    page = tmp_path / "RESULTS.md"
+    page.write_text((docs / "RESULTS.md").read_text())  # its cost section is carried over
+    reproduce.write_results_page(page, results, "tf-mlp reproduce --output-dir docs")
+    assert page.read_text() == (docs / "RESULTS.md").read_text()

@@ -28,3 +28,18 @@ class TrainingDivergedError(TfMlpError):
 
 class ExportError(TfMlpError):
     """A model cannot be exported: bad export base, existing version, failed verification."""
+
+
+_PREAMBLES = ("Graph execution error:", "Detected at node")
+"""Lines TensorFlow's graph errors start with that say nothing about the failure."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first informative line of an exception's message (its class name if it has none), for one-line errors.
+
+    TensorFlow's OpError keeps the bare message in .message; str() of it may
+    add the node's traceback.
+    """
+    message = error.message if isinstance(getattr(error, "message", None), str) else str(error)
+    lines = [line.strip() for line in message.splitlines() if line.strip() and not line.strip().startswith(_PREAMBLES)]
+    return lines[0] if lines else type(error).__name__

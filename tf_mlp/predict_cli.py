@@ -170,7 +170,7 @@ def batch_predict(input_spec, output, output_format, labels, source_dir, data_di
     the run finished but some inputs have error rows, 1 when the run could not
     finish (its finished chunks are kept for --resume).
     """
-    from tf_mlp import batch
+    from tf_mlp import batch, files
     from tf_mlp.batch import writers
 
     if resume and restart:
@@ -190,7 +190,7 @@ def batch_predict(input_spec, output, output_format, labels, source_dir, data_di
                                       concurrency=concurrency, resume=resume, restart=restart,
                                       keep_going=keep_going, progress=progress)
         if summary_path:
-            writers.write_atomically(summary_path, json.dumps(summary.to_dict(), indent=2).encode() + b"\n")
+            files.write_atomically(summary_path, json.dumps(summary.to_dict(), indent=2).encode() + b"\n")
         return summary
 
     summary = _one_line_errors(run)

@@ -80,8 +80,8 @@ def plot_mistakes(images, labels, probabilities, indices, class_names, path: pat
     for axis, index in zip(np.ravel(axes), indices):
         predicted = int(probabilities[index].argmax())
         axis.imshow(images[index], cmap="gray_r", vmin=0, vmax=255)
-        axis.set_title(f"true: {class_names[labels[index]]}\n"
-                       f"pred: {class_names[predicted]} ({probabilities[index, predicted]:.2f})", fontsize=8)
+        axis.set_title(f"true: {class_names[labels[index]]}\npred: {class_names[predicted]} "
+                       f"({probabilities[index, predicted]:.2f})", fontsize=8)
     figure.suptitle(title)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
@@ -136,10 +136,10 @@ def _markdown(config, rows, summary, test, run_dir) -> str:
     lines = [
         f"# Report: `{run_dir}`",
         "",
-        f"Data set: {summary['data_set']} (train {summary['split_sizes']['train']}, "
-        f"validation {summary['split_sizes']['validation']}, test {summary['split_sizes']['test']})",
-        f"Hidden layers: {list(config.model.hidden_units) or 'none (logistic classifier)'}; "
-        f"dropout {config.model.dropout_rate}; L2 {config.model.l2}",
+        f"Data set: {summary['data_set']} (train {summary['split_sizes']['train']}, validation "
+        f"{summary['split_sizes']['validation']}, test {summary['split_sizes']['test']})",
+        f"Hidden layers: {list(config.model.hidden_units) or 'none (logistic classifier)'}; dropout "
+        f"{config.model.dropout_rate}; L2 {config.model.l2}",
         f"Parameters by the lesson's formula, sum of (inputs + 1) x outputs: {parameter_count(config.model):,}",
         "",
         "| measure | value |",

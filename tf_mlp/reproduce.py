@@ -17,12 +17,12 @@ import time
 import numpy as np
 
 from tf_mlp import config
-from tf_mlp.benchmark import cost_page
+from tf_mlp.benchmark import cost_page, machine
 from tf_mlp.data.overlap import overlap_mask, overlap_report
 from tf_mlp.data.splits import DataSplits
 from tf_mlp.errors import ConfigError
 from tf_mlp.training import evaluate
-from tf_mlp.training.runs import restore_model
+from tf_mlp.training.runs import read_evaluation, restore_model
 
 # The overfitting experiment: the mlp on only this many minibatches of
 # training data, long enough to memorise them (the course uses a handful).
@@ -40,8 +40,8 @@ def parse_source_dirs(arguments, data_sets) -> dict[str, str]:
         if not separator or not name or not directory:
             raise ConfigError(f"--source-dir {argument!r} is not DATA=DIR (e.g. notmnist=~/notMNIST)")
         if name not in data_sets:
-            raise ConfigError(f"--source-dir {argument!r} names {name!r}, which this run does not reproduce "
-                              f"(it runs {', '.join(data_sets)})")
+            raise ConfigError(f"--source-dir {argument!r} names {name!r}, which this run does not reproduce (it runs "
+                              f"{', '.join(data_sets)})")
         if name in sources:
             raise ConfigError(f"--source-dir gives {name!r} twice")
         sources[name] = str(pathlib.Path(directory).expanduser())
@@ -78,11 +78,14 @@ def _train(name: str, run_config, splits: DataSplits, runs_root: pathlib.Path, v
 
     if verbose:
         print(f"--- {splits.name}: {name}", flush=True)
+    # A run finished before this reproduction is reused as it is: its training times were measured then,
+    # on a machine this reproduction cannot name.
+    reused = read_evaluation(runs_root / name) is not None
     start = time.perf_counter()
     summary = train_and_evaluate(run_config, runs_root / name, splits=splits, verbose=verbose)
     if verbose:
         print(f"test accuracy {summary['test_accuracy']:.4f} on {summary['split_sizes']['test']} images", flush=True)
-    return _row(name, run_config, summary, time.perf_counter() - start)
+    return {**_row(name, run_config, summary, time.perf_counter() - start), "reused": reused}
 
 
 def overfitting_experiment(data_config, splits: DataSplits, runs_root: pathlib.Path, verbose: bool) -> list[dict]:
@@ -92,8 +95,8 @@ def overfitting_experiment(data_config, splits: DataSplits, runs_root: pathlib.P
     small = dataclasses.replace(splits, train=splits.train.take(np.arange(size)))
     rows = []
     for name, preset in (("overfit_mlp", "mlp"), ("overfit_mlp_dropout", "mlp_dropout")):
-        run_config = (dataclasses.replace(config.preset(preset), data=data_config)
-                      .override("train", epochs=OVERFIT_EPOCHS))
+        run_config = dataclasses.replace(config.preset(preset), data=data_config)
+        run_config = run_config.override("train", epochs=OVERFIT_EPOCHS)
         row = _train(name, run_config, small, runs_root, verbose)
         row["train_examples"] = size
         rows.append(row)
@@ -148,6 +151,7 @@ def reproduce(data_config, output_dir, *, runs_root, presets=None, epochs: int |
         "best_run": best["run"],
         "overfitting": overfitting_experiment(data_config, splits, runs_root, verbose),
         "overlap": overlap_question(splits, runs_root / best["run"]),
+        "machine": machine.current(),
     }
     (output_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (output_dir / "results.md").write_text(results_markdown(results))
@@ -159,14 +163,17 @@ def results_markdown(results: dict) -> str:
     lines = [
         f"### {results['data_set']} (train {sizes['train']}, validation {sizes['validation']}, test {sizes['test']})",
         "",
+        # Results from before the machine was recorded say so rather than borrow another machine's description.
+        f"Machine: {machine.name(results.get('machine'))}.{_reused_note(results)}",
+        "",
         "| preset | hidden | parameters | train acc. | validation acc. | test acc. | epochs | wall time (s) "
         "| examples/s |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in results["presets"]:
         lines.append(
-            f"| {row['run']} | {row['hidden_units'] or 'none'} | {row['parameters']:,} | {row['train_accuracy']:.4f} | "
-            f"{row['validation_accuracy']:.4f} | **{row['test_accuracy']:.4f}** | {row['epochs']} | "
+            f"| {row['run']} | {row['hidden_units'] or 'none'} | {row['parameters']:,} | {row['train_accuracy']:.4f} "
+            f"| {row['validation_accuracy']:.4f} | **{row['test_accuracy']:.4f}** | {row['epochs']} | "
             f"{row['wall_seconds']:.0f} | {row['examples_per_second']:.0f} |"
         )
     lines += [
@@ -184,13 +191,21 @@ def results_markdown(results: dict) -> str:
     lines += [
         "",
         f"Overlap: {overlap['test_with_copy_in_train']} of {overlap['test_images']} test images have an exact copy in "
-        f"training ({overlap['validation_with_copy_in_train']} validation images; {overlap['duplicates_within_train']} "
-        f"repeats within training). Best run ({results['best_run']}) test accuracy: "
-        f"{overlap['test_accuracy_all']:.4f} on all, "
-        f"{'n/a' if without is None else f'{without:.4f}'} without the copies.",
+        f"training ({overlap['validation_with_copy_in_train']} validation images; "
+        f"{overlap['duplicates_within_train']} repeats within training). Best run ({results['best_run']}) test "
+        f"accuracy: {overlap['test_accuracy_all']:.4f} on all, {'n/a' if without is None else f'{without:.4f}'} "
+        "without the copies.",
         "",
     ]
     return "\n".join(lines)
+
+
+def _reused_note(results: dict) -> str:
+    reused = [row["run"] for row in results["presets"] if row.get("reused")]
+    if not reused:
+        return ""
+    return (f" Reused from an earlier reproduction, so trained on a machine not recorded: {', '.join(reused)} "
+            "(their wall time here is loading and evaluation only; examples/s is from that training).")
 
 
 def write_results_page(path, results_by_data_set: list[dict], command: str) -> None:
@@ -204,8 +219,10 @@ def write_results_page(path, results_by_data_set: list[dict], command: str) -> N
         "",
         f"```sh\n{command}\n```",
         "",
-        "on the project's 2-core CPU machine (no GPU). Test accuracy is measured once, on the test split, for each",
-        "preset as shipped (`tf_mlp/config.py`). Wall time includes evaluation; examples/s is training throughput.",
+        "Each data set's section names the machine it ran on (CPU, instruction set, cores, TensorFlow build; no",
+        "GPU): wall time and examples/s depend on it, and accuracies can differ slightly on another CPU, whose",
+        "matrix kernels round differently. Test accuracy is measured once, on the test split, for each preset as",
+        "shipped (`tf_mlp/config/presets.py`). Wall time includes evaluation; examples/s is training throughput.",
         "",
     ]
     for results in results_by_data_set:

@@ -23,8 +23,8 @@ import time
 
 import orjson
 
-from tf_mlp.batch.writers import sync_directory
 from tf_mlp.errors import ConfigError, DataError
+from tf_mlp.files import sync_directory
 
 log = logging.getLogger(__name__)
 

@@ -26,6 +26,7 @@ import time
 
 from tqdm import tqdm
 
+from tf_mlp import files
 from tf_mlp.batch import writers
 from tf_mlp.batch.inputs import InputSource
 from tf_mlp.batch.journal import Journal, journal_path
@@ -72,7 +73,7 @@ def run_batch(model: Client, inputs: InputSource, output, output_format: str | N
     class_names = model.with_retry(startup).class_names()
     inputs.name_labels(class_names)
 
-    writers.remove_stale_temporaries(output)
+    files.remove_stale_temporaries(output)
     header = {"inputs": inputs.description, "count": len(inputs), "fingerprint": inputs.fingerprint}
     journal, done = Journal.open(path, header, resume, restart)
     resumed = len(done)
@@ -99,7 +100,7 @@ def run_batch(model: Client, inputs: InputSource, output, output_format: str | N
     seconds = time.perf_counter() - started
 
     rows = [done[index] for index in range(len(inputs))]  # KeyError here would be a gap: it cannot pass silently
-    writers.write_atomically(output, writers.render(rows, output_format))
+    files.write_atomically(output, writers.render(rows, output_format))
     journal.discard()
     return summarize(rows, output, resumed, len(todo), seconds, latencies, model.stats.as_dict(),
                                     class_names)

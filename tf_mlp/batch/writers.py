@@ -11,15 +11,12 @@ One row per input, in input order, with these columns:
     probability  probability of the predicted class (float32, shortest text that reads back exactly)
     error        why this input has no prediction; empty when it has one
 
-A final file is written to a temporary file in the same directory, flushed
-to disk (fsync), then renamed over the output in one step, and the
-directory is synced: a crash leaves either the previous file or the new
-complete one, never a truncated one.
+A final file is written by tf_mlp.files.write_atomically: a crash leaves
+either the previous file or the new complete one, never a truncated one.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import os
@@ -106,52 +103,6 @@ def check_output_location(path) -> None:
                           f"({error.strerror or error})") from None
     os.close(descriptor)
     os.unlink(probe)
-
-
-def write_atomically(path, data: bytes) -> None:
-    """Replace path with data so that a crash at any moment leaves the old file or the new one, whole."""
-    path = pathlib.Path(path)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        # mkstemp makes the file private (0600); give it the mode any newly created file would get.
-        os.fchmod(descriptor, 0o666 & ~_umask())
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(data)
-            file.flush()
-            # The data reaches the disk before the rename makes it visible; otherwise a power loss
-            # could leave the output's name pointing at an empty file.
-            os.fsync(file.fileno())
-        # rename(2) within one directory is atomic: a reader sees the old file or the new one, whole.
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-    sync_directory(path.parent)
-
-
-def _umask() -> int:
-    # The only way to read the umask is to set it; it is put back at once.
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def remove_stale_temporaries(path) -> None:
-    """Delete temporary files a killed run left beside path (.NAME.*.tmp): never a final file."""
-    path = pathlib.Path(path)
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):
-        with contextlib.suppress(OSError):
-            stale.unlink()
-
-
-def sync_directory(directory) -> None:
-    """fsync a directory, so that a rename or unlink in it survives a power loss."""
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def read_rows(path, output_format: str | None = None) -> list[dict]:

@@ -24,7 +24,7 @@ from apache_beam.metrics.metric import Metrics, MetricsFilter
 from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
 
-from tf_mlp import contract
+from tf_mlp import contract, files
 from tf_mlp.batch import DEFAULT_CHUNK_SIZE, writers
 from tf_mlp.batch.inputs import open_inputs
 from tf_mlp.beam import staging
@@ -130,8 +130,8 @@ def write_rows(rows, output: str, output_format: str, count: int) -> None:
         with FileSystems.create(output) as file:
             file.write(data)
     else:
-        writers.remove_stale_temporaries(output)
-        writers.write_atomically(output, data)
+        files.remove_stale_temporaries(output)
+        files.write_atomically(output, data)
     scored = [row for row in rows if row["error"] is None and row["label"] is not None]
     counts = {"rows": len(rows), "failures": sum(row["error"] is not None for row in rows), "labelled": len(scored),
               "correct": sum(row["label"] == row["class_id"] for row in scored),

@@ -24,8 +24,13 @@ Timing stays in this process with the default allocator. Figures are bytes
 the allocator handed out, so they include its rounding (256-byte granules,
 and a reused free chunk less than twice the request is not split).
 
+The results record the machine (CPU, instruction set, cores, TensorFlow
+build) and how much of it other processes used; cost_page renders them
+(plot, table, the section of RESULTS.md) from the JSON alone.
+
     python -m tf_mlp.benchmark.cost --output runs/cost
     python -m tf_mlp.benchmark.cost --output runs/cost --results-page docs/RESULTS.md
+    python -m tf_mlp.benchmark.cost --render-only --results-page docs/RESULTS.md   # from docs/results/cost.json
 """
 
 from __future__ import annotations
@@ -33,8 +38,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -42,6 +45,9 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import click  # noqa: E402
+
+from tf_mlp.benchmark import machine  # noqa: E402
+from tf_mlp.benchmark.summary import summarize  # noqa: E402
 
 PRESETS = ("logistic", "mlp", "deep")
 BATCH_SIZES = (128, 1024)
@@ -63,7 +69,7 @@ class Workload:
     measured on single calls of the same computations.
     """
 
-    def __init__(self, preset: str, batch_size: int, seed: int = 0):
+    def __init__(self, preset: str, batch_size: int, seed: int = 0, timed: bool = True):
         import keras
         import numpy as np
         import tensorflow as tf
@@ -121,7 +127,8 @@ class Workload:
 
         self.loss = tf.function(loss)
         self.fixed_gradients = tf.function(gradients)(self.images, self.labels)
-        self.looped = {phase: looped(body) for phase, body in step_bodies.items()}
+        # The memory child only calls each phase once: it needs no timing loops.
+        self.looped = {phase: looped(body) for phase, body in step_bodies.items()} if timed else {}
         self.single = {  # one plain call of each phase, for the memory figures
             "forward": tf.function(lambda images: model(images, training=False)),
             "forward_training": self.loss,
@@ -131,7 +138,8 @@ class Workload:
         self.single_arguments = {"forward": (self.images,), "forward_training": (self.images, self.labels),
                                  "forward_backward": (self.images, self.labels), "update": ()}
         for phase in PHASES:  # trace every tf.function before anything is timed or measured
-            self.looped[phase](tf.constant(1))
+            if timed:
+                self.looped[phase](tf.constant(1))
             self.run_once(phase)
 
     def _apply(self, optimizer, variables):
@@ -227,12 +235,6 @@ def _memory_in_child(presets, batch_sizes) -> dict:
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
-def _summary(values: list[float]) -> dict:
-    quartiles = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else [values[0]] * 3
-    return {"median": statistics.median(values), "q1": quartiles[0], "q3": quartiles[2],
-            "min": min(values), "max": max(values), "samples": values}
-
-
 def _backward_ratios(times: dict[str, list[float]], forward: str) -> list[float]:
     """((forward+backward) - forward) / forward, round by round.
 
@@ -248,6 +250,7 @@ def analytic_cost(preset: str, batch_size: int) -> dict:
     preset_config = config.preset(preset)
     layers = model.flops_by_layer(preset_config.model)
     return {
+        "layer_widths": model.layer_widths(preset_config.model),
         "forward_flops": sum(layer.forward for layer in layers) * batch_size,
         "backward_flops": sum(layer.backward for layer in layers) * batch_size,
         "backward_over_forward": model.forward_backward_ratio(preset_config.model),
@@ -257,13 +260,15 @@ def analytic_cost(preset: str, batch_size: int) -> dict:
 
 
 def run_cost_benchmark(presets=PRESETS, batch_sizes=BATCH_SIZES, rounds: int = 31, block_seconds: float = 0.1) -> dict:
-    """Analytic and measured cost of every preset at every batch size, with the machine's load."""
+    """Analytic and measured cost of every preset at every batch size, with the machine and its load."""
     import tensorflow as tf
 
     load_before = os.getloadavg()
     started = time.time()
     workloads = [Workload(preset, batch) for preset in presets for batch in batch_sizes]
+    watch = machine.OtherProcesses().start()
     samples, steps_per_block = time_phases(workloads, rounds, block_seconds)
+    other_processes = watch.share()
     memory = _memory_in_child(presets, batch_sizes)
     rows = []
     for workload in workloads:
@@ -272,12 +277,12 @@ def run_cost_benchmark(presets=PRESETS, batch_sizes=BATCH_SIZES, rounds: int = 3
             "preset": workload.preset,
             "batch_size": workload.batch_size,
             "analytic": analytic_cost(workload.preset, workload.batch_size),
-            "seconds": {phase: _summary(wall[phase]) for phase in PHASES},
-            "cpu_seconds": {phase: _summary(cpu[phase]) for phase in PHASES},
-            "backward_over_forward": _summary(_backward_ratios(wall, "forward")),
-            "backward_over_forward_cpu": _summary(_backward_ratios(cpu, "forward")),
-            "backward_over_training_forward": _summary(_backward_ratios(wall, "forward_training")),
-            "backward_over_training_forward_cpu": _summary(_backward_ratios(cpu, "forward_training")),
+            "seconds": {phase: summarize(wall[phase]) for phase in PHASES},
+            "cpu_seconds": {phase: summarize(cpu[phase]) for phase in PHASES},
+            "backward_over_forward": summarize(_backward_ratios(wall, "forward")),
+            "backward_over_forward_cpu": summarize(_backward_ratios(cpu, "forward")),
+            "backward_over_training_forward": summarize(_backward_ratios(wall, "forward_training")),
+            "backward_over_training_forward_cpu": summarize(_backward_ratios(cpu, "forward_training")),
             "memory_bytes": memory[workload.key],
         })
     return {
@@ -288,43 +293,12 @@ def run_cost_benchmark(presets=PRESETS, batch_sizes=BATCH_SIZES, rounds: int = 3
         "memory_method": MEMORY_METHOD,
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),
+        "other_processes_share": other_processes,
         "wall_seconds": time.time() - started,
-        "cpus": os.cpu_count(),
-        "machine": platform.machine(),
-        "tensorflow": tf.__version__,
+        "machine": machine.current(),
         "threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
                     "inter_op": tf.config.threading.get_inter_op_parallelism_threads()},
     }
-
-
-def table(results: dict) -> str:
-    """A markdown table: ratios, times (ms per step, median) and memory (MiB) per preset and batch size."""
-    mebibyte = 2**20
-
-    def spread(summary: dict) -> str:
-        return f"{summary['median']:.2f} ({summary['q1']:.2f}–{summary['q3']:.2f})"
-
-    lines = [
-        "| preset | batch | bwd/fwd analytic | bwd/fwd wall time (IQR) | bwd/fwd CPU time (IQR) "
-        "| bwd / training fwd, CPU | wall ms: fwd / fwd+bwd / update "
-        "| kept activations MiB: analytic / measured | peak MiB: fwd / fwd+bwd / update |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    phases = ("forward", "forward_backward", "update")
-    for row in results["rows"]:
-        seconds, memory = row["seconds"], row["memory_bytes"]
-        milliseconds = " / ".join(f"{seconds[phase]['median'] * 1e3:.3f}" for phase in phases)
-        peaks = " / ".join(f"{memory[phase + '_peak_bytes'] / mebibyte:.2f}" for phase in phases)
-        lines.append(
-            f"| {row['preset']} | {row['batch_size']} | {row['analytic']['backward_over_forward']:.2f} "
-            f"| {spread(row['backward_over_forward'])} | {spread(row['backward_over_forward_cpu'])} "
-            f"| {row['backward_over_training_forward_cpu']['median']:.2f} "
-            f"| {milliseconds} "
-            f"| {row['analytic']['memory_bytes']['activations'] / mebibyte:.2f} "
-            f"/ {memory['kept_by_tape_bytes'] / mebibyte:.2f} "
-            f"| {peaks} |"
-        )
-    return "\n".join(lines)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -343,11 +317,26 @@ def table(results: dict) -> str:
 @click.option("--quick", is_flag=True,
               help="Batch size 8, 3 rounds, one call per block: checks every figure is produced, not for publishing.")
 @click.option("--results-page", type=click.Path(dir_okay=False),
-              help="Also write the cost section of this RESULTS.md and its plot (results/cost.png beside it).")
+              help="Also write the cost section of this RESULTS.md and its plot and figures (results/cost.png and "
+                   "results/cost.json beside it).")
+@click.option("--render-only", is_flag=True,
+              help="Measure nothing: render the cost section of --results-page again from results/cost.json beside it.")
 @click.option("--memory-only", is_flag=True, hidden=True,
               help="Internal: print measure_memory's JSON (run with TF_CPU_ALLOCATOR_USE_BFC=true).")
-def main(output_dir, presets, batch_sizes, rounds, block_seconds, threads, quick, results_page, memory_only):
+def main(output_dir, presets, batch_sizes, rounds, block_seconds, threads, quick, results_page, render_only,
+         memory_only):
     """Measure forward, backward and update time and memory; compare with the analytic cost."""
+    if render_only:
+        from tf_mlp.benchmark import cost_page
+
+        if not results_page:
+            raise click.UsageError("--render-only renders the section of a --results-page")
+        page = pathlib.Path(results_page)
+        if not (page.parent / cost_page.DATA).is_file():
+            raise click.ClickException(f"{page.parent / cost_page.DATA}: no cost figures to render; measure first")
+        cost_page.render_section(page)
+        click.echo(f"rendered the cost section of {page} from {page.parent / cost_page.DATA}")
+        return
     if threads:
         import tensorflow as tf
 
@@ -358,7 +347,8 @@ def main(output_dir, presets, batch_sizes, rounds, block_seconds, threads, quick
         batch_sizes, rounds, block_seconds = batch_sizes or (8,), 3, 0.0
     batch_sizes = batch_sizes or BATCH_SIZES
     if memory_only:
-        click.echo(json.dumps(measure_memory([Workload(preset, batch) for preset in presets for batch in batch_sizes])))
+        workloads = [Workload(preset, batch, timed=False) for preset in presets for batch in batch_sizes]
+        click.echo(json.dumps(measure_memory(workloads)))
         return
     from tf_mlp.benchmark import cost_page
 
@@ -369,10 +359,9 @@ def main(output_dir, presets, batch_sizes, rounds, block_seconds, threads, quick
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "cost.json").write_text(json.dumps(results, indent=2) + "\n")
     cost_page.plot_ratios(results, output_dir / "cost.png")
-    click.echo(table(results))
-    click.echo(f"load average {results['load_average_before'][0]:.2f} before, "
-               f"{results['load_average_after'][0]:.2f} after "
-               f"({results['cpus']} CPUs); wrote {output_dir / 'cost.json'} and {output_dir / 'cost.png'}")
+    click.echo(cost_page.table(results))
+    click.echo(f"{cost_page.load(results)}; wrote {output_dir / 'cost.json'} and {output_dir / 'cost.png'}")
+    click.echo(f"Machine: {machine.name(results['machine'])}")
     if results_page:
         cost_page.write_section(pathlib.Path(results_page), results)
         click.echo(f"wrote the cost section of {results_page}")

@@ -1,10 +1,12 @@
-"""The cost benchmark's plot and its section of docs/RESULTS.md.
+"""The cost benchmark's table, plot and section of docs/RESULTS.md, rendered from its JSON alone.
 
 The section sits between two markers so that `python -m tf_mlp.benchmark.cost
 --results-page docs/RESULTS.md` can replace it in place, and `tf-mlp
 reproduce`, which rewrites the rest of the page, carries it over unchanged
-(keep_section). Only writing the section imports TensorFlow (through
-tf_mlp.model); carrying it over does not.
+(keep_section). The section is rendered from results/cost.json beside the
+page (render_section), so it states what that run recorded, machine
+included. Nothing here measures; only old results, which did not record
+their layer widths, import tf_mlp.model (and so TensorFlow) to find them.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import pathlib
 
 import matplotlib
 
+from tf_mlp.benchmark import machine
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
@@ -21,6 +25,34 @@ BEGIN = "<!-- begin cost section: written by python -m tf_mlp.benchmark.cost --r
 END = "<!-- end cost section -->"
 PLOT = pathlib.Path("results") / "cost.png"
 DATA = pathlib.Path("results") / "cost.json"
+
+
+def table(results: dict) -> str:
+    """A markdown table: ratios, times (ms per step, median) and memory (MiB) per preset and batch size."""
+    mebibyte = 2**20
+
+    def spread(summary: dict) -> str:
+        return f"{summary['median']:.2f} ({summary['q1']:.2f}–{summary['q3']:.2f})"
+
+    lines = [
+        "| preset | batch | bwd/fwd analytic | bwd/fwd wall time (IQR) | bwd/fwd CPU time (IQR) "
+        "| bwd / training fwd, CPU | wall ms: fwd / fwd+bwd / update | kept activations MiB: analytic / measured "
+        "| peak MiB: fwd / fwd+bwd / update |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    phases = ("forward", "forward_backward", "update")
+    for row in results["rows"]:
+        seconds, memory = row["seconds"], row["memory_bytes"]
+        milliseconds = " / ".join(f"{seconds[phase]['median'] * 1e3:.3f}" for phase in phases)
+        peaks = " / ".join(f"{memory[phase + '_peak_bytes'] / mebibyte:.2f}" for phase in phases)
+        lines.append(
+            f"| {row['preset']} | {row['batch_size']} | {row['analytic']['backward_over_forward']:.2f} | "
+            f"{spread(row['backward_over_forward'])} | {spread(row['backward_over_forward_cpu'])} | "
+            f"{row['backward_over_training_forward_cpu']['median']:.2f} | {milliseconds} | "
+            f"{row['analytic']['memory_bytes']['activations'] / mebibyte:.2f} / "
+            f"{memory['kept_by_tape_bytes'] / mebibyte:.2f} | {peaks} |"
+        )
+    return "\n".join(lines)
 
 
 def plot_ratios(results: dict, path) -> None:
@@ -52,11 +84,29 @@ def plot_ratios(results: dict, path) -> None:
     plt.close(figure)
 
 
-def section_markdown(results: dict) -> str:
-    """The section: command, load, plot, table, and what the figures say."""
-    from tf_mlp.benchmark.cost import table
+def machine_name(results: dict) -> str:
+    """The machine the cost figures came from, or what old results noted instead of a machine record."""
+    recorded = results.get("machine")
+    if isinstance(recorded, dict):
+        return machine.name(recorded)
+    # Results from before the machine was recorded kept its architecture in "machine".
+    noted = (f"{results['cpus']} CPU cores" if results.get("cpus") else None, recorded,
+             f"TensorFlow {results['tensorflow']}" if results.get("tensorflow") else None)
+    return machine.name(None, tuple(fact for fact in noted if fact))
 
+
+def load(results: dict) -> str:
+    """How busy the machine was while the phases were timed."""
     before, after = results["load_average_before"][0], results["load_average_after"][0]
+    averages = f"load average {before:.1f} before and {after:.1f} after"
+    if "other_processes_share" not in results:  # results from before the share was measured
+        return f"Shared with other jobs: {averages}"
+    described = machine.describe([results["other_processes_share"]], results["machine"]["cpus"])
+    return f"{described[0].upper()}{described[1:]} ({averages})"
+
+
+def section_markdown(results: dict) -> str:
+    """The section: command, machine, load, plot, table, and what the figures say."""
     threads = results["threads"]
     lines = [
         BEGIN,
@@ -69,9 +119,8 @@ def section_markdown(results: dict) -> str:
         "",
         f"```sh\n{results['command']}\n```",
         "",
-        f"on {results['cpus']} CPU cores ({results['machine']}, TensorFlow {results['tensorflow']}, no GPU, "
-        f"{threads['intra_op'] or 'default'} intra-op threads), shared with other jobs: load average {before:.1f} "
-        f"before and {after:.1f} after. Each phase runs as a graph loop of steps; figures are medians over "
+        f"Machine: {machine_name(results)}; no GPU, {threads['intra_op'] or 'default'} intra-op threads. "
+        f"{load(results)}. Each phase runs as a graph loop of steps; figures are medians over "
         f"{results['rounds']} interleaved rounds, ratios taken within each round, quartiles over rounds. "
         "Forward is inference (`training=False`); fwd+bwd is the training forward (dropout, loss, L2) and "
         "`tape.gradient`, without the optimizer update, which is timed alone. CPU time is the process's CPU "
@@ -97,9 +146,8 @@ def _find(results: dict, preset: str) -> dict | None:
 
 
 def _findings(results: dict) -> list[str]:
-    """What the figures say. Every number and comparison is read from these results, so a new run cannot leave them
-    untrue."""
-    from tf_mlp import config, model
+    """What the figures say. Every number and comparison is read from these results, so a new run cannot leave
+    them untrue."""
 
     def cpu(row: dict, phase: str) -> float:
         return row["cpu_seconds"][phase]["median"]
@@ -111,8 +159,8 @@ def _findings(results: dict) -> list[str]:
     lines = ["What the figures say:", ""]
     lines.append(
         "- The 2× holds per layer, not per network. Every layer but the first pays two products in the backward pass "
-        "(the weight gradient x^T·dy and the input gradient dy·W^T), each as dear as its forward product x·W; "
-        "the first layer pays only the weight gradient, because nothing upstream needs the pixels' gradient. With 784 "
+        "(the weight gradient x^T·dy and the input gradient dy·W^T), each as dear as its forward product x·W; the "
+        "first layer pays only the weight gradient, because nothing upstream needs the pixels' gradient. With 784 "
         "inputs the first layer holds most of the FLOPs, so the network's analytic ratio is "
         + ", ".join(f"{ratio} for {preset}" for preset, ratio in analytic.items())
         + "; it is exactly 1 for the logistic model, whose only layer is the first."
@@ -121,8 +169,8 @@ def _findings(results: dict) -> list[str]:
     )
     deep = _find(results, "deep")
     if deep:
-        deep_model = config.preset("deep").model
-        widths = model.layer_widths(deep_model)
+        widths = _layer_widths(deep)
+        hidden_units = sum(widths[1:-1])
         kernel_weights = sum(fan_in * fan_out for fan_in, fan_out in zip(widths[:-1], widths[1:]))
         over_inference = deep["backward_over_forward_cpu"]["median"]
         over_training = deep["backward_over_training_forward_cpu"]["median"]
@@ -132,8 +180,8 @@ def _findings(results: dict) -> list[str]:
         lines.append(
             f"- deep (batch {deep['batch_size']}) measures away from its analytic ratio because its training forward "
             "does work inference never does and the FLOP count leaves out: dropout draws a random number and builds a "
-            f"mask for each of its {sum(deep_model.hidden_units):,} hidden units per example, and the L2 penalty sums "
-            f"the squares of its {kernel_weights / 1e6:.2f} M kernel weights. Its training forward alone costs "
+            f"mask for each of its {hidden_units:,} hidden units per example, and the L2 penalty sums the squares of "
+            f"its {kernel_weights / 1e6:.2f} M kernel weights. Its training forward alone costs "
             f"{cpu(deep, 'forward_training') / cpu(deep, 'forward'):.2f}× its inference forward (CPU time), so "
             f"backward over inference forward is {over_inference:.2f}, while backward over the training forward is "
             f"{over_training:.2f}: the gradients of those element-wise extras are cheap (a select by the kept mask, "
@@ -169,12 +217,11 @@ def _findings(results: dict) -> list[str]:
         lines.append(
             "- The logistic model's matrix is 784×10: each pixel is read once for ten multiply-adds, so its time goes "
             "to memory-bound element-wise work (scaling the uint8 pixels to floats, the softmax cross-entropy) and to "
-            "the per-step cost of launching operations more than to products: at batch "
-            f"{small['batch_size']} its inference forward runs at {rate(small)} of CPU time"
+            f"the per-step cost of launching operations more than to products: at batch {small['batch_size']} its "
+            f"inference forward runs at {rate(small)} of CPU time"
             + (f" against {rate(mlp)} for the mlp at batch {mlp['batch_size']}" if mlp else "")
             + ", and its training forward (adding the loss) costs "
-            f"{cpu(small, 'forward_training') / cpu(small, 'forward'):.2f}× its inference forward. "
-            "Its measured ratio ("
+            f"{cpu(small, 'forward_training') / cpu(small, 'forward'):.2f}× its inference forward. Its measured ratio ("
             + ", ".join(f"{measured(row)} at batch {row['batch_size']}" for row in logistics)
             + ") is a ratio of those element-wise and launch costs, which the FLOP count does not describe."
         )
@@ -207,10 +254,25 @@ def _findings(results: dict) -> list[str]:
     return lines + [""]
 
 
+def _layer_widths(row: dict) -> list[int]:
+    if "layer_widths" in row["analytic"]:
+        return row["analytic"]["layer_widths"]
+    # Results from before the widths were recorded: the preset's, as the measuring code then read them.
+    from tf_mlp import config, model
+
+    return model.layer_widths(config.preset(row["preset"]).model)
+
+
 def write_section(page: pathlib.Path, results: dict) -> None:
-    """Replace (or append) the cost section of page and write its plot and figures (JSON) beside it."""
+    """Write the plot and figures (JSON) beside page, then render its cost section from them."""
     plot_ratios(results, page.parent / PLOT)
     (page.parent / DATA).write_text(json.dumps(results, indent=2) + "\n")
+    render_section(page)
+
+
+def render_section(page: pathlib.Path) -> None:
+    """Replace (or append) the cost section of page, rendered from the figures (JSON) beside it."""
+    results = json.loads((page.parent / DATA).read_text())
     text = page.read_text() if page.exists() else "# Results\n"
     page.write_text(_without_section(text).rstrip("\n") + "\n\n" + section_markdown(results))
 

@@ -1,20 +1,25 @@
-"""Write benchmark results: performance.json, PERFORMANCE.md (one section per part) and scaling plots.
+"""Write benchmark results: performance.json, then PERFORMANCE.md (one section per part) and scaling plots
+rendered from it.
 
-Each part (training, serving) records the command, date and load average it
-was measured with, so a page whose parts were measured by separate runs says
-so rather than claiming one run for all.
+Each part (training, serving) records the machine, command and date it was
+measured with, so a page whose parts were measured by separate runs, or on
+different machines, says so rather than claiming one run for all. Rendering
+reads only the JSON: re-rendering old results states what they recorded.
 """
 
 from __future__ import annotations
 
 import json
 import pathlib
-import platform
 
 import matplotlib
 
+from tf_mlp.benchmark import machine, serving_page, training_page
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+JSON_NAME = "performance.json"
 
 
 def plot_scaling(series: dict[str, dict], path: pathlib.Path) -> None:
@@ -50,43 +55,54 @@ def page_paths(output_dir) -> tuple[pathlib.Path, pathlib.Path]:
 
 
 def write(results: dict, output_dir) -> pathlib.Path:
-    """Write every part present in results; return the page's path."""
-    from tf_mlp.benchmark import training as training_benchmarks
-
-    output_dir, page = page_paths(output_dir)
+    """Write performance.json, then render the page and plot from it; return the page's path."""
+    output_dir, _ = page_paths(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "performance.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    (output_dir / JSON_NAME).write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    return render(output_dir)
+
+
+def render(output_dir) -> pathlib.Path:
+    """PERFORMANCE.md and the scaling plot from the performance.json in output_dir (every part present in it)."""
+    output_dir, page = page_paths(output_dir)
+    results = json.loads((output_dir / JSON_NAME).read_text())
     series = {}
     lines = ["# Performance", "",
-             f"Measured on this project's machine ({platform.machine()}, {results.get('cpus')} CPU cores, no GPU).", ""]
+             "Each part names the machine, date and command it was measured with. The page and plot are rendered "
+             f"from [{JSON_NAME}]({_relative(output_dir / JSON_NAME, page)}), which holds every figure.", ""]
     training = results.get("training")
     if training:
         series["training vs batch size"] = _training_series(training)
-        lines += ["## Training", "", *_measured_with(training), *training_benchmarks.markdown(training), "",
-                  "### Goals", "", *[f"- {goal}" for goal in training_benchmarks.goals(training)], ""]
+        lines += ["## Training", "", *_measured_with(training, results), *training_page.markdown(training), "",
+                  "### Goals", "", *[f"- {goal}" for goal in training_page.goals(training)], ""]
     serving = results.get("serving")
     if serving:
-        from tf_mlp.benchmark import serving as serving_benchmarks
-
         if serving.get("scaling_request_batch"):
             series["in-process inference vs request batch"] = {"inference": serving["scaling_request_batch"]}
-        lines += ["## Serving", "", *_measured_with(serving), "| measure | value |", "| --- | --- |",
-                  *[f"| {name} | {value} |" for name, value in serving_benchmarks.as_table_rows(serving)], "",
-                  "### Goals", "", *[f"- {goal}" for goal in serving_benchmarks.targets(serving)], ""]
+        lines += ["## Serving", "", *_measured_with(serving, results), "| measure | value |", "| --- | --- |",
+                  *[f"| {name} | {value} |" for name, value in serving_page.as_table_rows(serving)], "",
+                  "### Goals", "", *[f"- {goal}" for goal in serving_page.targets(serving)], ""]
     if series:
         plot_scaling(series, output_dir / "scaling.png")
-        image = f"{output_dir.name}/scaling.png" if page.parent != output_dir else "scaling.png"
-        lines += [f"![scaling]({image})", ""]
+        lines += [f"![scaling]({_relative(output_dir / 'scaling.png', page)})", ""]
     page.write_text("\n".join(lines))
     return page
 
 
-def _measured_with(part: dict) -> list[str]:
+def _relative(path: pathlib.Path, page: pathlib.Path) -> str:
+    return f"{path.parent.name}/{path.name}" if path.parent != page.parent else path.name
+
+
+def _measured_with(part: dict, results: dict) -> list[str]:
+    """Where, when and how a part was measured; results from before parts recorded these say what they lack."""
+    cores = part.get("cpus", results.get("cpus"))
+    noted = (f"{cores} CPU cores",) if cores else ()
+    lines = [f"Machine: {machine.name(part.get('machine'), noted)}.", ""]
     if "command" not in part:
         # Results from before each part recorded its own command.
-        return ["Measured by an earlier run of the whole benchmark; "
-                "`python scripts/benchmark.py --publish` repeats it.", ""]
+        return lines + ["Measured by an earlier run of the whole benchmark; `python scripts/benchmark.py --publish` "
+                        "repeats it.", ""]
     when = f" on {part['date']}" if part.get("date") else ""
-    repetitions = (f", {part['repetitions']} interleaved repetition{'s' if part['repetitions'] > 1 else ''}"
-                   if part.get("repetitions") else "")
-    return [f"Measured{when}{repetitions} with:", "", f"```sh\n{part['command']}\n```", ""]
+    repetitions = part.get("repetitions")
+    count = f", {repetitions} interleaved repetition{'s' if repetitions > 1 else ''}" if repetitions else ""
+    return lines + [f"Measured{when}{count} with:", "", f"```sh\n{part['command']}\n```", ""]

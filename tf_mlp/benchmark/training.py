@@ -14,11 +14,12 @@ tracing and the first epoch's warm-up are never counted:
   Keras documentation recommends for small models); its rate comes from a
   callback timing epochs 2 onwards.
 
-Beside them: the machine's float32 matrix-multiply peak (the best of several
-4096x4096 products) and the rate of the training step's own products alone
-at each batch size (forward, weight gradients, input gradients, with the
-exact shapes from tf_mlp.model.flops_by_layer): the ceiling for any trainer
-at that batch. FLOPs are counted exactly by tf_mlp.model.training_flops_per_example.
+Beside them: the machine's float32 matrix-multiply peak (tf_mlp.benchmark.peak:
+the best of TensorFlow's and numpy's products at several sizes) and the rate
+of the training step's own products alone at each batch size (forward,
+weight gradients, input gradients, with the exact shapes from
+tf_mlp.model.flops_by_layer): the ceiling for any trainer at that batch.
+FLOPs are counted exactly by tf_mlp.model.training_flops_per_example.
 
 Repetitions are interleaved (every measure once, then again), and each figure
 is reported as median and range. Ratios are taken within each repetition
@@ -28,13 +29,15 @@ tuned model.fit in a repetition is the faster of its tuned settings in that
 repetition, which gives the baseline every benefit of the doubt. Whether the
 machine was quiet is measured, not guessed: other processes' share of the
 cores in each repetition (tf_mlp.benchmark.machine), since the load average
-counts this benchmark's own threads.
+counts this benchmark's own threads. The machine itself (CPU, instruction
+set, cores, TensorFlow build) is recorded with the figures.
+
+This module measures and returns JSON-ready results; training_page renders them.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import resource
 import statistics
@@ -46,7 +49,8 @@ import time
 import keras
 import tensorflow as tf
 
-from tf_mlp.benchmark import machine
+from tf_mlp.benchmark import machine, peak
+from tf_mlp.benchmark.summary import summarize
 from tf_mlp.config import Config, DataConfig, ModelConfig, preset
 from tf_mlp.data.splits import DataSplits
 from tf_mlp.model import build_model, flops_by_layer, training_flops_per_example
@@ -55,7 +59,7 @@ from tf_mlp.training.loop import STEPS_PER_CALL
 from tf_mlp.training.pipeline import ResidentSplit
 
 BATCH_SIZES = (32, 128, 1024)
-QUICK_BATCH_SIZES = (32, 128)
+QUICK_BATCH_SIZES = (128,)
 HEADLINE_BATCH_SIZE = 128
 FIT_STEPS_PER_EXECUTION = (1, 50, 200)
 """1 is model.fit's default; the others are the tuned settings, of which the faster counts."""
@@ -63,7 +67,8 @@ QUICK_FIT_STEPS_PER_EXECUTION = (1, 50)
 EPOCHS = 3
 """Epochs per timed run: the first is warm-up, the rest are timed."""
 QUICK_EPOCHS = 2
-GOALS = {"fit_default": 1.5, "fit_tuned": 1.0, "matmul_peak_fraction": 0.55}
+PEAK_TIMINGS = 3
+"""Timings of each matrix-multiply size and library per repetition; the best over all repetitions counts."""
 
 
 def measured_config(data: DataConfig, batch_size: int, epochs: int) -> Config:
@@ -71,25 +76,6 @@ def measured_config(data: DataConfig, batch_size: int, epochs: int) -> Config:
     return Config(data=data, model=preset("mlp").model).override(
         "train", optimizer="sgd", learning_rate=0.1, batch_size=batch_size, epochs=epochs,
     )
-
-
-def matmul_flops_per_second(size: int = 4096, repetitions: int = 7) -> float:
-    """The machine's float32 matrix-multiply peak: the best of several size x size products.
-
-    A peak, so the best repetition rather than the median: on a shared
-    machine the median measures the other jobs.
-    """
-    a = tf.random.normal([size, size])
-    b = tf.random.normal([size, size])
-    # Two products per call, each consumed, so the multiply dominates and nothing is skipped.
-    multiply = tf.function(lambda a, b: tf.reduce_sum(tf.matmul(a, b)) + tf.reduce_sum(tf.matmul(b, a)))
-    multiply(a, b).numpy()
-    rates = []
-    for _ in range(repetitions):
-        start = time.perf_counter()
-        multiply(a, b).numpy()
-        rates.append(2 * 2 * size**3 / (time.perf_counter() - start))
-    return max(rates)
 
 
 def product_examples_per_second(model_config: ModelConfig, batch_size: int, steps_count: int) -> float:
@@ -207,10 +193,6 @@ def cli_train(config: Config) -> dict:
     }
 
 
-def _summary(values: list[float]) -> dict:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "values": values}
-
-
 def run_training_benchmarks(splits: DataSplits, data: DataConfig, repetitions: int = 5, quick: bool = False) -> dict:
     """Every training figure at every batch size, repetitions interleaved."""
     batch_sizes = QUICK_BATCH_SIZES if quick else BATCH_SIZES
@@ -221,8 +203,9 @@ def run_training_benchmarks(splits: DataSplits, data: DataConfig, repetitions: i
     samples: dict = {}
     other_processes: list[float | None] = []
     accuracies: dict = {}
-    peak_rss = peak = 0.0
-    matmul_size = 1024 if quick else 4096
+    peak_rss = 0.0
+    matmul_rates = []
+    product_steps = 20 if quick else 2000
 
     def record(key: str, value: float) -> None:
         samples.setdefault(key, []).append(value)
@@ -240,157 +223,33 @@ def run_training_benchmarks(splits: DataSplits, data: DataConfig, repetitions: i
                 rate, accuracy = fit_examples_per_second(splits, config, steps_per_execution)
                 record(f"fit_spe{steps_per_execution}_{batch_size}", rate)
                 accuracies.setdefault(f"fit_spe{steps_per_execution}_{batch_size}", []).append(accuracy)
-            record(f"fit_tuned_{batch_size}",
-                   max(samples[f"fit_spe{setting}_{batch_size}"][-1] for setting in fit_settings if setting != 1))
-            record(f"products_{batch_size}",
-                   product_examples_per_second(model_config, batch_size, 200 if quick else 2000))
+            record(f"fit_tuned_{batch_size}", max(samples[f"fit_spe{setting}_{batch_size}"][-1]
+                                                  for setting in fit_settings if setting != 1))
+            record(f"products_{batch_size}", product_examples_per_second(model_config, batch_size, product_steps))
         headline = measured_config(data, HEADLINE_BATCH_SIZE, epochs)
         record(f"trainer_xla_{HEADLINE_BATCH_SIZE}", trainer_examples_per_second(splits, headline, xla=True))
         # The peak is sampled in every repetition and the best kept: one sample taken while
         # other jobs hold the cores would understate it and overstate every fraction of it.
-        peak = max(peak, matmul_flops_per_second(matmul_size, repetitions=3))
+        matmul_rates.append(peak.measure(peak.QUICK_SIZES if quick else peak.SIZES, PEAK_TIMINGS))
         other_processes.append(watch.share())
+    matmul = peak.best_of(matmul_rates)
+    peak_flops, peak_library, peak_size = peak.peak(matmul)
     return {
         "model": "784-1024-10 (the mlp preset), SGD learning rate 0.1",
         "flops_per_example": flops,
         "flops_by_layer": [vars(layer) for layer in flops_by_layer(model_config)],
-        "matmul_gflops": peak / 1e9,
-        "matmul_size": matmul_size,
-        "matmul_samples": 3 * repetitions,
+        "matmul_gflops": peak_flops / 1e9,
+        "matmul_peak": {"library": peak_library, "size": peak_size},
+        "matmul_gflops_by_library": {library: {size: rate / 1e9 for size, rate in by_size.items()}
+                                     for library, by_size in matmul.items()},
+        "matmul_timings": PEAK_TIMINGS * repetitions,
         "batch_sizes": list(batch_sizes),
+        "headline_batch_size": HEADLINE_BATCH_SIZE,
         "fit_steps_per_execution": list(fit_settings),
         "epochs": epochs,
-        "examples_per_second": {key: _summary(values) for key, values in samples.items()},
+        "examples_per_second": {key: summarize(values) for key, values in samples.items()},
         "test_accuracy": {key: statistics.median(values) for key, values in accuracies.items()},
         "training_peak_rss_mb": peak_rss,
         "other_processes_share": other_processes,
-        "cpus": os.cpu_count(),
+        "machine": machine.current(),
     }
-
-
-def loaded(results: dict) -> bool:
-    """True when other processes took a measurable share of the cores in some repetition (or it could not be told)."""
-    return not machine.quiet(results["other_processes_share"])
-
-
-def _rate(results: dict, key: str) -> dict:
-    return results["examples_per_second"][key]
-
-
-def best_tuned_fit(results: dict, batch_size: int) -> dict:
-    """The tuned model.fit at this batch: in each repetition the faster of its tuned settings."""
-    return _rate(results, f"fit_tuned_{batch_size}")
-
-
-def _paired(results: dict, numerator: str, denominator: str) -> dict:
-    """Median and range of numerator / denominator taken within each repetition."""
-    pairs = zip(_rate(results, numerator)["values"], _rate(results, denominator)["values"])
-    return _summary([top / bottom for top, bottom in pairs])
-
-
-def comparisons(results: dict, batch_size: int) -> dict:
-    """The ratios the goals are stated in: within each repetition, then median and range."""
-    cli = _rate(results, f"cli_{batch_size}")["median"]
-    return {
-        "over_fit_default": _paired(results, f"cli_{batch_size}", f"fit_spe1_{batch_size}"),
-        "over_fit_tuned": _paired(results, f"cli_{batch_size}", f"fit_tuned_{batch_size}"),
-        "matmul_peak_fraction": cli * results["flops_per_example"] / (results["matmul_gflops"] * 1e9),
-        "products_fraction": cli / _rate(results, f"products_{batch_size}")["median"],
-    }
-
-
-def _ratio_cell(summary: dict) -> str:
-    return f"{summary['median']:.2f}x ({summary['min']:.2f}–{summary['max']:.2f})"
-
-
-def _cell(summary: dict) -> str:
-    return f"{summary['median'] / 1000:,.1f}k ({summary['min'] / 1000:,.1f}–{summary['max'] / 1000:,.1f}k)"
-
-
-def markdown(results: dict) -> list[str]:
-    """The training section of PERFORMANCE.md: how it was measured, the table and the goals."""
-    flops = results["flops_per_example"]
-    layers = ", ".join(f"{layer['name']} {layer['fan_in']}x{layer['fan_out']}: {layer['forward']:,} forward + "
-                       f"{layer['weight_gradient']:,} weight gradient + {layer['input_gradient']:,} input gradient"
-                       for layer in results["flops_by_layer"])
-    timed = f"epochs 2–{results['epochs']}" if results["epochs"] > 2 else "epoch 2"
-    tuned = [str(setting) for setting in results["fit_steps_per_execution"] if setting != 1]
-    tuned_fit = ("the faster of steps_per_execution " + " and ".join(tuned) if len(tuned) > 1
-                 else "steps_per_execution " + tuned[0])
-    lines = [
-        f"Model {results['model']}; the same resident uint8 data, batch and optimizer for every trainer. Rates are "
-        f"examples per second over {timed} (the first epoch is warm-up), median and (min–max) of "
-        f"the repetitions, which were interleaved; ratios are taken within each repetition, then median and "
-        f"(min–max). The tuned model.fit is, in each repetition, {tuned_fit}. "
-        f"Machine: {machine.describe(results['other_processes_share'], results['cpus'])} "
-        "(CPU time from /proc/stat less this benchmark's own, per repetition).",
-        "",
-        f"FLOPs per training example, counted exactly (`tf_mlp.model.training_flops_per_example`): **{flops:,}** "
-        f"({layers}; the first layer's input gradient is never computed). Matrix-multiply peak: "
-        f"{results['matmul_gflops']:.0f} GFLOP/s (best of {results['matmul_samples']} timings of two float32 "
-        f"{results['matmul_size']}² products, taken across the repetitions).",
-        "",
-        *([f"**Other processes used {machine.QUIET_SHARE:.0%} or more of the cores in some repetition**: the absolute "
-           "rates and the peak are understated by unequal amounts and the shares of the peak are not conclusive; the "
-           "ratios within repetitions are the meaningful figures.", ""]
-          if loaded(results) else []),
-        "| batch | `tf-mlp train` | train function alone | model.fit, defaults | model.fit, steps_per_execution tuned "
-        "| step's products alone (limit) | train / fit defaults | train / fit tuned | train, share of matmul peak |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for batch_size in results["batch_sizes"]:
-        ratio = comparisons(results, batch_size)
-        lines.append(
-            f"| {batch_size} | {_cell(_rate(results, f'cli_{batch_size}'))} "
-            f"| {_cell(_rate(results, f'trainer_{batch_size}'))} "
-            f"| {_cell(_rate(results, f'fit_spe1_{batch_size}'))} | {_cell(best_tuned_fit(results, batch_size))} "
-            f"| {_cell(_rate(results, f'products_{batch_size}'))} | {_ratio_cell(ratio['over_fit_default'])} "
-            f"| {_ratio_cell(ratio['over_fit_tuned'])} "
-            f"| {ratio['matmul_peak_fraction']:.0%} ({ratio['products_fraction']:.0%} of the limit) |"
-        )
-    xla = _rate(results, f"trainer_xla_{HEADLINE_BATCH_SIZE}")
-    accuracy = results["test_accuracy"]
-    def values(key: str) -> str:
-        return ", ".join(f"{value / 1000:.1f}k" for value in _rate(results, key)["values"])
-
-    lines += [
-        "",
-        f"- Each repetition at batch {HEADLINE_BATCH_SIZE}, in order: "
-        f"`tf-mlp train` {values(f'cli_{HEADLINE_BATCH_SIZE}')}; "
-        + "; ".join(f"model.fit steps_per_execution={setting} {values(f'fit_spe{setting}_{HEADLINE_BATCH_SIZE}')}"
-                    for setting in results["fit_steps_per_execution"]) + ".",
-        f"- Train function with XLA (`--xla`) at batch {HEADLINE_BATCH_SIZE}: {_cell(xla)} examples/s.",
-        f"- Test accuracy after {results['epochs']} epochs at batch {HEADLINE_BATCH_SIZE}: `tf-mlp train` "
-        f"{accuracy[f'cli_{HEADLINE_BATCH_SIZE}']:.4f}, model.fit {accuracy[f'fit_spe1_{HEADLINE_BATCH_SIZE}']:.4f} "
-        "(same model and optimizer, so the speeds compare like with like).",
-        f"- Peak resident memory of `tf-mlp train`: {results['training_peak_rss_mb']:,.0f} MB.",
-    ]
-    return lines
-
-
-def goals(results: dict) -> list[str]:
-    """Each training goal with this run's figure, marked met or not."""
-    ratio = comparisons(results, HEADLINE_BATCH_SIZE)
-
-    def mark(value: float, goal: float) -> str:
-        return "met" if value >= goal else "NOT met"
-
-    def below(summary: dict, goal: float) -> str:
-        short = sum(value < goal for value in summary["values"])
-        return f"; below it in {short} of {len(summary['values'])} repetitions" if short else ""
-
-    products_share = (_rate(results, f"products_{HEADLINE_BATCH_SIZE}")["median"] * results["flops_per_example"]
-                      / (results["matmul_gflops"] * 1e9))
-    return [
-        f"`tf-mlp train` at batch {HEADLINE_BATCH_SIZE} >= {GOALS['fit_default']}x model.fit at defaults: "
-        f"{_ratio_cell(ratio['over_fit_default'])} ({mark(ratio['over_fit_default']['median'], GOALS['fit_default'])}"
-        f"{below(ratio['over_fit_default'], GOALS['fit_default'])})",
-        f"`tf-mlp train` at batch {HEADLINE_BATCH_SIZE} >= {GOALS['fit_tuned']}x model.fit with steps_per_execution "
-        f"tuned: {_ratio_cell(ratio['over_fit_tuned'])} ({mark(ratio['over_fit_tuned']['median'], GOALS['fit_tuned'])}"
-        f"{below(ratio['over_fit_tuned'], GOALS['fit_tuned'])})",
-        f"`tf-mlp train` at batch {HEADLINE_BATCH_SIZE} >= {GOALS['matmul_peak_fraction']:.0%} of the matrix-multiply "
-        f"peak: {ratio['matmul_peak_fraction']:.0%} "
-        f"({mark(ratio['matmul_peak_fraction'], GOALS['matmul_peak_fraction'])})"
-        f"{' (not conclusive: measured under load)' if loaded(results) else ''}; "
-        f"the step's own products alone reach {products_share:.0%} at this batch",
-    ]

@@ -17,11 +17,11 @@ import gzip
 import os
 import pathlib
 import struct
-import tempfile
 import zlib
 
 import numpy as np
 
+from tf_mlp import files
 from tf_mlp.contract import IMAGE_SIZE
 from tf_mlp.errors import DataError
 
@@ -126,15 +126,8 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
         payload = gzip.compress(payload, compresslevel=6, mtime=0)
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(payload)
-        # Written beside the target and renamed over it: a reader never sees a half-written IDX file.
-        os.replace(temporary, path)
-    except BaseException:
-        pathlib.Path(temporary).unlink(missing_ok=True)
-        raise
+    # A reader never sees a half-written IDX file, even after a crash or a power loss.
+    files.write_atomically(path, payload)
 
 
 def _read_bytes(path: pathlib.Path) -> bytes:

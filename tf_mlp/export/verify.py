@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_mlp import contract, layout
-from tf_mlp.errors import ExportError
+from tf_mlp.errors import ExportError, first_line
 from tf_mlp.export import describe, signatures, warmup
 
 TOLERANCE = 1e-6
@@ -44,16 +44,6 @@ def expected_probabilities(model, pixels: np.ndarray) -> np.ndarray:
 
 def _fail(what: str, detail: str):
     raise ExportError(f"verification failed, version not published: {what}: {detail}")
-
-
-_PREAMBLES = ("Graph execution error:", "Detected at node")
-"""Lines a Session's errors start with that say nothing about the failure."""
-
-
-def _first_line(error: Exception) -> str:
-    message = error.message if isinstance(error, tf.errors.OpError) else str(error)
-    lines = [line.strip() for line in message.splitlines() if line.strip() and not line.strip().startswith(_PREAMBLES)]
-    return lines[0] if lines else type(error).__name__
 
 
 class SessionModel:
@@ -152,7 +142,7 @@ def check_signatures(loaded, loader: str, pixels: np.ndarray, expected: np.ndarr
         try:
             outputs = loaded.run(signature, inputs)
         except (tf.errors.OpError, TypeError, ValueError, KeyError) as error:
-            _fail(what, _first_line(error))
+            _fail(what, first_line(error))
         differences[signature] = outputs_check(what, outputs)
 
     def predictions(what, outputs):
@@ -186,7 +176,7 @@ def _load(loader_class, loader: str, saved_model_dir):
     try:
         return loader_class(saved_model_dir)
     except (tf.errors.OpError, OSError, RuntimeError, ValueError) as error:
-        _fail(f"loading ({loader})", _first_line(error))
+        _fail(f"loading ({loader})", first_line(error))
 
 
 def verify_saved_model(saved_model_dir, model, class_names, pixels: np.ndarray) -> dict:
@@ -213,10 +203,10 @@ def verify_saved_model(saved_model_dir, model, class_names, pixels: np.ndarray) 
             if loader == SESSION_LOADER:
                 # TensorFlow Serving replays the warmup file in the session it serves from.
                 try:
-                    warmup_records = warmup.replay(loaded.run,
-                                                   layout.assets_extra_path(saved_model_dir, contract.WARMUP_FILE))
+                    warmup_file = layout.assets_extra_path(saved_model_dir, contract.WARMUP_FILE)
+                    warmup_records = warmup.replay(loaded.run, warmup_file)
                 except (tf.errors.OpError, KeyError, ValueError) as error:
-                    _fail(f"warmup request ({loader})", _first_line(error))
+                    _fail(f"warmup request ({loader})", first_line(error))
         finally:
             loaded.close()
     return {

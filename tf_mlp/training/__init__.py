@@ -9,7 +9,7 @@
     runs.py         reading a run directory, restoring its checkpoints, the one-writer lock
 
 `from tf_mlp.training import train_and_evaluate` is the entry point. Importing
-this package imports nothing heavy (config.py reads the optimizer table from
+this package imports nothing heavy (tf_mlp.config reads the optimizer table from
 here without TensorFlow); the loop is imported on first use.
 """
 

@@ -17,7 +17,7 @@ import tempfile
 
 from tf_mlp import layout
 from tf_mlp.config import Config
-from tf_mlp.errors import CheckpointError, TfMlpError
+from tf_mlp.errors import CheckpointError, TfMlpError, first_line
 
 
 def check_writable(run_dir) -> None:
@@ -94,19 +94,14 @@ def restore_checkpoint(checkpoint, path: str, *, partial: bool = False) -> None:
             status = status.expect_partial()
         status.assert_existing_objects_matched()
     except AssertionError as error:
-        raise CheckpointError(f"{path}: checkpoint does not match the run's config ({_first_line(error)})") from None
+        raise CheckpointError(f"{path}: checkpoint does not match the run's config ({first_line(error)})") from None
     except (IndexError, ValueError, tf.errors.OpError) as error:
         # A file cut short (disk full, a copy interrupted) reads as
         # "IndexError: Read less bytes than requested" from deep inside TensorFlow.
         raise CheckpointError(
-            f"{path}: checkpoint files are damaged ({_first_line(error)}); delete {os.path.basename(path)}.* "
+            f"{path}: checkpoint files are damaged ({first_line(error)}); delete {os.path.basename(path)}.* "
             f"in {os.path.dirname(path)} to go back to an older checkpoint, or train again in a new run directory"
         ) from None
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def restore_model(run_dir, checkpoint: str | None = None):
@@ -144,8 +139,8 @@ def read_metrics(run_dir, *, drop_torn_last_line: bool = False) -> list[dict]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as error:
-            raise CheckpointError(f"{path}, line {number}: not valid JSON ({error.msg}); "
-                                  "fix or delete that line") from None
+            raise CheckpointError(
+                f"{path}, line {number}: not valid JSON ({error.msg}); fix or delete that line") from None
         if not isinstance(row, dict) or not isinstance(row.get("step"), int):
             raise CheckpointError(f"{path}, line {number}: not a metrics row (a JSON object with an integer step)")
         rows.append(row)
@@ -159,8 +154,8 @@ def read_evaluation(run_dir) -> dict | None:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CheckpointError(f"{path}: not valid JSON ({error}); "
-                              "run `tf-mlp train` on the run directory again to rewrite it") from None
+        raise CheckpointError(
+            f"{path}: not valid JSON ({error}); run `tf-mlp train` on the run directory again to rewrite it") from None
 
 
 class RunLockedError(TfMlpError):

@@ -1,11 +1,4 @@
-"""One typed configuration for data, model and training, with presets.
-
-The resolved config is saved as ``config.json`` in every run directory and
-restored from it, so a run can be resumed, evaluated and exported without
-repeating its options. Presets are complete configs; command-line options
-override individual fields of the chosen preset (the override wins, and the
-resulting config is what ``config.json`` records).
-"""
+"""The typed configuration: its sections, their validation, and the command-line options declared on their fields."""
 
 from __future__ import annotations
 
@@ -113,10 +106,10 @@ class DataConfig:
     """Which data set, where it lives, and how it is split."""
 
     name: str = option("fashion_mnist", "Data set.", flag="--data", choices=DATA_SETS)
-    """A name in tf_mlp/data/catalog.py: fashion_mnist, mnist, notmnist (archives of PNGs),
-    idx (any IDX directory), ..."""
-    source_dir: str | None = option(None, "Raw data: IDX directory or notMNIST archives "
-                                          "(default: the data set's usual place).")
+    """A name in tf_mlp/data/catalog.py: fashion_mnist, mnist, notmnist (archives of PNGs), idx (any IDX
+    directory), ..."""
+    source_dir: str | None = option(
+        None, "Raw data: IDX directory or notMNIST archives (default: the data set's usual place).")
     """Raw files: an IDX directory or a directory of notMNIST archives/folders.
     None means the data set's default (Debian's fashion-mnist package for
     fashion_mnist, the TFDS catalogue download for mnist)."""
@@ -268,9 +261,9 @@ class Config:
         except IsADirectoryError:
             raise ConfigError(f"{path}: is a directory, not a config file") from None
         except UnicodeDecodeError as error:
-            line = error.object[:error.start].count(b"\n") + 1
-            raise ConfigError(f"{path}: not UTF-8 text (byte {error.object[error.start]:#04x} on line {line}, "
-                              f"offset {error.start})") from None
+            line, byte = error.object[:error.start].count(b"\n") + 1, error.object[error.start]
+            raise ConfigError(
+                f"{path}: not UTF-8 text (byte {byte:#04x} on line {line}, offset {error.start})") from None
         except json.JSONDecodeError as error:
             raise ConfigError(f"{path}: not valid JSON ({error})") from None
         _check(isinstance(values, dict), f"{path}: a config must be a JSON object")
@@ -332,159 +325,3 @@ def _section(section_class, values: dict, name: str):
                    f"config field {name}.{key} must be a list of integers, got {list(value)!r}")
         converted[key] = value
     return section_class(**converted)
-
-
-# --- Presets -----------------------------------------------------------------
-# Each preset is a complete, documented Config. Numbers marked "course" are the
-# lesson's values; numbers marked "sweep" come from runs on this project's
-# 2-core machine, on Fashion-MNIST (and, for deep, also the notMNIST sample),
-# chosen by validation accuracy (see docs/RESULTS.md for the commands).
-
-
-def logistic() -> Config:
-    """The lesson's first classifier: no hidden layer, W 784x10 + b 10 = 7850
-    parameters, plain minibatch SGD (course: learning rate 0.5 on scaled
-    pixels, batch 128)."""
-    return Config(
-        model=ModelConfig(hidden_units=()),
-        train=TrainConfig(epochs=20, batch_size=128, optimizer="sgd", learning_rate=0.5),
-    )
-
-
-def mlp() -> Config:
-    """The lesson's network: one hidden layer of 1024 ReLUs between two
-    matrices (814,090 parameters), Adam at 1e-3, batch 128, 20 epochs."""
-    return Config(
-        model=ModelConfig(hidden_units=(1024,)),
-        train=TrainConfig(epochs=20, batch_size=128, optimizer="adam", learning_rate=1e-3),
-    )
-
-
-def mlp_l2() -> Config:
-    """The lesson's network with an L2 penalty on the kernels (course: beta
-    around 1e-3 on the summed squares; here 1e-5 per weight, as Keras's L2
-    regularizer counts it, from a sweep of 1e-6..1e-3)."""
-    config = mlp()
-    return config.override("model", l2=1e-5)
-
-
-def mlp_dropout() -> Config:
-    """The lesson's network with dropout 0.5 after the hidden layer (course:
-    keep probability 0.5)."""
-    config = mlp()
-    return config.override("model", dropout_rate=0.5)
-
-
-def deep() -> Config:
-    """Two wide hidden layers with dropout, random one-pixel shifts of the
-    training images and learning-rate decay, early stopping on validation:
-    the best MLP recipe this project found, one recipe for Fashion-MNIST and
-    the notMNIST sample.
-
-    Chosen by validation accuracy (never by test accuracy) among recipes
-    without left-right mirroring (a mirror changes a letter, so the preset
-    must not assume mirror-symmetric classes). One run per line with
-    `tf-mlp train --preset deep` plus the options named, niced on the shared
-    2-core machine; validation / test accuracy, training seconds, load
-    average during the run. --seed also reseeds the validation split (and
-    on the notMNIST sample the test hold-out).
-
-    This preset: --hidden 2048,1024 --dropout 0.2 --l2 0 --shift 1
-    --batch-size 256, 50 epochs, lr 1e-3 x 0.3 per 4,000 steps, patience 10.
-    Options below that do not name dropout, l2 or shift keep the former
-    preset's (dropout 0.4, l2 1e-6, no shift), and every run had 40 epochs
-    except this preset's (50). The schedule counts steps and a seed fixes
-    the run (the 50-epoch notMNIST runs repeated the 40-epoch figures
-    exactly), so a 50-epoch run is the 40-epoch run plus ten epochs.
-
-    notMNIST sample (validation 680, test 1,200):
-    - this preset, seeds 0 / 1 / 2: 0.9368 / 0.9200, 0.9338 / 0.9283,
-      0.9206 / 0.9342, mean 0.9304 / 0.9275 (20, 17, 24 s at load 1-2;
-      early stopping ends them at epochs 37, 31, 41, so 40 epochs gave the
-      same figures in 33, 28, 37 s at load 3-4);
-    - the former preset, seeds 0 / 1 / 2: 0.9221 / 0.9075, 0.9235 / 0.9125,
-      0.9074 / 0.9242, mean 0.9177 / 0.9147 (seed 0 from the earlier
-      sweep; 18, 18 s at load 4);
-    - --shift 2 --dropout 0.2 --l2 0, seeds 0 / 1 / 2: 0.9382 / 0.9167,
-      0.9324 / 0.9375, 0.9353 / 0.9333, mean 0.9353 / 0.9292 (34, 37, 32 s
-      at load 4); better on validation here, but see Fashion-MNIST;
-    - --shift 1: 0.9368 / 0.9117 (37 s, load 1-3); with --l2 0: 0.9397 /
-      0.9192 (46 s, load 3-4); --shift 2: 0.9412 / 0.9117 (36 s, load 4-5);
-      --shift 1 --label-smoothing 0.1: 0.9353 / 0.9142 (48 s, load 5);
-      --shift 1 --input-dropout 0.1: 0.9338 / 0.9142 (53 s, load 6-8);
-      --hidden 1024,1024 --dropout 0.3 --shift 1 --l2 0: 0.9338 / 0.9158
-      (23 s, load 7).
-    Fashion-MNIST (validation 5,000, test 10,000):
-    - this preset with 40 epochs: 0.9120 / 0.9056, 291 s at load 3-3.5
-      (best epoch 38); --seed 1: 0.9108 / 0.9040, 257 s at load 2-5 (best
-      epoch 40: still improving, hence 50 epochs);
-    - the former preset --seed 1: 0.9128 / 0.9064, 205 s at load 2-3;
-    - --shift 1 --l2 0 (dropout 0.4): 0.9094 / 0.8972, 390 s at load 5-6,
-      still underfitting at epoch 40 (train accuracy 0.906): shifts and
-      dropout 0.4 together regularize too hard for 40 epochs;
-    - --shift 2 --l2 0 --dropout 0.2: 0.9028 / 0.8943, 276 s at load 3-4
-      (two-pixel moves cost the garments what they gain the letters);
-    - this preset (50 epochs): 0.9138 / 0.9069, 250 s at load 2-2.6 (best
-      epoch 46); --seed 1: 0.9148 / 0.9054, 244 s at load 2-2.5 (best
-      epoch 43); --seed 2: 0.9150 / 0.9048, 246 s at load 2-2.4 (best
-      epoch 42); mean 0.9145 / 0.9057.
-
-    Earlier sweep (the former preset was chosen from it, on Fashion-MNIST):
-    - the former preset (best epoch 37): 0.9128 / 0.9060, 509 s at load 4-8;
-    - --hidden 1024,1024 --dropout 0.3 (stopped at epoch 37, best 27):
-      0.9118 / 0.9036, 468 s at load 6-16;
-    - 1024,512,256, dropout 0.3, batch 128, 30 epochs, decay 0.5 per 4,300
-      steps: 0.9072 / 0.9015;
-    - --hidden 1024,1024 --dropout 0.5 --input-dropout 0.2, 50 epochs: 0.9084 /
-      0.8984, 666 s (regularized so hard it still underfits at epoch 50);
-    - --hidden 1024,1024 --dropout 0.3 --flip, 60 epochs (stopped at 47):
-      0.9132 / 0.9008, 1,226 s at load 11-21 (mirrored, so not eligible);
-    - --hidden 1024,1024 --dropout 0.3 --shift 1: behind the unshifted run at
-      every epoch it ran (0.861 at epoch 5 against 0.873), stopped;
-    - 2048,2048 (dropout 0.5) and 2048,1024 (dropout 0.4, --flip) ran at
-      300-900 examples/s under a load of 12-21 and were stopped unfinished.
-    notMNIST sample, same era: the former preset 0.9221 / 0.9075, 41 s
-    (stopped at epoch 19); --hidden 1024,1024 --dropout 0.3: 0.9206 /
-    0.9083; that with --shift 1: 0.9353 / 0.9125 (0.9426 / 0.9200 with
-    --l2 0); with --dropout 0.5 --input-dropout 0.2: 0.9324 / 0.9125; with
-    --flip: 0.9118 / 0.8850.
-
-    So in 40 epochs one-pixel shifts with lighter dropout cost Fashion-MNIST
-    at most noise on validation (0.9120 and 0.9108 against 0.9128 and
-    0.9128 over two seeds; its figures move by about 0.003 from noise) and
-    raise the notMNIST sample's mean validation over three seeds from 0.9177
-    to 0.9304 (its figures move by about 0.008 from noise, with 680
-    validation and 1,200 test images); ten more epochs win back
-    Fashion-MNIST's validation and stay within 10 minutes of training on 2
-    cores (250 s at load 2; 40 epochs took 291-390 s at load 3-6, so 50
-    take about 490 s there). Two-pixel shifts
-    gain the letters a little more on validation but lose Fashion-MNIST
-    0.009, so one recipe serves both and no per-data-set augmentation is
-    needed. Fashion-MNIST passes 0.905 with this preset's seed and on the
-    mean of three seeds (0.9069, 0.9054, 0.9048: within its noise of 0.905
-    either way, and not 0.91); every notMNIST seed reaches 0.92.
-    """
-    return Config(
-        model=ModelConfig(hidden_units=(2048, 1024), dropout_rate=0.2, l2=0.0),
-        train=TrainConfig(
-            epochs=50, batch_size=256, optimizer="adam", learning_rate=1e-3,
-            decay_rate=0.3, decay_steps=4000, early_stopping_patience=10, shift=1,
-        ),
-    )
-
-
-PRESETS: dict[str, typing.Callable[[], Config]] = {
-    "logistic": logistic,
-    "mlp": mlp,
-    "mlp_l2": mlp_l2,
-    "mlp_dropout": mlp_dropout,
-    "deep": deep,
-}
-DEFAULT_PRESET = "mlp"
-
-
-def preset(name: str) -> Config:
-    """The named preset, or ConfigError listing the known ones."""
-    if name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    return PRESETS[name]().validate()
