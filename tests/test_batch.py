@@ -23,17 +23,17 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from tests import serving_helpers, synthetic
+from tests import commands, serving_helpers, synthetic
 from tests.conftest import free_port, png_bytes
 from tests.flaky_proxy import FlakyProxy
-from tests.predictions import assert_no_near_ties, assert_predictions_match, other_kernels_reference
+from tests.predictions import assert_no_near_ties, assert_predictions_match, near_ties, other_kernels_reference
 from tf_mlp import batch, client, predict_cli
 from tf_mlp.batch.journal import Journal
 from tf_mlp.data import idx
 from tf_mlp.errors import ConfigError
+from tf_mlp.training.runs import read_evaluation
 
 BATCH_COMMAND = [sys.executable, "-m", "tf_mlp.cli", "batch-predict"]
-FASHION_MNIST_DIR = pathlib.Path("/usr/share/datasets/fashion-mnist")
 FAST_RETRIES = client.RetryPolicy(max_attempts=6, initial_backoff=0.01, max_backoff=0.05)
 COUNT = 120
 
@@ -439,26 +439,23 @@ def test_a_journal_for_other_inputs_is_refused(tmp_path):
 
 
 @pytest.mark.real_data
-@pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(), reason="Fashion-MNIST IDX files not installed")
-def test_fashion_mnist_accuracy_over_rest_equals_the_in_process_evaluation(tmp_path):
-    from tf_mlp.config import preset
-    from tf_mlp.export import export_run
-    from tf_mlp.training import train_and_evaluate
-
-    config = preset("mlp").override("model", hidden_units=(128,)).override("train", epochs=1)
-    evaluation = train_and_evaluate(config, tmp_path / "run", verbose=False)
-    export_run(tmp_path / "run", tmp_path / "models")
-    server = serving_helpers.start_server(model_base_path=str(tmp_path / "models" / "tf_mlp"))
+def test_fashion_mnist_accuracy_over_rest_equals_the_in_process_evaluation(tmp_path, fashion_mnist_run):
+    evaluation = read_evaluation(fashion_mnist_run.run_dir)
+    server = serving_helpers.start_server(model_base_path=str(fashion_mnist_run.export.path.parent))
     try:
-        result = run_script("tfds:fashion_mnist/test", "-o", tmp_path / "predictions.csv", "--target",
-                            f"rest://127.0.0.1:{server.rest_port}", "--summary", tmp_path / "summary.json")
+        result = run_script("tfds:fashion_mnist/test", "--data-dir", fashion_mnist_run.data_dir, "-o",
+                            tmp_path / "predictions.csv", "--target", f"rest://127.0.0.1:{server.rest_port}",
+                            "--summary", tmp_path / "summary.json")
     finally:
         server.stop()
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert (summary["inputs"], summary["failures"], summary["labelled"]) == (10000, 0, 10000)
-    assert summary["correct"] == round(evaluation["test_accuracy"] * 10000)
-    assert summary["accuracy"] == evaluation["test_accuracy"]
+    # Chunks of 256 over REST against the evaluation's 1000 in this process: the counts of correct class ids agree
+    # but for images whose two most probable classes float32 rounding may swap (usually none; tests/predictions.py).
+    allowed = int(near_ties(fashion_mnist_run.test_probabilities).sum())
+    assert abs(summary["correct"] - round(evaluation["test_accuracy"] * 10000)) <= allowed
+    assert summary["accuracy"] == pytest.approx(evaluation["test_accuracy"], abs=allowed / 10000)
 
 
 # ---- class folders, the summary, polarity --------------------------------------------------------------------
@@ -566,8 +563,6 @@ def _without_tensorflow_noise(stderr: str) -> list[str]:
 
 def _as_unprivileged(command: list) -> list:
     """Root ignores directory permissions; without CAP_DAC_OVERRIDE it obeys them, as any user does."""
-    if os.geteuid() != 0:
-        return command
     import shutil
 
     if shutil.which("setpriv") is None:
@@ -575,12 +570,11 @@ def _as_unprivileged(command: list) -> list:
     return ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--", *command]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("output, message", [
     ("missing/out.csv", "Error: missing: no such directory for the output out.csv"),
     ("file.txt/out.csv", "Error: file.txt is not a directory; cannot write the output out.csv there"),
-    ("read-only/out.csv", "Error: read-only: cannot create files there for the output out.csv "
-                          "(Permission denied)"),
+    pytest.param("read-only/out.csv", "Error: read-only: cannot create files there for the output out.csv "
+                                      "(Permission denied)", marks=pytest.mark.slow),  # a process, as root
     ("read-only", "Error: read-only is a directory; give a file name for the output"),
 ])
 def test_an_output_that_cannot_be_written_fails_before_any_work(tmp_path, npy_inputs, output, message):
@@ -592,9 +586,13 @@ def test_an_output_that_cannot_be_written_fails_before_any_work(tmp_path, npy_in
     os.chmod(tmp_path / "read-only", 0o555)
     try:
         before = _snapshot(tmp_path)
-        command = [*BATCH_COMMAND, str(npy_inputs[0]), "-o", output, "--format", "csv", "--target", "no-model"]
-        result = subprocess.run(_as_unprivileged(command), cwd=tmp_path, capture_output=True, text=True,
-                                timeout=120)
+        arguments = [npy_inputs[0], "-o", output, "--format", "csv", "--target", "no-model"]
+        if output.startswith("read-only/") and os.geteuid() == 0:
+            # Root writes anywhere: a process without that capability is needed to see the refusal.
+            command = _as_unprivileged([*BATCH_COMMAND, *map(str, arguments)])
+            result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        else:
+            result = commands.run_in_process("batch-predict", *arguments, cwd=tmp_path)
         assert result.returncode == 1, result.stderr
         assert _without_tensorflow_noise(result.stderr) == [message]
         assert result.stdout == "" and _snapshot(tmp_path) == before

@@ -9,7 +9,6 @@ import pytest
 import tensorflow as tf
 from click.testing import CliRunner
 
-from tests.conftest import FASHION_MNIST_DIR
 from tf_mlp.cli import main
 from tf_mlp.config import preset
 from tf_mlp.training.runs import load_config, read_evaluation, read_metrics
@@ -159,10 +158,9 @@ def test_sigkill_mid_epoch_then_the_same_command_resumes_and_finishes(tmp_path, 
 
 
 @pytest.mark.real_data
-@pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
-def test_default_model_one_epoch_on_real_fashion_mnist(tmp_path):
-    result = CliRunner().invoke(main, ["train", "--epochs", "1", "--run-dir", str(tmp_path / "run")])
-    assert result.exit_code == 0, result.output
-    evaluation = read_evaluation(tmp_path / "run")
+def test_default_model_one_epoch_on_real_fashion_mnist(fashion_mnist_run):
+    # `tf-mlp train --epochs 1 --data-dir ...` of the default model, run once per session for every real-data test.
+    assert fashion_mnist_run.train.returncode == 0, fashion_mnist_run.train.stderr
+    evaluation = read_evaluation(fashion_mnist_run.run_dir)
     assert evaluation["split_sizes"] == {"train": 55000, "validation": 5000, "test": 10000}
     assert evaluation["test_accuracy"] >= 0.84
