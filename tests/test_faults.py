@@ -159,6 +159,8 @@ def test_training_sigkilled_at_five_random_points_resumes_to_the_uninterrupted_w
     assert read_evaluation(killed_run)["steps"] == planned
     killed, uninterrupted = _trained_variables(killed_run), _trained_variables(reference_run)
     assert killed.keys() == uninterrupted.keys() and any(name.startswith("model") for name in killed)
+    # Bit for bit: both runs take the same batches through the same kernels (this machine, these settings), so
+    # a resume that restores everything (weights, optimizer, random state, position) reproduces every rounding.
     for name, value in uninterrupted.items():
         np.testing.assert_array_equal(killed[name], value, err_msg=name)
     FAULTS["training SIGKILL (restarted with the same command)"] += len(targets)

@@ -51,7 +51,8 @@ def test_the_train_function_returns_named_sums_over_its_steps(tiny_config, tiny_
     permutation = data.permutation(0, 0)
 
     def call(first_batch, count):
-        return train(permutation, tf.constant(0, tf.int64), tf.constant(first_batch, tf.int64), tf.constant(count, tf.int64)).numpy()
+        return train(permutation, tf.constant(0, tf.int64), tf.constant(first_batch, tf.int64),
+                     tf.constant(count, tf.int64)).numpy()
 
     penalty = float(tf.add_n(model.losses))  # the L2 penalty of the weights the first step sees
     one = call(0, 1)
@@ -62,7 +63,8 @@ def test_the_train_function_returns_named_sums_over_its_steps(tiny_config, tiny_
     assert three.count == 3 * 32 and three.regularization > 0  # the penalty once per step, not per example
 
 
-def test_interrupted_run_resumes_at_the_exact_step_with_identical_weights(tmp_path, tiny_config, tiny_splits, monkeypatch):
+def test_interrupted_run_resumes_at_the_exact_step_with_identical_weights(tmp_path, tiny_config, tiny_splits,
+                                                                          monkeypatch):
     # Dropout and augmentation included: their randomness must resume exactly too.
     config = tiny_config.override("model", dropout_rate=0.3).override("train", epochs=3, flip=True, shift=1)
     train_and_evaluate(config, tmp_path / "uninterrupted", splits=tiny_splits, verbose=False)
@@ -90,6 +92,8 @@ def test_interrupted_run_resumes_at_the_exact_step_with_identical_weights(tmp_pa
 
     summary = train_and_evaluate(config, tmp_path / "resumed", splits=tiny_splits, verbose=False)
     assert summary["steps"] == 48
+    # Bit for bit: the same batches through the same kernels in this process, so an exact resume repeats every
+    # rounding of the uninterrupted run.
     for resumed, uninterrupted in zip(_weights(tmp_path / "resumed"), _weights(tmp_path / "uninterrupted")):
         np.testing.assert_array_equal(resumed, uninterrupted)
     assert [row["epoch"] for row in read_metrics(tmp_path / "resumed")] == [1, 2, 3]
@@ -103,15 +107,18 @@ def test_finished_run_started_again_does_not_train_more(tmp_path, tiny_config, t
 
 def test_resuming_with_a_different_model_is_refused(tmp_path, tiny_config, tiny_splits):
     train_and_evaluate(tiny_config.override("train", epochs=1), tmp_path, splits=tiny_splits, verbose=False)
-    with pytest.raises(ConfigError, match=r"trained with other options \(model.hidden_units \(32,\) -> \(16,\); train.epochs 1 -> 2"):
-        train_and_evaluate(tiny_config.override("model", hidden_units=(16,)), tmp_path, splits=tiny_splits, verbose=False)
+    refusal = r"trained with other options \(model.hidden_units \(32,\) -> \(16,\); train.epochs 1 -> 2"
+    with pytest.raises(ConfigError, match=refusal):
+        train_and_evaluate(tiny_config.override("model", hidden_units=(16,)), tmp_path, splits=tiny_splits,
+                           verbose=False)
     assert load_config(tmp_path) == tiny_config.override("train", epochs=1)  # config.json still says what ran
 
 
 def test_resuming_may_change_only_where_and_how_it_checkpoints(tmp_path, tiny_config, tiny_splits):
     config = tiny_config.override("train", epochs=1)
     train_and_evaluate(config, tmp_path, splits=tiny_splits, verbose=False)
-    changed = config.override("train", checkpoint_every_steps=7, max_checkpoints=5).override("data", data_dir=str(tmp_path / "elsewhere"))
+    changed = (config.override("train", checkpoint_every_steps=7, max_checkpoints=5)
+               .override("data", data_dir=str(tmp_path / "elsewhere")))
     summary = train_and_evaluate(changed, tmp_path, splits=tiny_splits, verbose=False)
     assert summary["steps"] == 16 and load_config(tmp_path) == changed
     with pytest.raises(ConfigError, match="train.label_smoothing 0.0 -> 0.1"):
@@ -196,7 +203,8 @@ from tests import synthetic
 from tf_mlp import config
 from tf_mlp.training import train_and_evaluate
 from tf_mlp.training.runs import read_metrics, restore_model
-run_config = config.preset("mlp").override("model", hidden_units=(32,)).override("train", epochs=2, batch_size=64, optimizer="momentum", learning_rate=0.05, flip=True, shift=1)
+run_config = config.preset("mlp").override("model", hidden_units=(32,)).override(
+    "train", epochs=2, batch_size=64, optimizer="momentum", learning_rate=0.05, flip=True, shift=1)
 run_config = run_config.override("model", l2=1e-4)
 splits = synthetic.make_splits()
 out = {}
@@ -206,7 +214,9 @@ for strategy in ("default", "mirrored"):
     _, model = restore_model(run)
     out[strategy] = {"losses": [row["train_loss"] for row in read_metrics(run)],
                      "weights": [v.numpy().tolist() for v in model.trainable_variables],
-                     "replicas": tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")]).num_replicas_in_sync if strategy == "mirrored" else 1}
+                     "replicas": tf.distribute.MirroredStrategy(
+                         [d.name for d in tf.config.list_logical_devices("CPU")]).num_replicas_in_sync
+                     if strategy == "mirrored" else 1}
 print(json.dumps(out))
 """
 
@@ -229,7 +239,8 @@ def test_mirrored_strategy_on_two_logical_cpus_matches_one_device(tmp_path):
 def test_label_smoothing_raises_the_training_loss_floor(tmp_path, tiny_config, tiny_splits):
     config = tiny_config.override("train", epochs=2)
     train_and_evaluate(config, tmp_path / "plain", splits=tiny_splits, verbose=False)
-    train_and_evaluate(config.override("train", label_smoothing=0.2), tmp_path / "smooth", splits=tiny_splits, verbose=False)
+    train_and_evaluate(config.override("train", label_smoothing=0.2), tmp_path / "smooth", splits=tiny_splits,
+                       verbose=False)
     plain, smooth = read_metrics(tmp_path / "plain")[-1], read_metrics(tmp_path / "smooth")[-1]
     # Smoothed targets can never be matched exactly, so the loss stays well above the one-hot loss.
     assert smooth["train_loss"] > plain["train_loss"] + 0.1
