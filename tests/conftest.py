@@ -14,11 +14,11 @@ import pytest  # noqa: E402
 
 from tests import synthetic  # noqa: E402
 from tf_mlp import config  # noqa: E402
+from tf_mlp.data.catalog import DEBIAN_FASHION_MNIST as FASHION_MNIST_DIR  # noqa: E402
 from tf_mlp.server.process import free_port  # noqa: E402,F401 - one free_port for the tests and the package
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTMNIST_SAMPLE = REPO_ROOT.parent / "shared" / "data" / "notmnist-sample"
-FASHION_MNIST_DIR = pathlib.Path("/usr/share/datasets/fashion-mnist")
 TF_START_UP_MARKERS = ("cuInit", "oneDNN", "absl::InitializeLog", "cudart_stub", "cuda drivers")
 """Fragments of TensorFlow's start-up lines, which `tf-mlp` and scripts/benchmark.py keep off the screen."""
 
@@ -65,6 +65,17 @@ def expected(images):
     from tests import serving_helpers
 
     return serving_helpers.serving_default_outputs(images)
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist_run(tmp_path_factory):
+    """Real Fashion-MNIST prepared, the default model trained one epoch and exported, once per test session
+    (tests/real_data.py); skips where Debian's Fashion-MNIST files are not installed."""
+    from tests import real_data
+
+    if not FASHION_MNIST_DIR.is_dir():
+        pytest.skip(f"{FASHION_MNIST_DIR} is missing (make data installs it)")
+    return real_data.prepare_train_and_export(tmp_path_factory.mktemp("fashion-mnist"))
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 from click.testing import CliRunner
 
-from tests.conftest import FASHION_MNIST_DIR
+from tests.commands import run_in_process
 from tf_mlp.cli import main
 from tf_mlp.config import preset
 from tf_mlp.training.runs import load_config, read_evaluation, read_metrics
@@ -130,12 +130,12 @@ def test_sigkill_mid_epoch_then_the_same_command_resumes_and_finishes(tmp_path, 
     from tests import synthetic
     from tests.conftest import write_idx_data_set
 
-    # Enough data that an epoch takes several checkpoints: 4096 examples, batch 32.
+    # Enough data that an epoch takes several checkpoints: 4096 examples, batch 32, 32 hidden units.
     splits = synthetic.make_splits(train=4096, validation=128, test=128)
     idx_dir = write_idx_data_set(tmp_path / "idx", splits)
     run_dir = tmp_path / "run"
-    command = [sys.executable, "-m", "tf_mlp.cli"] + _tiny_options(idx_dir, tmp_path, run_dir)[:-2] + [
-        "--hidden", "256", "--checkpoint-every", "10", "--run-dir", str(run_dir)]
+    options = _tiny_options(idx_dir, tmp_path, run_dir) + ["--checkpoint-every", "10"]
+    command = [sys.executable, "-m", "tf_mlp.cli", *options]
     environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     log_path = tmp_path / "first-run.log"
     with log_path.open("wb") as log:
@@ -150,7 +150,8 @@ def test_sigkill_mid_epoch_then_the_same_command_resumes_and_finishes(tmp_path, 
     planned = 2 * (4096 // 32)
     assert 30 <= killed_at < planned, "killed mid-run"
 
-    result = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
+    # The same command again; only the kill needed a process of its own.
+    result = run_in_process(*options)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     resumed_line = [line for line in result.stdout.splitlines() if line.startswith("resuming from")]
     assert resumed_line and f"at step {killed_at} of {planned}" in resumed_line[0]  # not from step 0
@@ -159,10 +160,9 @@ def test_sigkill_mid_epoch_then_the_same_command_resumes_and_finishes(tmp_path, 
 
 
 @pytest.mark.real_data
-@pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
-def test_default_model_one_epoch_on_real_fashion_mnist(tmp_path):
-    result = CliRunner().invoke(main, ["train", "--epochs", "1", "--run-dir", str(tmp_path / "run")])
-    assert result.exit_code == 0, result.output
-    evaluation = read_evaluation(tmp_path / "run")
+def test_default_model_one_epoch_on_real_fashion_mnist(fashion_mnist_run):
+    # `tf-mlp train --epochs 1 --data-dir ...` of the default model, run once per session for every real-data test.
+    assert fashion_mnist_run.train.returncode == 0, fashion_mnist_run.train.stderr
+    evaluation = read_evaluation(fashion_mnist_run.run_dir)
     assert evaluation["split_sizes"] == {"train": 55000, "validation": 5000, "test": 10000}
     assert evaluation["test_accuracy"] >= 0.84

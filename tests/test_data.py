@@ -18,6 +18,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from tests import data_fixtures as fixtures
+from tests.real_data import must_not_connect
 from tf_mlp import data
 from tf_mlp.config import DataConfig
 from tf_mlp.data import catalog, idx, local_builder, notmnist_builder, overlap, sources
@@ -401,7 +402,7 @@ def test_sample_archive_layout_holds_the_packaged_idx_images(tmp_path):
 
 
 def test_packaged_sample_is_the_default_notmnist_source_offline(tmp_path, monkeypatch):
-    monkeypatch.setattr(sources, "_reachable", _must_not_connect)
+    monkeypatch.setattr(sources, "_reachable", must_not_connect)
     splits = data.load_splits(DataConfig(name="notmnist", data_dir=str(tmp_path / "tfds")))
     assert splits.sizes() == {"train": 6120, "validation": 680, "test": 1200}
     assert splits.class_names == catalog.CATALOG["notmnist"].class_names
@@ -429,30 +430,22 @@ def test_packaged_sample_ships_with_its_licence_and_attribution():
             assert (catalog.PACKAGED_NOTMNIST / name).read_bytes() == (fixtures.SHARED_SAMPLE / name).read_bytes()
 
 
-@pytest.mark.slow
 def test_train_notmnist_needs_no_source_dir(tmp_path):
-    import subprocess
-    import sys
+    from tests.commands import run_in_process
 
-    result = subprocess.run(
-        [sys.executable, "-m", "tf_mlp.cli", "train", "--data", "notmnist", "--preset", "logistic", "--epochs", "1",
-         "--data-dir", str(tmp_path / "tfds"), "--run-dir", str(tmp_path / "run")],
-        capture_output=True, text=True, timeout=300)
+    result = run_in_process("train", "--data", "notmnist", "--preset", "logistic", "--epochs", "1",
+                            "--data-dir", tmp_path / "tfds", "--run-dir", tmp_path / "run")
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.splitlines()[-1].startswith("test accuracy: ")
     assert "(1200 test images, 7850 parameters" in result.stdout.splitlines()[-1]
 
 
 @pytest.mark.real_data
-@pytest.mark.skipif(not catalog.DEBIAN_FASHION_MNIST.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
-def test_fashion_mnist_from_debian_files_without_network(tmp_path, monkeypatch):
-    monkeypatch.setattr(sources, "_reachable", _must_not_connect)
-    splits = data.load_splits(DataConfig(data_dir=str(tmp_path / "tfds")))
+def test_fashion_mnist_from_debian_files_without_network(fashion_mnist_run):
+    # Prepared once per session in a fresh TFDS directory, with sources._reachable failing the test if called.
+    splits = fashion_mnist_run.splits
     assert splits.sizes() == {"train": 55000, "validation": 5000, "test": 10000}
     assert splits.class_names == catalog.CATALOG["fashion_mnist"].class_names
     test_images = idx.read_idx(catalog.DEBIAN_FASHION_MNIST / "t10k-images-idx3-ubyte.gz")
     np.testing.assert_array_equal(splits.test.images, test_images)
 
-
-def _must_not_connect(host, timeout=5.0):
-    raise AssertionError(f"tried to reach {host}")

@@ -5,22 +5,18 @@ need their own export base export the restored model again (about 2 s each).
 """
 
 import json
-import pathlib
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from click.testing import CliRunner
 
+from tests.predictions import assert_probabilities_close, near_ties
 from tf_mlp import contract, layout
-from tf_mlp.config import preset
 from tf_mlp.errors import CheckpointError, ExportError
 from tf_mlp.export import card, describe, exporter, verify, versions, warmup
 from tf_mlp.model import build_model
-from tf_mlp.training import train_and_evaluate
 from tf_mlp.training.runs import load_config, read_evaluation
-
-FASHION_MNIST_DIR = pathlib.Path("/usr/share/datasets/fashion-mnist")
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +99,7 @@ def test_serving_default_matches_the_in_memory_model(exported, model, splits):
     pixels = splits.test.images
     outputs = _serve(loaded, pixels)
     expected = tf.nn.softmax(model(pixels, training=False)).numpy()
-    np.testing.assert_allclose(outputs["probabilities"].numpy(), expected, atol=1e-6, rtol=0)
+    assert_probabilities_close(outputs["probabilities"].numpy(), expected)
     np.testing.assert_array_equal(outputs["class_ids"].numpy(), np.argmax(expected, axis=-1))
     names = [splits.class_names[index] for index in np.argmax(expected, axis=-1)]
     assert [name.decode() for name in outputs["class_names"].numpy()] == names
@@ -132,9 +128,7 @@ def test_bytes_signature_gives_serving_default_results_for_png_variants(exported
     files_by_variant = [_variants(image) for image in pixels]
     for variant in files_by_variant[0]:
         outputs = _encoded(loaded, [files[variant] for files in files_by_variant])
-        np.testing.assert_allclose(
-            outputs["probabilities"], expected["probabilities"], atol=1e-6, rtol=0, err_msg=variant
-        )
+        assert_probabilities_close(outputs["probabilities"], expected["probabilities"], variant)
         np.testing.assert_array_equal(outputs["class_ids"], expected["class_ids"], err_msg=variant)
         np.testing.assert_array_equal(outputs["class_names"], expected["class_names"], err_msg=variant)
 
@@ -146,7 +140,7 @@ def test_bytes_signature_converts_color_to_luma(exported):
     luma = np.round(color.astype(np.float64) @ np.array([0.2989, 0.5870, 0.1140])).astype(np.uint8)
     expected = _serve(loaded, luma)
     outputs = _encoded(loaded, [_png(image) for image in color])
-    np.testing.assert_allclose(outputs["probabilities"], expected["probabilities"], atol=1e-6, rtol=0)
+    assert_probabilities_close(outputs["probabilities"], expected["probabilities"])
 
 
 def test_bytes_signature_shrinks_by_area_averaging_and_rounding(exported):
@@ -156,7 +150,7 @@ def test_bytes_signature_shrinks_by_area_averaging_and_rounding(exported):
     block_means = large.reshape(3, 28, 3, 28, 3).astype(np.float64).mean(axis=(2, 4))
     expected = _serve(loaded, np.round(block_means).astype(np.uint8))
     outputs = _encoded(loaded, [_png(image) for image in large])
-    np.testing.assert_allclose(outputs["probabilities"], expected["probabilities"], atol=1e-6, rtol=0)
+    assert_probabilities_close(outputs["probabilities"], expected["probabilities"])
 
 
 def test_bytes_signature_reads_jpeg(exported, splits):
@@ -185,6 +179,7 @@ def test_raw_signature_gives_serving_default_results(exported, splits):
     expected = _serve(loaded, pixels)
     raw = tf.constant([image.tobytes() for image in pixels], dtype=tf.string)
     outputs = loaded.signatures[contract.RAW_SIGNATURE](pixels_bytes=raw)
+    # Exactly equal: the same pixels in the same batch through the same loaded model, in this process.
     np.testing.assert_array_equal(outputs["probabilities"], expected["probabilities"])
     np.testing.assert_array_equal(outputs["class_names"], expected["class_names"])
 
@@ -202,7 +197,7 @@ def test_predict_images_takes_the_mnist_example_float_pixels(exported, splits):
     unit_floats = pixels.reshape(32, 784).astype(np.float32) / 255.0
     outputs = loaded.signatures[contract.MNIST_EXAMPLE_SIGNATURE](images=tf.constant(unit_floats))
     assert set(outputs) == {"scores"}
-    np.testing.assert_allclose(outputs["scores"], _serve(loaded, pixels)["probabilities"], atol=1e-6, rtol=0)
+    assert_probabilities_close(outputs["scores"], _serve(loaded, pixels)["probabilities"])
 
 
 def test_classify_signature_takes_serialized_tf_examples(exported, splits):
@@ -210,7 +205,7 @@ def test_classify_signature_takes_serialized_tf_examples(exported, splits):
     pixels = splits.test.images[:8]
     examples = [warmup.make_example(_png(image)).SerializeToString() for image in pixels]
     outputs = loaded.signatures[contract.CLASSIFY_SIGNATURE](inputs=tf.constant(examples))
-    np.testing.assert_allclose(outputs["scores"], _serve(loaded, pixels)["probabilities"], atol=1e-6, rtol=0)
+    assert_probabilities_close(outputs["scores"], _serve(loaded, pixels)["probabilities"])
     assert outputs["classes"].numpy().astype(str).tolist() == [list(splits.class_names)] * 8
     assert describe.signature_summary(result.path)["classify"]["method"] == "tensorflow/serving/classify"
     pixels_feature = tf.train.Feature(int64_list=tf.train.Int64List(value=[0]))
@@ -442,14 +437,8 @@ def test_cli_export_help_documents_every_option(cli):
 
 
 @pytest.mark.real_data
-@pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(), reason=f"{FASHION_MNIST_DIR} is missing")
-def test_fashion_mnist_accuracy_is_the_same_through_every_path(tmp_path):
-    from tf_mlp.data import load_splits
-
-    config = preset("mlp").override("train", epochs=1)
-    real = load_splits(config.data)
-    summary = train_and_evaluate(config, tmp_path / "run", splits=real, verbose=False)
-    result = exporter.export_run(tmp_path / "run", tmp_path / "models")
+def test_fashion_mnist_accuracy_is_the_same_through_every_path(fashion_mnist_run):
+    real, result = fashion_mnist_run.splits, fashion_mnist_run.export
     loaded = tf.saved_model.load(str(result.path))
     labels = real.test.labels
     served, decoded = [], []
@@ -457,8 +446,15 @@ def test_fashion_mnist_accuracy_is_the_same_through_every_path(tmp_path):
         pixels = real.test.images[start:start + 1000]
         served.append(_serve(loaded, pixels)["class_ids"].numpy())
         decoded.append(_encoded(loaded, [_png(image) for image in pixels])["class_ids"].numpy())
-    serving_accuracy = float(np.mean(np.concatenate(served) == labels))
-    bytes_accuracy = float(np.mean(np.concatenate(decoded) == labels))
-    assert serving_accuracy == bytes_accuracy == summary["test_accuracy"] == card.read(result.path)["test_accuracy"]
-    assert serving_accuracy > 0.8
-    print(json.dumps({"test_accuracy": serving_accuracy, "export_seconds": result.seconds}))
+    # Pixels and PNG bytes: the same images in the same batches through one loaded model, the same computation.
+    np.testing.assert_array_equal(np.concatenate(decoded), np.concatenate(served))
+    correct = int(np.sum(np.concatenate(served) == labels))
+    evaluation = read_evaluation(fashion_mnist_run.run_dir)
+    assert card.read(result.path)["test_accuracy"] == evaluation["test_accuracy"]
+    # The evaluation ran the Keras model in training's process: its count of correct class ids agrees but for
+    # images whose two most probable classes float32 rounding may swap (usually none; tests/predictions.py).
+    allowed = int(near_ties(fashion_mnist_run.test_probabilities).sum())
+    assert abs(correct - round(evaluation["test_accuracy"] * len(labels))) <= allowed
+    assert correct / len(labels) > 0.8
+    print(json.dumps({"test_accuracy": correct / len(labels), "near_ties": allowed,
+                      "export_seconds": result.seconds}))

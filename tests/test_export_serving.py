@@ -4,13 +4,12 @@ TensorFlow Serving (C++ LoadSavedModel) loads the MetaGraph tagged "serve",
 restores the variables with the SavedModel's own saver and runs signatures
 by tensor name in a Session. Here that is done with TensorFlow's public
 tf.compat.v1 loader and with `saved_model_cli run`, never with the
-exporter's own verification code. The CLI's refusals run `tf-mlp export` as
-a subprocess and check its one-line error, its exit code and that nothing
-in the export base changed.
+exporter's own verification code. The CLI's refusals run `tf-mlp export`
+(tests/commands.py) and check its one-line error, its exit code and that
+nothing in the export base changed.
 """
 
 import json
-import os
 import pathlib
 import re
 import shutil
@@ -21,6 +20,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests import commands
+from tests.predictions import assert_probabilities_close
 from tf_mlp import contract, layout
 from tf_mlp.errors import ExportError
 from tf_mlp.export import card, exporter, signatures, verify, versions, warmup
@@ -77,12 +78,12 @@ def test_every_signature_runs_under_the_session_loader(exported, model, splits):
     assert set(requests) == set(signatures.SIGNATURE_NAMES)
     results = dict(zip(requests, _run_in_session(exported.path, list(requests.items()))))
     for name in ("serving_default", "predict_encoded", "predict_raw"):
-        np.testing.assert_allclose(results[name]["probabilities"], expected, atol=1e-6, rtol=0, err_msg=name)
+        assert_probabilities_close(results[name]["probabilities"], expected, name)
         np.testing.assert_array_equal(results[name]["class_ids"], expected_ids, err_msg=name)
         names = [splits.class_names[index] for index in expected_ids]
         assert results[name]["class_names"].astype(str).tolist() == names, name
-    np.testing.assert_allclose(results["predict_images"]["scores"], expected, atol=1e-6, rtol=0)
-    np.testing.assert_allclose(results["classify"]["scores"], expected, atol=1e-6, rtol=0)
+    assert_probabilities_close(results["predict_images"]["scores"], expected)
+    assert_probabilities_close(results["classify"]["scores"], expected)
     assert results["classify"]["classes"].astype(str).tolist() == [list(splits.class_names)] * len(pixels)
 
 
@@ -100,7 +101,7 @@ def test_the_export_also_loads_with_tf_saved_model_load(exported, model, splits)
     for name, inputs in _signature_inputs(pixels).items():
         outputs = loaded.signatures[name](**{key: tf.constant(value) for key, value in inputs.items()})
         scores = outputs["scores"] if "scores" in outputs else outputs["probabilities"]
-        np.testing.assert_allclose(scores.numpy(), _expected(model, pixels), atol=1e-6, rtol=0, err_msg=name)
+        assert_probabilities_close(scores.numpy(), _expected(model, pixels), name)
 
 
 @pytest.mark.slow
@@ -116,7 +117,7 @@ def test_saved_model_cli_run_serves_default_like_the_in_process_model(exported, 
     assert finished.returncode == 0, finished.stderr[-2000:]
     expected = _expected(model, pixels)
     probabilities = np.load(tmp_path / "out" / "probabilities.npy")
-    np.testing.assert_allclose(probabilities, expected, atol=1e-6, rtol=0)
+    assert_probabilities_close(probabilities, expected)
     np.testing.assert_array_equal(np.load(tmp_path / "out" / "class_ids.npy"), np.argmax(expected, axis=-1))
     names = np.load(tmp_path / "out" / "class_names.npy", allow_pickle=True).astype(str)
     assert names.tolist() == [splits.class_names[index] for index in np.argmax(expected, axis=-1)]
@@ -153,7 +154,7 @@ def test_verification_refuses_an_export_the_session_loader_cannot_run(model, spl
     pixels = splits.test.images[:8]
     # The old way passes tf.saved_model.load...
     outputs = verify.ObjectModel(broken).run("serving_default", {"images": pixels})
-    np.testing.assert_allclose(outputs["probabilities"], _expected(model, pixels), atol=1e-6, rtol=0)
+    assert_probabilities_close(outputs["probabilities"], _expected(model, pixels))
     # ...and fails as TensorFlow Serving would run it.
     with pytest.raises(tf.errors.FailedPreconditionError, match="Could not find variable"):
         _run_in_session(broken, [("serving_default", {"images": pixels})])
@@ -198,8 +199,9 @@ def test_unfinished_reason_names_why(run, tmp_path):
 
 
 def _tf_mlp(*arguments) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "tf_mlp.cli", *(str(argument) for argument in arguments)]
-    return subprocess.run(command, capture_output=True, text=True, timeout=300, env=dict(os.environ))
+    """`tf-mlp export ...` in this process, its stderr as a terminal shows it (a new process would only add
+    TensorFlow's start-up lines, which _own_lines drops)."""
+    return commands.run_in_process(*arguments)
 
 
 def _own_lines(stderr: str) -> list[str]:
@@ -231,7 +233,6 @@ def _assert_refused(outcome, base, before, *phrases):
     assert _snapshot(base) == before, "the export base must not change"
 
 
-@pytest.mark.slow
 def test_cli_refuses_an_unfinished_run_unless_allowed(run, tmp_path, base_with_a_version):
     unfinished = _copy_run(run, tmp_path)
     layout.evaluation_path(unfinished).unlink()
@@ -247,7 +248,6 @@ def test_cli_refuses_an_unfinished_run_unless_allowed(run, tmp_path, base_with_a
     assert model_card["test_accuracy"] is None and model_card["steps"] is None
 
 
-@pytest.mark.slow
 def test_cli_without_training_data_needs_verify_on(run, splits, tmp_path, base_with_a_version):
     orphan = _copy_run(run, tmp_path)
     config = json.loads(layout.config_path(orphan).read_text())

@@ -1,8 +1,11 @@
-"""A new user's first hour, through the real command in a subprocess.
+"""A new user's first hour, through the real command.
 
 Every mistake a user can make here must end in one line on stderr, exit
 status 1, and a run directory left exactly as it was (files and their
-modification times); TensorFlow's start-up notices must not show.
+modification times); TensorFlow's start-up notices must not show. What only
+a fresh process shows (the start-up notices, Ctrl-C, a second process
+holding the lock) runs the command in one; the other mistakes run it in this
+process, with its stderr as a terminal would show it (tests/commands.py).
 """
 
 from __future__ import annotations
@@ -18,18 +21,15 @@ import time
 
 import pytest
 
-from tests import synthetic
+from tests import commands, synthetic
 from tests.conftest import REPO_ROOT, TF_START_UP_MARKERS, write_idx_data_set
 from tf_mlp import config, layout
 from tf_mlp.training.runs import load_config, read_metrics, training_lock
 
-# Every test starts TensorFlow in a fresh process or two: seconds each, tens on a busy machine.
+# A fresh process starts TensorFlow: seconds each, tens on a busy machine.
 pytestmark = pytest.mark.slow
-
-
-def run_cli(*arguments, cwd=None, timeout=300):
-    return subprocess.run([sys.executable, "-m", "tf_mlp.cli", *map(str, arguments)],
-                          capture_output=True, text=True, cwd=cwd, timeout=timeout)
+run_cli = commands.run_subprocess
+run_here = commands.run_in_process
 
 
 def snapshot(directory) -> dict:
@@ -97,11 +97,11 @@ def test_info_prints_no_tensorflow_start_up_lines_unless_verbose():
 
 def test_same_command_resumes_and_a_new_data_dir_is_allowed(run_copy, tmp_path):
     options, run_dir = run_copy
-    result = run_cli(*options)
+    result = run_here(*options)
     assert result.returncode == 0, result.stderr
     assert "resuming from" in result.stdout and "at step 32 of 32" in result.stdout
     moved = [tmp_path / "other-tfds" if str(option).endswith("tfds") else option for option in options]
-    assert run_cli(*moved).returncode == 0
+    assert run_here(*moved).returncode == 0
     assert load_config(run_dir).data.data_dir == str(tmp_path / "other-tfds")
 
 
@@ -115,7 +115,7 @@ def test_same_command_resumes_and_a_new_data_dir_is_allowed(run_copy, tmp_path):
 def test_resuming_with_other_options_is_refused_before_anything_is_written(run_copy, changes, expected):
     options, run_dir = run_copy
     before = snapshot(run_dir)
-    line = assert_one_line_error(run_cli(*options, *changes), "trained with other options", *expected)
+    line = assert_one_line_error(run_here(*options, *changes), "trained with other options", *expected)
     assert "--config" in line  # says how to resume
     assert snapshot(run_dir) == before
 
@@ -138,7 +138,7 @@ def test_a_truncated_checkpoint_is_a_one_line_error(run_copy, tmp_path, command)
     before = snapshot(run_dir)
     arguments = {"train": options, "evaluate": ["evaluate", run_dir],
                  "export": ["export", run_dir, "--export-base", tmp_path / "models"]}[command]
-    assert_one_line_error(run_cli(*arguments), f"{run_dir}/checkpoints/ckpt-32: checkpoint files are damaged",
+    assert_one_line_error(run_here(*arguments), f"{run_dir}/checkpoints/ckpt-32: checkpoint files are damaged",
                           "delete ckpt-32.*")
     assert snapshot(run_dir) == before
     assert not (tmp_path / "models").exists()
@@ -149,7 +149,7 @@ def test_a_corrupt_metrics_line_is_a_one_line_error_naming_file_and_line(run_cop
     with layout.metrics_path(run_dir).open("a") as metrics:
         metrics.write("{not json\n")
     before = snapshot(run_dir)
-    assert_one_line_error(run_cli("report", run_dir), f"{run_dir}/metrics.jsonl, line 3: not valid JSON")
+    assert_one_line_error(run_here("report", run_dir), f"{run_dir}/metrics.jsonl, line 3: not valid JSON")
     assert snapshot(run_dir) == before
 
 
@@ -157,7 +157,7 @@ def test_report_on_an_unfinished_run_says_how_far_it_got_and_how_to_finish(run_c
     _, run_dir = run_copy
     layout.evaluation_path(run_dir).unlink()
     before = snapshot(run_dir)
-    assert_one_line_error(run_cli("report", run_dir),
+    assert_one_line_error(run_here("report", run_dir),
                           "training has not finished (2 of 2 epochs in metrics.jsonl, no evaluation.json)",
                           f"tf-mlp train --config {run_dir}/config.json --run-dir {run_dir}")
     assert snapshot(run_dir) == before
@@ -179,18 +179,18 @@ def test_unwritable_directories_are_one_line_errors(run_copy, tmp_path, place):
     target = _unwritable_directory(tmp_path) / "tf-mlp-first-hour"
     before = snapshot(run_dir)
     if place == "run_dir":
-        result = run_cli(*options[:-1], target)
+        result = run_here(*options[:-1], target)
     elif place == "run_dir_before_data":
         # Data that would take long to prepare (here: fail to load) is not touched before the run directory is known
         # to be writable: the error names the run directory, not the missing source.
         missing_source = options[:-1]
         missing_source[missing_source.index("--source-dir") + 1] = tmp_path / "no-such-source"
-        result = run_cli(*missing_source, target)
+        result = run_here(*missing_source, target)
     elif place == "data_dir":
-        result = run_cli(*[target if str(option).endswith("tfds") else option for option in options[:-1]],
-                         tmp_path / "new-run")
+        result = run_here(*[target if str(option).endswith("tfds") else option for option in options[:-1]],
+                          tmp_path / "new-run")
     else:
-        result = run_cli("report", run_dir, "--output-dir", target)
+        result = run_here("report", run_dir, "--output-dir", target)
     assert_one_line_error(result, str(target))
     assert snapshot(run_dir) == before
     assert not target.exists()
@@ -201,7 +201,7 @@ def test_reproduce_quick_look_never_writes_into_docs(tmp_path):
     (tmp_path / "docs" / "RESULTS.md").write_text("shipped\n")
     before = snapshot(tmp_path / "docs")
     for output_dir in ("docs", tmp_path / "docs" / "results", REPO_ROOT / "docs"):
-        result = run_cli("reproduce", "--epochs", "1", "--output-dir", output_dir, cwd=tmp_path)
+        result = run_here("reproduce", "--epochs", "1", "--output-dir", output_dir, cwd=tmp_path)
         assert_one_line_error(result, "holds the shipped results; a run with --epochs writes elsewhere")
     assert snapshot(tmp_path / "docs") == before
 

@@ -44,23 +44,24 @@ def test_two_workers_match_one_worker_at_the_same_global_batch(tmp_path, tiny_sp
     load_splits(DataConfig(name="idx", source_dir=str(idx_dir), data_dir=str(data_dir), validation_size=128))
     environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
 
-    single = subprocess.run(_train_command(idx_dir, data_dir, tmp_path / "single", "default"),
-                            env=environment, capture_output=True, text=True, timeout=300)
-    assert single.returncode == 0, single.stderr[-3000:]
-
     worker_directories_before = set(pathlib.Path(tempfile.gettempdir()).glob("tf-mlp-worker-*"))
+    # The one-worker run trains alongside the two workers (three processes start TensorFlow at once).
+    single = subprocess.Popen(_train_command(idx_dir, data_dir, tmp_path / "single", "default"), env=environment,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ports = _free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
     workers = []
     for index in range(2):
-        task = {"type": "worker", "index": index}
-        worker_environment = dict(environment, TF_CONFIG=json.dumps({"cluster": cluster, "task": task}))
+        task = {"cluster": cluster, "task": {"type": "worker", "index": index}}
         log = (tmp_path / f"worker-{index}.log").open("w")
         command = _train_command(idx_dir, data_dir, tmp_path / "multi", "multiworker")
-        workers.append((subprocess.Popen(command, env=worker_environment, stdout=log, stderr=subprocess.STDOUT), log))
+        workers.append((subprocess.Popen(command, env=dict(environment, TF_CONFIG=json.dumps(task)), stdout=log,
+                                         stderr=subprocess.STDOUT), log))
+    _, single_errors = single.communicate(timeout=300)
     for process, log in workers:
         process.wait(timeout=300)
         log.close()
+    assert single.returncode == 0, single_errors[-3000:]
     for index, (process, _) in enumerate(workers):
         assert process.returncode == 0, (tmp_path / f"worker-{index}.log").read_text()[-3000:]
 

@@ -1,9 +1,10 @@
 """The `tf-mlp ui` page in a real browser (headless Chromium under Playwright) against a real served export.
 
-A small Fashion-MNIST model is exported by tf_mlp.export and served by `tf-mlp serve` in a subprocess; the page
-by `tf-mlp ui` in another. Each test does what a person would (a mouse stroke, the keyboard, a file picked,
-the server stopped) and checks what the page sent and showed against the model run in-process on the same
-pixels. A screenshot of each state goes to test-artifacts/ui/ (see tests/ui_helpers.py).
+The session's real Fashion-MNIST model (the default model trained one epoch and exported by tf_mlp.export:
+tests/real_data.py) is served by `tf-mlp serve` in a subprocess; the page by `tf-mlp ui` in another. Each test
+does what a person would (a mouse stroke, the keyboard, a file picked, the server stopped) and checks what the
+page sent and showed against the model run in-process on the same pixels. A screenshot of each state goes to
+test-artifacts/ui/ (see tests/ui_helpers.py).
 """
 
 from __future__ import annotations
@@ -15,24 +16,23 @@ import pytest
 import requests
 
 from tests import ui_helpers
-from tests.conftest import png_bytes
+from tests.conftest import FASHION_MNIST_DIR, png_bytes
+from tests.predictions import assert_probabilities_close
 from tf_mlp import contract
 from tf_mlp.data import catalog
 from tf_mlp.server.process import ServerProcess
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.real_data]  # the session's real Fashion-MNIST run
 
 PREDICT_TIMEOUT_MS = 60_000
 
 
 @pytest.fixture(scope="module")
-def fashion(tmp_path_factory):
-    ui_helpers.require(ui_helpers.FASHION_MNIST_DIR.is_dir(),
-                       f"{ui_helpers.FASHION_MNIST_DIR} is missing (make data installs it)")
-    root = tmp_path_factory.mktemp("ui-browser")
-    version_dir = ui_helpers.export_fashion_model(root)
-    _, _, test_images, test_labels = ui_helpers.load_fashion_mnist()
-    return {"root": root, "version_dir": version_dir, "images": test_images, "labels": test_labels}
+def fashion(tmp_path_factory, request):
+    ui_helpers.require(FASHION_MNIST_DIR.is_dir(), f"{FASHION_MNIST_DIR} is missing (make data installs it)")
+    run = request.getfixturevalue("fashion_mnist_run")
+    return {"root": tmp_path_factory.mktemp("ui-browser"), "version_dir": run.export.path,
+            "images": run.splits.test.images, "labels": run.splits.test.labels}
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +123,8 @@ def _shown(page) -> dict:
 def _check_against_in_process(page, pixels, answer, in_process):
     expected = in_process(pixels)
     prediction = answer["predictions"][0]
-    np.testing.assert_allclose(prediction["probabilities"], expected["probabilities"][0], atol=1e-6)
+    # The model server is another process (another batch, maybe other kernels): within the tolerance.
+    assert_probabilities_close(prediction["probabilities"], expected["probabilities"][0])
     shown = _shown(page)
     assert shown["class_id"] == prediction["class_ids"] == int(expected["class_ids"][0])
     assert shown["names"] == list(catalog.CATALOG["fashion_mnist"].class_names)  # every name, from the model itself

@@ -1,4 +1,4 @@
-"""For the `tf-mlp ui` browser tests: Debian's Chromium under Playwright, a real Fashion-MNIST export, the page.
+"""For the `tf-mlp ui` browser tests: Debian's Chromium under Playwright, the page.
 
 Playwright's own browser download is not reachable from the build machines, so it drives /usr/bin/chromium
 (`make browser` installs it; Playwright 1.65 works with Debian's Chromium 156). In CI (CI=true) a missing
@@ -14,14 +14,10 @@ import subprocess
 import sys
 import threading
 
-import numpy as np
 import pytest
-
-from tf_mlp.data import catalog
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 CHROMIUM = pathlib.Path("/usr/bin/chromium")
-FASHION_MNIST_DIR = pathlib.Path("/usr/share/datasets/fashion-mnist")
 # Headless, as root (no sandbox), and quiet: no GPU, no QUIC, no first-run, update, sync or background traffic.
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -48,38 +44,6 @@ def launch_browser(playwright, profile_dir: pathlib.Path):
     """A Chromium context with a fresh profile directory (--user-data-dir, set by Playwright from profile_dir)."""
     return playwright.chromium.launch_persistent_context(
         str(profile_dir), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS, viewport=VIEWPORT)
-
-
-def load_fashion_mnist():
-    from tf_mlp.data import idx
-
-    def read(name):
-        return idx.read_idx(FASHION_MNIST_DIR / name)
-
-    return (read("train-images-idx3-ubyte.gz"), read("train-labels-idx1-ubyte.gz").astype(np.int64),
-            read("t10k-images-idx3-ubyte.gz"), read("t10k-labels-idx1-ubyte.gz").astype(np.int64))
-
-
-def export_fashion_model(root: pathlib.Path) -> pathlib.Path:
-    """A small model (64 ReLUs, 2 epochs on 6,000 real training images), exported: <root>/models/tf_mlp/1.
-
-    About 80% test accuracy: not the best model, but one whose answers differ from class to class.
-    """
-    from tf_mlp.config import preset
-    from tf_mlp.data.splits import DataSplits, Split
-    from tf_mlp.export import export_run
-    from tf_mlp.training import train_and_evaluate
-
-    train_images, train_labels, test_images, test_labels = load_fashion_mnist()
-    splits = DataSplits(
-        train=Split(train_images[:6000], train_labels[:6000]),
-        validation=Split(train_images[6000:7000], train_labels[6000:7000]),
-        test=Split(test_images[:1000], test_labels[:1000]),
-        class_names=catalog.CATALOG["fashion_mnist"].class_names, name="fashion_mnist")
-    config = preset("mlp").override("model", hidden_units=(64,)).override("train", epochs=2, batch_size=64, seed=1)
-    train_and_evaluate(config, root / "run", splits=splits, verbose=False)
-    return pathlib.Path(export_run(root / "run", root / "models", version=1,
-                                   verification_images=test_images[:16]).path)
 
 
 class UiProcess:

@@ -10,7 +10,8 @@
 
 Another runner (e.g. a Beam pipeline) writes the same rows with
 batch.prediction_row / batch.error_row and batch.render, so its output can
-be compared with this one byte for byte.
+be compared with this one byte for byte when both computed the same chunks
+with the same kernels (README, "Batch output", says when that holds).
 
 Modules: inputs (readers), runner (chunks, concurrency, splitting failed
 chunks), journal (the resumable record of finished chunks), writers (CSV and

@@ -51,7 +51,11 @@ def float32_value(value) -> float:
     """The float whose shortest text is the float32's shortest text ("0.46875605", not 0.46875604987144470).
 
     The REST API sends float32 as its shortest round-trip text and gRPC as
-    exact bits; both give this same float, so every back end writes the same row.
+    exact bits; both give this same float, so a back end writes the same row
+    for the same float32. Which float32 the model gives depends on how its
+    sums were blocked: byte-identical files need the same chunks through the
+    same kernels (see README, "Batch output"); otherwise probabilities agree
+    to about 1e-5 and class ids match but for near-ties.
     """
     return float(str(np.float32(value)))
 

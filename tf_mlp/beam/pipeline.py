@@ -9,7 +9,11 @@ script does, and cuts them into the same chunks (--chunk-size, default
 256), staged as files (tf_mlp.beam.staging); each worker loads the model
 once and classifies whole chunks; one worker writes the file. The output
 therefore equals, byte for byte, `tf-mlp batch-predict INPUT --target
-local:MODEL -o OUTPUT` with the same chunk size.
+local:MODEL -o OUTPUT` with the same chunk size, when the workers run the
+same kernels as that command (the same TensorFlow build on the same kind of
+CPU, the same TF_ENABLE_ONEDNN_OPTS). Workers on other machines give the
+same class ids (but for near-ties) and probabilities within about 1e-5:
+README, "Batch output".
 """
 
 from __future__ import annotations
