@@ -37,6 +37,7 @@ import grpc
 from aiohttp import web
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
+from tf_mlp import network
 from tf_mlp.errors import ConfigError, TfMlpError
 from tf_mlp.server import config_files
 from tf_mlp.server.core.batching import BatchingRunner, BatchingSettings, DirectRunner
@@ -72,10 +73,6 @@ def _new_event_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-def _address(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 class Server:
     def __init__(self, options: ServerOptions):
         self.options = options
@@ -97,11 +94,11 @@ class Server:
 
     @property
     def rest_url(self) -> str:
-        return f"http://{_address(self.options.host, self.rest_port)}"
+        return f"http://{network.address(self.options.host, self.rest_port)}"
 
     @property
     def grpc_target(self) -> str:
-        return _address(self.options.host, self.grpc_port)
+        return network.address(self.options.host, self.grpc_port)
 
     def start(self) -> "Server":
         if self._thread is not None:
@@ -179,10 +176,9 @@ class Server:
 
     def _listening_socket(self, port: int) -> socket.socket:
         try:
-            return socket.create_server((self.options.host, 0 if port == ANY_FREE_PORT else port),
-                                        family=socket.AF_INET6 if ":" in self.options.host else socket.AF_INET)
+            return network.listening_socket(self.options.host, 0 if port == ANY_FREE_PORT else port)
         except OSError as error:
-            raise ServerError(f"cannot listen for REST on {_address(self.options.host, port)}: "
+            raise ServerError(f"cannot listen for REST on {network.address(self.options.host, port)}: "
                               f"{os.strerror(error.errno)}") from None
 
     def _grpc_server_options(self) -> list:
@@ -203,7 +199,7 @@ class Server:
             server.add_generic_rpc_handlers((ProfilerService(self._executor).handler(),))
         if self.options.port != DISABLED_PORT:
             port = 0 if self.options.port == ANY_FREE_PORT else self.options.port
-            self.grpc_port = self._bind_grpc(server, _address(self.options.host, port),
+            self.grpc_port = self._bind_grpc(server, network.address(self.options.host, port),
                                              lambda: _bind_error(self.options.host, port))
         if self.options.grpc_socket_path:
             self._bind_grpc(server, f"unix:{self.options.grpc_socket_path}", lambda: "")
@@ -243,7 +239,7 @@ class Server:
                 sock = self._listening_socket(self.options.rest_api_port)
                 self.rest_port = sock.getsockname()[1]
                 await web.SockSite(rest_runner, sock).start()
-                log.info("Exporting HTTP/REST API at:%s ...", _address(self.options.host, self.rest_port))
+                log.info("Exporting HTTP/REST API at:%s ...", network.address(self.options.host, self.rest_port))
         except Exception as error:  # noqa: BLE001 - reported to start() in the caller's thread
             self._startup_error = error if isinstance(error, TfMlpError) else ServerError(f"cannot start: {error}")
             await self._close(runner, grpc_server, rest_runner)
@@ -268,7 +264,7 @@ class Server:
 def _bind_error(host: str, port: int) -> str:
     """': <why>' for a port gRPC could not bind, found by binding it the same way (no SO_REUSEPORT)."""
     try:
-        with socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET):
+        with network.listening_socket(host, port):
             return ""
     except OSError as error:
         return f": {os.strerror(error.errno)}"

@@ -28,12 +28,12 @@ import tempfile
 import threading
 
 import grpc
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+from tf_mlp.server import descriptors
 
 SERVICE = "tensorflow.ProfilerService"
 
-_FIELD = descriptor_pb2.FieldDescriptorProto
-_OPTIONAL, _REPEATED = _FIELD.LABEL_OPTIONAL, _FIELD.LABEL_REPEATED
+_FIELD, _OPTIONAL, _REPEATED = descriptors.FIELD, descriptors.OPTIONAL, descriptors.REPEATED
 
 # (message, ((field, number, type, label, message type), ...)): the fields this service reads or writes.
 _MESSAGES = (
@@ -62,18 +62,7 @@ _MESSAGES = (
 @functools.cache
 def messages() -> dict:
     """name -> message class, for the messages above."""
-    file_proto = descriptor_pb2.FileDescriptorProto(name="tf_mlp/profiler_service.proto", package="tensorflow",
-                                                    syntax="proto3")
-    for name, fields in _MESSAGES:
-        message = file_proto.message_type.add(name=name)
-        for field_name, number, field_type, label, type_name in fields:
-            field = message.field.add(name=field_name, number=number, type=field_type, label=label)
-            if type_name:
-                field.type_name = type_name
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(file_proto)
-    return {name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"tensorflow.{name}"))
-            for name, _ in _MESSAGES}
+    return descriptors.message_classes("tensorflow", _MESSAGES, file_name="tf_mlp/profiler_service.proto")
 
 
 def trace_is_empty(xspace_bytes: bytes) -> bool:
