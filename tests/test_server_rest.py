@@ -9,6 +9,7 @@ import base64
 import numpy as np
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests import serving_helpers
 from tf_mlp.export import warmup
@@ -215,15 +216,18 @@ def test_metrics(server):
     assert response.status_code == 200
     assert response.headers["Content-Type"].startswith("text/plain")
     text = response.text
+    # TensorFlow Serving's names, as its dashboards query them: the counter without prometheus_client's _total.
     assert "# TYPE :tensorflow:serving:request_count counter" in text
-    counts = {line.rsplit(" ", 1)[0]: int(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-              if line.startswith(":tensorflow:serving:request_count{")}
-    assert counts[':tensorflow:serving:request_count{model_name="tf_mlp",status="OK"}'] >= 1
-    assert counts[':tensorflow:serving:request_count{model_name="tf_mlp",status="INVALID_ARGUMENT"}'] >= 1
+    assert "\n:tensorflow:serving:request_count{" in text and "_total" not in text and "_created" not in text
     assert "# TYPE :tensorflow:serving:request_latency histogram" in text
-    assert ':tensorflow:serving:request_latency_bucket{model_name="tf_mlp",API="predict",entrypoint="REST",le="+Inf"}' \
-        in text
-    assert ':tensorflow:serving:request_latency_count{model_name="tf_mlp",API="predict",entrypoint="REST"}' in text
+    samples = {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+               for family in text_string_to_metric_families(text) for sample in family.samples}
+    count = ":tensorflow:serving:request_count_total"  # the parser's name for it
+    assert samples[(count, (("model_name", "tf_mlp"), ("status", "OK")))] >= 1
+    assert samples[(count, (("model_name", "tf_mlp"), ("status", "INVALID_ARGUMENT")))] >= 1
+    latency, model = (("API", "predict"), ("entrypoint", "REST")), ("model_name", "tf_mlp")
+    assert samples[(":tensorflow:serving:request_latency_bucket", (*latency, ("le", "+Inf"), model))] \
+        == samples[(":tensorflow:serving:request_latency_count", (*latency, model))] >= 2
 
 
 def test_bytes_outputs_are_b64_and_non_finite_floats_are_tokens():
