@@ -127,8 +127,10 @@ def _status_over(target: str) -> int:
 def test_tensorflow_model_server_flags_are_honoured_or_named(tmp_path):
     base = serving_helpers.model_base(tmp_path)
     socket_path = tmp_path / "grpc.sock"
+    logdir = tmp_path / "profile"
     server = ServerProcess(
         tmp_path / "server.log", f"--model_base_path={base}", f"--grpc_socket_path={socket_path}",
+        f"--profiler_output_dir={logdir}",
         "--grpc_channel_arguments=grpc.max_connection_age_ms=2000,grpc.lb_policy_name=grpclb,grpc.so_reuseaddr=1",
         "--tensorflow_intra_op_parallelism=1", "--tensorflow_inter_op_parallelism=1", "--grpc_max_threads=3",
         "--prefer_tflite_model=true", "--enable_signature_method_name_check=false", "--rest_api_enable_cors_support",
@@ -138,8 +140,8 @@ def test_tensorflow_model_server_flags_are_honoured_or_named(tmp_path):
         assert _status_over(f"unix:{socket_path}") == available
         assert _status_over(server.grpc_target) == available
 
-        # tensorflow.ProfilerService on the gRPC port, called by TensorFlow's own profiler client.
-        logdir = tmp_path / "profile"
+        # tensorflow.ProfilerService on the gRPC port, called by TensorFlow's own profiler client, which asks for
+        # the trace in LOGDIR/plugins/profile: inside --profiler_output_dir, so written there.
         sender = threading.Thread(target=lambda: [requests.post(
             f"{server.rest_url}/v1/models/tf_mlp:predict", json={"instances": [IMAGE]}, timeout=30)
             for _ in range(20)])

@@ -35,7 +35,7 @@ import threading
 
 import grpc
 from aiohttp import web
-from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+from tensorflow_serving.apis import model_service_pb2_grpc
 
 from tf_mlp import network
 from tf_mlp.errors import ConfigError, TfMlpError
@@ -51,7 +51,7 @@ from tf_mlp.server.rest.api import RestApi
 log = logging.getLogger(__name__)
 
 _UNLIMITED = -1
-"""gRPC message size: TensorFlow Serving sets the server's limit to the maximum too."""
+"""gRPC message size: TensorFlow Serving sets the server's limits to the maximum (requests: _grpc_server_options)."""
 
 _FAILED_TO_START = "Failed to start server. Error: "
 
@@ -76,7 +76,7 @@ def _new_event_loop() -> asyncio.AbstractEventLoop:
 class Server:
     def __init__(self, options: ServerOptions):
         self.options = options
-        self.metrics = Metrics()
+        self.metrics = Metrics(known_model=self._serves_model)
         self.core = None
         self.rest_port = None
         """The bound REST port (None when the REST API is off)."""
@@ -158,6 +158,10 @@ class Server:
 
     # ---- internals ---------------------------------------------------------
 
+    def _serves_model(self, name: str) -> bool:
+        core = self.core
+        return core is not None and core.knows(name)
+
     def _shutdown_core(self) -> None:
         if self.core is not None:
             self.core.stop()
@@ -183,20 +187,28 @@ class Server:
 
     def _grpc_server_options(self) -> list:
         # grpcio sets SO_REUSEPORT by default: a second server on the same port would start and take half the
-        # connections. Off, a port in use fails to bind, as with tensorflow_model_server. The flags' channel
-        # arguments come last and win.
-        arguments = {"grpc.max_receive_message_length": _UNLIMITED, "grpc.max_send_message_length": _UNLIMITED,
-                     "grpc.so_reuseport": 0}
+        # connections. Off, a port in use fails to bind, as with tensorflow_model_server. A request message may
+        # be as large as the request budget (a larger one could only be refused after being read whole);
+        # responses are not limited, as upstream. The flags' channel arguments come last and win.
+        arguments = {"grpc.max_receive_message_length": self.options.request_budget_bytes(),
+                     "grpc.max_send_message_length": _UNLIMITED, "grpc.so_reuseport": 0}
         arguments.update(grpc_channel_arguments(self.options.grpc_channel_arguments))
         return list(arguments.items())
 
     async def _start_grpc(self, runner):
         server = grpc.aio.server(options=self._grpc_server_options())
-        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionService(self.core, runner, self.metrics, self._executor), server)
+        server.add_generic_rpc_handlers(
+            (PredictionService(self.core, runner, self.metrics, self._executor).handler(),))
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(self.core, self._executor), server)
-        if self.options.enable_profiler:
-            server.add_generic_rpc_handlers((ProfilerService(self._executor).handler(),))
+        if self.options.serves_profiler():
+            server.add_generic_rpc_handlers(
+                (ProfilerService(self._executor, self.options.profiler_output_dir).handler(),))
+        elif self.options.enable_profiler:
+            log.warning("ProfilerService is off: --host=%s is not a loopback address "
+                        "(--allow_profiler_on_non_loopback_host=true turns it on)", self.options.host)
+        if not self.options.accepts_config_reload():
+            log.warning("HandleReloadConfigRequest is refused: --host=%s is not a loopback address "
+                        "(--allow_config_reload_on_non_loopback_host=true accepts it)", self.options.host)
         if self.options.port != DISABLED_PORT:
             port = 0 if self.options.port == ANY_FREE_PORT else self.options.port
             self.grpc_port = self._bind_grpc(server, network.address(self.options.host, port),
@@ -232,9 +244,10 @@ class Server:
                 # last answer), else it is closed: aiohttp's own default (an hour) let clients that stall
                 # in the middle of their headers hold a connection for that long.
                 idle = self.options.rest_api_timeout_in_ms / 1000 if self.options.rest_api_timeout_in_ms > 0 else 75
+                # auto_decompress off: the REST API undoes gzip itself, off the event loop and bounded (rest/bodies.py).
                 rest_runner = web.AppRunner(rest.application(), access_log=None, handle_signals=False,
                                             shutdown_timeout=self.options.shutdown_grace_seconds,
-                                            keepalive_timeout=idle)
+                                            keepalive_timeout=idle, auto_decompress=False)
                 await rest_runner.setup()
                 sock = self._listening_socket(self.options.rest_api_port)
                 self.rest_port = sock.getsockname()[1]
