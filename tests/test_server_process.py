@@ -29,10 +29,11 @@ import grpc
 import pytest
 import requests
 import tensorflow as tf
-from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
+from tensorflow_serving.apis import get_model_status_pb2, model_management_pb2, model_service_pb2_grpc
 
 from tests import serving_helpers
 from tests.conftest import free_port
+from tf_mlp.server.grpc import profiler
 from tf_mlp.server.process import ServerProcess, serve_until_exit
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -273,3 +274,62 @@ def test_profiler_service_is_off_with_enable_profiler_false(tmp_path):
                     assert error.value.code() == grpc.StatusCode.UNIMPLEMENTED
         finally:
             server.stop()
+
+
+def _profile(channel, **fields) -> str:
+    """A ProfileRequest of 50 ms; the status code's name."""
+    request = profiler.messages()["ProfileRequest"](duration_ms=50, **fields)
+    call = channel.unary_unary("/tensorflow.ProfilerService/Profile", request_serializer=None,
+                               response_deserializer=None)
+    try:
+        call(request.SerializeToString(), timeout=60)
+        return "OK"
+    except grpc.RpcError as error:
+        return error.code().name
+
+
+def _reload(channel, base) -> tuple:
+    request = model_management_pb2.ReloadConfigRequest()
+    request.config.model_config_list.config.add(name="tf_mlp", base_path=str(base), model_platform="tensorflow")
+    try:
+        model_service_pb2_grpc.ModelServiceStub(channel).HandleReloadConfigRequest(request, timeout=60)
+        return "OK", ""
+    except grpc.RpcError as error:
+        return error.code().name, error.details()
+
+
+def test_on_a_non_loopback_bind_the_profiler_and_config_reload_are_off_unless_allowed(tmp_path):
+    base = serving_helpers.model_base(tmp_path)
+    for allowed in (False, True):
+        server = serving_helpers.start_server(model_base_path=str(base), host="0.0.0.0",
+                                              allow_profiler_on_non_loopback_host=allowed,
+                                              allow_config_reload_on_non_loopback_host=allowed)
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+                status, details = _reload(channel, base)
+                if allowed:
+                    assert (_profile(channel), status) == ("OK", "OK")
+                else:
+                    assert (_profile(channel), status) == ("UNIMPLEMENTED", "PERMISSION_DENIED")
+                    assert "--allow_config_reload_on_non_loopback_host=true" in details
+        finally:
+            server.stop()
+
+
+def test_the_profiler_writes_only_under_its_output_directory(tmp_path):
+    base = serving_helpers.model_base(tmp_path)
+    output = tmp_path / "profiles"
+    elsewhere = tmp_path / "elsewhere"
+    server = serving_helpers.start_server(model_base_path=str(base), profiler_output_dir=str(output))
+    try:
+        with grpc.insecure_channel(server.grpc_target) as channel:
+            # Before: <repository_root>/<session_id>/<host_name>, all three the client's: ../.. climbed out.
+            assert _profile(channel, repository_root=str(elsewhere), session_id="../../escaped",
+                            host_name="../../../etc/host") == "OK"
+            assert _profile(channel, repository_root=str(output / "plugins" / "profile"), session_id="s1",
+                            host_name="h:8500") == "OK"
+    finally:
+        server.stop()
+    written = sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*.xplane.pb"))
+    assert written == ["profiles/_.._escaped/_.._.._etc_host.xplane.pb", "profiles/plugins/profile/s1/h_8500.xplane.pb"]
+    assert not elsewhere.exists()

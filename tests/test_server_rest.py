@@ -244,3 +244,31 @@ def test_bytes_outputs_are_b64_and_non_finite_floats_are_tokens():
                     b'"thumbnail_bytes":{"b64":"AP8="}}]}')
     columns = json_tensors.predict_response({"thumbnail_bytes": outputs["thumbnail_bytes"]}, json_tensors.COLUMNAR)
     assert columns == b'{"outputs":[{"b64":"AP8="}]}'
+
+
+def _request_count(server, status: str) -> float:
+    text = requests.get(f"{server.rest_url}/monitoring/prometheus/metrics", timeout=30).text
+    samples = {tuple(sorted(sample.labels.items())): sample.value for family in text_string_to_metric_families(text)
+               for sample in family.samples if sample.name == ":tensorflow:serving:request_count_total"}
+    return samples.get((("model_name", "tf_mlp"), ("status", status)), 0)
+
+
+def test_an_unexpected_exception_is_a_json_500_logged_once_and_counted_internal(server, monkeypatch, caplog):
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug deep inside")
+
+    internal_before = _request_count(server, "INTERNAL")
+    ok_before = _request_count(server, "OK")
+    monkeypatch.setattr(server.core, "serving", broken)
+    monkeypatch.setattr(server.core, "model_status", broken)
+    with caplog.at_level("ERROR", logger="tf_mlp.server.rest.api"):
+        predict = _post(server, "/v1/models/tf_mlp:predict", {"instances": [IMAGE]})
+        status = requests.get(f"{server.rest_url}/v1/models/tf_mlp", timeout=30)
+    for answer in (predict, status):
+        assert answer.status_code == 500
+        assert answer.json() == {"error": "internal error: RuntimeError (logged by the server)"}
+    tracebacks = [record for record in caplog.records if record.exc_info]
+    assert len(tracebacks) == 2 and "a bug deep inside" in str(tracebacks[0].exc_info[1])
+    # Counted as what it was, never as OK (before: the status defaulted to OK and was set only on success).
+    assert _request_count(server, "INTERNAL") == internal_before + 1
+    assert _request_count(server, "OK") == ok_before
