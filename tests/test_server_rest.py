@@ -272,3 +272,26 @@ def test_an_unexpected_exception_is_a_json_500_logged_once_and_counted_internal(
     # Counted as what it was, never as OK (before: the status defaulted to OK and was set only on success).
     assert _request_count(server, "INTERNAL") == internal_before + 1
     assert _request_count(server, "OK") == ok_before
+
+
+def test_request_bodies_are_inflated_within_the_body_limit():
+    import gzip
+    import zlib
+
+    from tf_mlp.server.core.status import ServingError
+    from tf_mlp.server.rest import bodies
+
+    text = b'{"instances": [1]}'
+    raw_deflate = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    assert bodies.decoded(gzip.compress(text[:5]) + gzip.compress(text[5:]), "gzip", 100) == text  # two members
+    assert bodies.decoded(zlib.compress(text), "deflate", 100) == text
+    assert bodies.decoded(raw_deflate.compress(text) + raw_deflate.flush(), "deflate", 100) == text
+    assert bodies.encoding_of({"Content-Encoding": " GZIP "}) == "gzip" and bodies.encoding_of({}) == ""
+    for body, encoding, limit, status, message in [
+        (gzip.compress(text)[:-9], "gzip", 100, 400, "not valid gzip: the compressed data ends before its end marker"),
+        (gzip.compress(b"0" * 101), "gzip", 100, 413, "larger than the limit of 100 bytes"),
+        (b"plain", "deflate", 100, 400, "not valid deflate"),
+    ]:
+        with pytest.raises(ServingError) as error:
+            bodies.decoded(body, encoding, limit)
+        assert (error.value.http_status, message in error.value.message) == (status, True), error.value.message

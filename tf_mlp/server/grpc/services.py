@@ -159,15 +159,19 @@ class PredictionService:
     async def _examples(self, api: str, message_class, raw: bytes, context):
         plan_examples, result_of, response_class = _EXAMPLE_APIS[api]
 
+        def answer(plan, outputs) -> bytes:
+            response = response_class()
+            response.result.CopyFrom(result_of(plan, outputs))
+            inference.fill_model_spec(response.model_spec, plan.servable, plan.signature.name)
+            return response.SerializeToString()
+
         async def work(request, big: bool):
             examples = await self._off_loop(big, inference.serialized_examples, request.input,
                                             RequestBudget(self._budget_bytes))
             with self._core.serving_spec(request.model_spec) as servable:
                 plan = plan_examples(servable, request.model_spec.signature_name, examples)
-                response = response_class()
-                response.result.CopyFrom(result_of(plan, await self._run(plan, context)))
-                inference.fill_model_spec(response.model_spec, servable, plan.signature.name)
-            return response
+                outputs = await self._run(plan, context)
+            return await self._off_loop(plan.batch_size > LARGE_BATCH, answer, plan, outputs)
 
         return await self._counted(api, message_class, raw, context, work)
 

@@ -175,15 +175,11 @@ class RestApi:
             return 200, await self._predict(name, version, label, document, body, big, budget)
         # Classify and regress read their examples before looking the model up, as upstream.
         signature_name, serialized = await self._off_loop(big, json_examples.examples_request, document, budget)
+        plan_examples, answer = _EXAMPLE_APIS[api]
         with self._core.serving(name, version, label) as servable:
-            if api == "classify":
-                plan = inference.plan_classify(servable, signature_name, serialized)
-                result = inference.classification_result(plan, await self._runner.run(plan))
-                return 200, await self._off_loop(plan.batch_size > LARGE_BATCH, json_examples.classification_json,
-                                                 result)
-            plan = inference.plan_regress(servable, signature_name, serialized)
-            result = inference.regression_result(plan, await self._runner.run(plan))
-            return 200, json_examples.regression_json(result)
+            plan = plan_examples(servable, signature_name, serialized)
+            outputs = await self._runner.run(plan)
+        return 200, await self._off_loop(plan.batch_size > LARGE_BATCH, answer, plan, outputs)
 
     async def _predict(self, name, version, label, document, body: bytes, big: bool, budget) -> bytes:
         signature_name = json_tensors.signature_name_of(document)
@@ -197,6 +193,19 @@ class RestApi:
             outputs = inference.selected(plan, await self._runner.run(plan))
         return await self._off_loop(big or plan.batch_size > LARGE_BATCH, json_tensors.predict_response, outputs,
                                     request_format)
+
+
+def _classification_json(plan, outputs) -> bytes:
+    return json_examples.classification_json(inference.classification_result(plan, outputs))
+
+
+def _regression_json(plan, outputs) -> bytes:
+    return json_examples.regression_json(inference.regression_result(plan, outputs))
+
+
+# Classify and regress differ only in how the request is planned and how its outputs become the JSON answer.
+_EXAMPLE_APIS = {"classify": (inference.plan_classify, _classification_json),
+                 "regress": (inference.plan_regress, _regression_json)}
 
 
 def _plan_predict(servable, signature, document: dict, body: bytes, budget) -> tuple:
