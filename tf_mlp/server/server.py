@@ -12,7 +12,8 @@ tensorflow_model_server, which exits), or a port cannot be bound (gRPC
 ports are bound without SO_REUSEPORT, so a second server on a port in use
 fails instead of sharing it). The gRPC server also answers on
 `--grpc_socket_path` (a UNIX socket) and serves tensorflow.ProfilerService
-unless `--enable_profiler=false`. `stop()` is graceful:
+unless `--enable_profiler=false`, or unless --host is not a loopback address
+(`--allow_profiler_on_non_loopback_host` serves it there too). `stop()` is graceful:
 the ports close, requests in flight (queued batches included) finish within
 `shutdown_grace_seconds`, then the models are unloaded. `serve(options)` does
 the same from a command line, stopping on SIGTERM or SIGINT.
