@@ -127,6 +127,13 @@ class Bystander:
             f"bystander p99 {p99:.3f} s against {idle_seconds:.3f} s idle: the attack stalled it")
 
 
+def _beside_a_bystander(server, idle_seconds: float, attack_name: str, attack) -> None:
+    """Run attack() again and again beside a well-behaved client, which must be unaffected."""
+    with Bystander(server) as bystander:
+        bystander.alongside(attack)
+    bystander.assert_unaffected(idle_seconds, attack_name)
+
+
 @pytest.fixture(scope="module")
 def idle(server) -> float:
     """The bystander's idle median latency on this server, after a warm-up."""
@@ -184,9 +191,7 @@ def test_zero_filled_amplification_is_refused_before_any_allocation(server, idle
             assert (status, fragment in details) == (code, True), (name, details)
             assert "\n" not in details
 
-    with Bystander(server) as bystander:
-        bystander.alongside(attack)
-    bystander.assert_unaffected(idle, "gRPC zero-filled amplification")
+    _beside_a_bystander(server, idle, "gRPC zero-filled amplification", attack)
     growth = server.peak_rss_bytes() - peak_before
     robustness_report.FIGURES["server peak RSS (VmHWM) growth during the amplification attempts"] = (
         f"{growth / 2**20:+.1f} MiB (from {peak_before / 2**20:.0f} MiB; the test allows +{RSS_MARGIN >> 20})")
@@ -212,9 +217,7 @@ def test_a_context_copied_into_every_example_is_charged_before_it_is_copied(serv
         ATTACKS["classify context copied into every example"][answer.status_code] += 1
         assert answer.status_code == 429 and "more than the 8.0 MiB one request may use" in answer.json()["error"]
 
-    with Bystander(server) as bystander:
-        bystander.alongside(attack)
-    bystander.assert_unaffected(idle, "classify context copied into every example")
+    _beside_a_bystander(server, idle, "classify context copied into every example", attack)
     assert server.peak_rss_bytes() - peak_before < RSS_MARGIN
 
 
@@ -222,14 +225,13 @@ def test_a_body_that_parses_to_far_more_than_the_budget_is_refused_before_parsin
     # 1 MiB of {"b64": ""} objects would parse to ~17 MiB of Python objects: over the 8 MiB budget.
     body = json.dumps({"signature_name": "predict_encoded", "instances": [{"b64": ""}] * 80_000}).encode()
     assert len(body) < MAX_BODY
+
     def attack():
         answer = requests.post(f"{server.rest_url}{PREDICT}", data=body, timeout=60)
         ATTACKS["REST body parsing to more than the budget"][answer.status_code] += 1
         assert answer.status_code == 429 and "the JSON body" in answer.json()["error"]
 
-    with Bystander(server) as bystander:
-        bystander.alongside(attack)
-    bystander.assert_unaffected(idle, "REST body parsing to more than the budget")
+    _beside_a_bystander(server, idle, "REST body parsing to more than the budget", attack)
 
 
 def _post_concurrently(server, bodies: dict, seconds: float) -> dict:
@@ -288,9 +290,7 @@ def test_a_large_malformed_body_is_answered_briefly_and_off_the_event_loop(serve
         assert answer.status_code == 400
         assert len(answer.content) < 2048 and "'signature_name' key must be a string value" in answer.text
 
-    with Bystander(server) as bystander:
-        bystander.alongside(attack)
-    bystander.assert_unaffected(idle, "large malformed body")
+    _beside_a_bystander(server, idle, "large malformed body", attack)
 
 
 DIGITS = "1" * 5000
