@@ -190,7 +190,10 @@ def test_a_base_path_that_does_not_exist_is_said_once_and_polled(tmp_path):
         serving_helpers.wait_for(lambda: server.log().count("Could not find base path") >= 1, timeout=60,
                                  message="the missing base path in the log")
         time.sleep(3)  # three more polls
-        serving_helpers.add_version(base, 1)
+        # The base path appears with its version already inside (one rename), so that no poll sees it empty.
+        staged = serving_helpers.add_version(tmp_path / "staging" / "tf_mlp", 1).parent
+        base.parent.mkdir(parents=True)
+        staged.rename(base)
         serving_helpers.wait_for(
             lambda: requests.get(f"{server.rest_url}/v1/models/tf_mlp", timeout=5).status_code == 200,
             timeout=120, message="the version published after start-up")
