@@ -5,11 +5,12 @@ single-image predict over REST in a loop; the bystander must get no error,
 and its 99th-percentile latency must stay within BYSTANDER_SLACK_SECONDS of
 its own idle median, measured on the same server before the attacks. The
 bound is a statement about starvation, not speed: before these defences one
-90-byte request stalled every client for 12 s, one malformed body for 0.5 s
-each; a loaded 2-core machine adds tens of milliseconds of noise. So it is
-generous enough never to flake there and still fails on a stall of the
-event loop. The amplification attempts also check the server's peak
-resident memory (VmHWM) against its value just before them.
+90-byte amplification request stalled every client for 12-16 s, and 65 MB of
+tiny JSON objects for 6 s. On this 2-core machine shared with other jobs the
+bystander's p99 was 20-400 ms during the attacks, with one hiccup of 2.4 s
+(its max) in a run while other jobs loaded the machine; 3 s is above that
+noise and far below those stalls. The amplification attempts also check the
+server's peak resident memory (VmHWM) against its value just before them.
 
 One server for the module, with server-side batching on (so a bad request
 can meet good ones in a batch), Prometheus metrics, and a 1 MiB body limit,
@@ -42,7 +43,7 @@ pytestmark = pytest.mark.slow  # one subprocess server (TensorFlow's import, the
 MAX_BODY = 1 << 20
 BUDGET = 8 * MAX_BODY
 """--max_request_tensor_bytes's default: eight times the body limit."""
-BYSTANDER_SLACK_SECONDS = 2.0
+BYSTANDER_SLACK_SECONDS = 3.0
 RSS_MARGIN = 64 << 20
 """Peak resident memory an amplification attempt may add: allocator slack; the old server added 5.2 GiB."""
 METRICS = "/monitoring/prometheus/metrics"
