@@ -310,10 +310,16 @@ def test_on_a_non_loopback_bind_the_profiler_and_config_reload_are_off_unless_al
         try:
             with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
                 status, details = _reload(channel, base)
+                # An empty TerminateRequest: answered when the profiler is served, UNIMPLEMENTED when it is not.
+                terminate = channel.unary_unary("/tensorflow.ProfilerService/Terminate")
+                try:
+                    profiler_status = "OK" if terminate(b"", timeout=30) == b"" else "?"
+                except grpc.RpcError as error:
+                    profiler_status = error.code().name
                 if allowed:
-                    assert (_profile(channel), status) == ("OK", "OK")
+                    assert (profiler_status, status) == ("OK", "OK")
                 else:
-                    assert (_profile(channel), status) == ("UNIMPLEMENTED", "PERMISSION_DENIED")
+                    assert (profiler_status, status) == ("UNIMPLEMENTED", "PERMISSION_DENIED")
                     assert "--allow_config_reload_on_non_loopback_host=true" in details
         finally:
             server.stop()

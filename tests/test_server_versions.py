@@ -246,6 +246,7 @@ def test_reload_config_request(tmp_path):
         server.stop()
 
 
+@pytest.mark.slow  # two more versions to load and unload
 def test_an_unloaded_version_closes_its_session_when_the_last_request_holding_it_ends(tmp_path):
     base = serving_helpers.model_base(tmp_path, versions=(1,))
     server = serving_helpers.start_server(model_base_path=str(base))
