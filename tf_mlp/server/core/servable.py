@@ -281,12 +281,21 @@ class Servable:
         """Run the signature on checked inputs (alias -> ndarray); the outputs asked for (all by default)."""
         aliases = list(signature.outputs) if output_aliases is None else list(output_aliases)
         feeds = {signature.inputs[alias].name: array for alias, array in inputs.items()}
-        results = self._runner.run(signature, feeds, [signature.outputs[alias].name for alias in aliases])
+        results = self.run_tensors(signature, feeds, [signature.outputs[alias].name for alias in aliases])
         return dict(zip(aliases, results))
 
     def run_tensors(self, signature: Signature, feeds: dict, fetch_names: list) -> list:
-        """Run by graph tensor names (MultiInference feeds one tensor to several signatures' inputs)."""
-        return self._runner.run(signature, feeds, fetch_names)
+        """Run by graph tensor names (MultiInference feeds one tensor to several signatures' inputs).
+
+        A run holds the version itself, so that a session is never closed under a run whose request has
+        already given up (its deadline passed while the run went on in the thread pool).
+        """
+        if not self.hold():
+            raise ServingError(Code.UNAVAILABLE, f"{self.id} was unloaded before the request ran; retry")
+        try:
+            return self._runner.run(signature, feeds, fetch_names)
+        finally:
+            self.release()
 
 
 @functools.cache
