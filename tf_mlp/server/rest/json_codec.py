@@ -22,8 +22,8 @@ import numpy as np
 import orjson
 from google.protobuf import json_format
 
-from tf_mlp.server.core.limits import RequestBudget
-from tf_mlp.server.core.status import ECHO_LIMIT, invalid_argument
+from tf_mlp.server.core.limits import BUDGET_FLAG, RequestBudget, size_text
+from tf_mlp.server.core.status import ECHO_LIMIT, invalid_argument, resource_exhausted
 
 MAX_DEPTH = 1024
 """orjson's nesting limit; deeper documents are refused."""
@@ -100,8 +100,9 @@ def parse(body: bytes, budget: RequestBudget | None = None) -> dict:
     """
     if not body:
         raise invalid_argument("JSON Parse error: The document is empty")
-    if budget is not None:
-        budget.check("the JSON body", parsed_bytes(body))
+    if budget is not None and budget.limit is not None and parsed_bytes(body) > budget.limit:
+        raise resource_exhausted(f"the request body would parse to about {size_text(parsed_bytes(body))} of JSON "
+                                 f"values, more than the {size_text(budget.limit)} one request may use ({BUDGET_FLAG})")
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as error:
