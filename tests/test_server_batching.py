@@ -129,6 +129,51 @@ def test_flush_runs_open_batches_at_once(executor):
     np.testing.assert_array_equal(_run(main())["y"], np.full((2, 1), 2))
 
 
+def test_requests_whose_inner_shapes_differ_never_share_a_batch(executor):
+    # Before: one batch, np.concatenate's ValueError for all three (a 500 each).
+    servable = FakeServable()
+    runner = BatchingRunner(executor, BatchingSettings(max_batch_size=8, batch_timeout_micros=100_000,
+                                                       num_batch_threads=1))
+
+    async def main():
+        shapes = [(1, 2), (1, 3), (2, 2), (1, 2, 1)]
+        return await asyncio.gather(*(runner.run(FakePlan(servable, {"x": np.ones(shape)})) for shape in shapes))
+
+    results = _run(main())
+    assert sorted(batch.shape for batch in servable.batches) == [(1, 2, 1), (1, 3), (3, 2)]
+    assert [result["y"].shape for result in results] == [(1, 2), (1, 3), (2, 2), (1, 2, 1)]
+
+
+class PickyServable(FakeServable):
+    """Refuses any batch holding a negative value, as a graph refuses a corrupt image."""
+
+    def run(self, signature, inputs, output_aliases=None):
+        self.batches.append(inputs["x"].copy())
+        if (inputs["x"] < 0).any():
+            raise ServingError(Code.INVALID_ARGUMENT, "negative input")
+        return {"y": inputs["x"] * 2}
+
+
+def test_a_failing_request_fails_alone_and_the_others_in_its_batch_get_their_results(executor):
+    servable = PickyServable()
+    runner = BatchingRunner(executor, BatchingSettings(max_batch_size=8, batch_timeout_micros=100_000,
+                                                       num_batch_threads=1))
+    values = [1, 2, -1, 3, 4]
+
+    async def main():
+        return await asyncio.gather(*(runner.run(FakePlan(servable, {"x": np.full((1, 1), value)}))
+                                      for value in values), return_exceptions=True)
+
+    results = _run(main())
+    for value, result in zip(values, results):
+        if value < 0:
+            assert isinstance(result, ServingError) and result.message == "negative input"
+        else:
+            np.testing.assert_array_equal(result["y"], [[2 * value]])
+    # One batch of 5, then halves down to the bad request: 5 -> 2 + 3 -> (2 ok) + 1 + 2 -> ... at most 2n runs.
+    assert servable.batches[0].shape == (5, 1) and len(servable.batches) <= 2 * len(values)
+
+
 @pytest.fixture(scope="module")
 def images():
     return serving_helpers.test_images(32)

@@ -15,7 +15,7 @@ from tf_mlp.errors import ConfigError
 from tf_mlp.server import config_files
 from tf_mlp.server.core.batching import BatchingSettings
 from tf_mlp.server.core.status import HTTP_STATUS, Code, ServingError
-from tf_mlp.server.options import FLAG_HELP, NO_EFFECT, ServerOptions, grpc_channel_arguments, parse_flags
+from tf_mlp.server.options import FLAG_HELP, NO_EFFECT, ServerOptions, flags_help, grpc_channel_arguments, parse_flags
 
 SERVING = pathlib.Path(__file__).resolve().parents[1] / "serving"
 
@@ -268,3 +268,25 @@ def test_version_flag_answers_without_a_model():
     assert result.exit_code == 0
     assert result.output.startswith("tf-mlp serve (TensorFlow-Serving-compatible): ")
     assert "TensorFlow Library: 2." in result.output
+
+
+def test_the_request_budget_defaults_to_eight_times_the_body_limit_and_is_a_flag():
+    assert parse_flags(["--model_base_path=x"]).request_budget_bytes() == 8 * 64 * 1024 * 1024
+    assert parse_flags(["--model_base_path=x", "--rest_api_max_request_bytes=1000"]).request_budget_bytes() == 8000
+    assert parse_flags(["--model_base_path=x", "--max_request_tensor_bytes=5"]).request_budget_bytes() == 5
+    with pytest.raises(ConfigError, match="--max_request_tensor_bytes must not be negative"):
+        parse_flags(["--model_base_path=x", "--max_request_tensor_bytes=-1"])
+    assert "--max_request_tensor_bytes=0" in flags_help() and "RESOURCE_EXHAUSTED" in flags_help()
+
+
+@pytest.mark.parametrize(("host", "allowed", "served"), [
+    ("127.0.0.1", False, True), ("::1", False, True), ("localhost", False, True), ("127.0.0.2", False, True),
+    ("0.0.0.0", False, False), ("::", False, False), ("10.0.0.5", False, False), ("myhost.example", False, False),
+    ("0.0.0.0", True, True),
+])
+def test_admin_services_are_off_on_a_non_loopback_host_unless_allowed(host, allowed, served):
+    options = parse_flags(["--model_base_path=x", f"--host={host}",
+                           f"--allow_profiler_on_non_loopback_host={str(allowed).lower()}",
+                           f"--allow_config_reload_on_non_loopback_host={str(allowed).lower()}"])
+    assert (options.serves_profiler(), options.accepts_config_reload()) == (served, served)
+    assert not dataclasses.replace(options, enable_profiler=False).serves_profiler()

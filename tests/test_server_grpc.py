@@ -159,3 +159,26 @@ def test_predict_errors_are_tensorflow_servings(stub, make_request, code, messag
         assert error.value.details().startswith(message) and "\n" not in error.value.details()
     else:
         assert error.value.details() == message
+
+
+def test_an_unexpected_exception_is_internal_and_logged_once(server, stub, images, monkeypatch, caplog):
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug deep inside")
+
+    monkeypatch.setattr(server.core, "serving_spec", broken)
+    with caplog.at_level("ERROR", logger="tf_mlp.server.grpc.services"):
+        with pytest.raises(grpc.RpcError) as error:
+            stub.Predict(_request(images=images), 10.0)
+    # Before: grpc.aio's own UNKNOWN, "Unexpected <class 'RuntimeError'>: ...", with nothing in the server's log.
+    assert error.value.code() == grpc.StatusCode.INTERNAL
+    assert error.value.details() == "internal error: RuntimeError (logged by the server)"
+    assert len([record for record in caplog.records if record.exc_info]) == 1
+
+
+def test_bytes_that_are_no_request_are_invalid_argument(channel):
+    call = channel.unary_unary("/tensorflow.serving.PredictionService/Predict", request_serializer=None,
+                               response_deserializer=None)
+    with pytest.raises(grpc.RpcError) as error:
+        call(b"\xff\xff\xff", timeout=10)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.value.details() == "the request is not a valid tensorflow.serving.PredictRequest"

@@ -29,10 +29,11 @@ import grpc
 import pytest
 import requests
 import tensorflow as tf
-from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
+from tensorflow_serving.apis import get_model_status_pb2, model_management_pb2, model_service_pb2_grpc
 
 from tests import serving_helpers
 from tests.conftest import free_port
+from tf_mlp.server.grpc import profiler
 from tf_mlp.server.process import ServerProcess, serve_until_exit
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -127,8 +128,10 @@ def _status_over(target: str) -> int:
 def test_tensorflow_model_server_flags_are_honoured_or_named(tmp_path):
     base = serving_helpers.model_base(tmp_path)
     socket_path = tmp_path / "grpc.sock"
+    logdir = tmp_path / "profile"
     server = ServerProcess(
         tmp_path / "server.log", f"--model_base_path={base}", f"--grpc_socket_path={socket_path}",
+        f"--profiler_output_dir={logdir}",
         "--grpc_channel_arguments=grpc.max_connection_age_ms=2000,grpc.lb_policy_name=grpclb,grpc.so_reuseaddr=1",
         "--tensorflow_intra_op_parallelism=1", "--tensorflow_inter_op_parallelism=1", "--grpc_max_threads=3",
         "--prefer_tflite_model=true", "--enable_signature_method_name_check=false", "--rest_api_enable_cors_support",
@@ -138,8 +141,8 @@ def test_tensorflow_model_server_flags_are_honoured_or_named(tmp_path):
         assert _status_over(f"unix:{socket_path}") == available
         assert _status_over(server.grpc_target) == available
 
-        # tensorflow.ProfilerService on the gRPC port, called by TensorFlow's own profiler client.
-        logdir = tmp_path / "profile"
+        # tensorflow.ProfilerService on the gRPC port, called by TensorFlow's own profiler client, which asks for
+        # the trace in LOGDIR/plugins/profile: inside --profiler_output_dir, so written there.
         sender = threading.Thread(target=lambda: [requests.post(
             f"{server.rest_url}/v1/models/tf_mlp:predict", json={"instances": [IMAGE]}, timeout=30)
             for _ in range(20)])
@@ -187,7 +190,10 @@ def test_a_base_path_that_does_not_exist_is_said_once_and_polled(tmp_path):
         serving_helpers.wait_for(lambda: server.log().count("Could not find base path") >= 1, timeout=60,
                                  message="the missing base path in the log")
         time.sleep(3)  # three more polls
-        serving_helpers.add_version(base, 1)
+        # The base path appears with its version already inside (one rename), so that no poll sees it empty.
+        staged = serving_helpers.add_version(tmp_path / "staging" / "tf_mlp", 1).parent
+        base.parent.mkdir(parents=True)
+        staged.rename(base)
         serving_helpers.wait_for(
             lambda: requests.get(f"{server.rest_url}/v1/models/tf_mlp", timeout=5).status_code == 200,
             timeout=120, message="the version published after start-up")
@@ -271,3 +277,68 @@ def test_profiler_service_is_off_with_enable_profiler_false(tmp_path):
                     assert error.value.code() == grpc.StatusCode.UNIMPLEMENTED
         finally:
             server.stop()
+
+
+def _profile(channel, **fields) -> str:
+    """A ProfileRequest of 50 ms; the status code's name."""
+    request = profiler.messages()["ProfileRequest"](duration_ms=50, **fields)
+    call = channel.unary_unary("/tensorflow.ProfilerService/Profile", request_serializer=None,
+                               response_deserializer=None)
+    try:
+        call(request.SerializeToString(), timeout=60)
+        return "OK"
+    except grpc.RpcError as error:
+        return error.code().name
+
+
+def _reload(channel, base) -> tuple:
+    request = model_management_pb2.ReloadConfigRequest()
+    request.config.model_config_list.config.add(name="tf_mlp", base_path=str(base), model_platform="tensorflow")
+    try:
+        model_service_pb2_grpc.ModelServiceStub(channel).HandleReloadConfigRequest(request, timeout=60)
+        return "OK", ""
+    except grpc.RpcError as error:
+        return error.code().name, error.details()
+
+
+def test_on_a_non_loopback_bind_the_profiler_and_config_reload_are_off_unless_allowed(tmp_path):
+    base = serving_helpers.model_base(tmp_path)
+    for allowed in (False, True):
+        server = serving_helpers.start_server(model_base_path=str(base), host="0.0.0.0",
+                                              allow_profiler_on_non_loopback_host=allowed,
+                                              allow_config_reload_on_non_loopback_host=allowed)
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+                status, details = _reload(channel, base)
+                # An empty TerminateRequest: answered when the profiler is served, UNIMPLEMENTED when it is not.
+                terminate = channel.unary_unary("/tensorflow.ProfilerService/Terminate")
+                try:
+                    profiler_status = "OK" if terminate(b"", timeout=30) == b"" else "?"
+                except grpc.RpcError as error:
+                    profiler_status = error.code().name
+                if allowed:
+                    assert (profiler_status, status) == ("OK", "OK")
+                else:
+                    assert (profiler_status, status) == ("UNIMPLEMENTED", "PERMISSION_DENIED")
+                    assert "--allow_config_reload_on_non_loopback_host=true" in details
+        finally:
+            server.stop()
+
+
+def test_the_profiler_writes_only_under_its_output_directory(tmp_path):
+    base = serving_helpers.model_base(tmp_path)
+    output = tmp_path / "profiles"
+    elsewhere = tmp_path / "elsewhere"
+    server = serving_helpers.start_server(model_base_path=str(base), profiler_output_dir=str(output))
+    try:
+        with grpc.insecure_channel(server.grpc_target) as channel:
+            # Before: <repository_root>/<session_id>/<host_name>, all three the client's: ../.. climbed out.
+            assert _profile(channel, repository_root=str(elsewhere), session_id="../../escaped",
+                            host_name="../../../etc/host") == "OK"
+            assert _profile(channel, repository_root=str(output / "plugins" / "profile"), session_id="s1",
+                            host_name="h:8500") == "OK"
+    finally:
+        server.stop()
+    written = sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*.xplane.pb"))
+    assert written == ["profiles/_.._escaped/_.._.._etc_host.xplane.pb", "profiles/plugins/profile/s1/h_8500.xplane.pb"]
+    assert not elsewhere.exists()

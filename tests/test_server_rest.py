@@ -9,6 +9,7 @@ import base64
 import numpy as np
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests import serving_helpers
 from tf_mlp.export import warmup
@@ -215,15 +216,18 @@ def test_metrics(server):
     assert response.status_code == 200
     assert response.headers["Content-Type"].startswith("text/plain")
     text = response.text
+    # TensorFlow Serving's names, as its dashboards query them: the counter without prometheus_client's _total.
     assert "# TYPE :tensorflow:serving:request_count counter" in text
-    counts = {line.rsplit(" ", 1)[0]: int(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-              if line.startswith(":tensorflow:serving:request_count{")}
-    assert counts[':tensorflow:serving:request_count{model_name="tf_mlp",status="OK"}'] >= 1
-    assert counts[':tensorflow:serving:request_count{model_name="tf_mlp",status="INVALID_ARGUMENT"}'] >= 1
+    assert "\n:tensorflow:serving:request_count{" in text and "_total" not in text and "_created" not in text
     assert "# TYPE :tensorflow:serving:request_latency histogram" in text
-    assert ':tensorflow:serving:request_latency_bucket{model_name="tf_mlp",API="predict",entrypoint="REST",le="+Inf"}' \
-        in text
-    assert ':tensorflow:serving:request_latency_count{model_name="tf_mlp",API="predict",entrypoint="REST"}' in text
+    samples = {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+               for family in text_string_to_metric_families(text) for sample in family.samples}
+    count = ":tensorflow:serving:request_count_total"  # the parser's name for it
+    assert samples[(count, (("model_name", "tf_mlp"), ("status", "OK")))] >= 1
+    assert samples[(count, (("model_name", "tf_mlp"), ("status", "INVALID_ARGUMENT")))] >= 1
+    latency, model = (("API", "predict"), ("entrypoint", "REST")), ("model_name", "tf_mlp")
+    assert samples[(":tensorflow:serving:request_latency_bucket", (*latency, ("le", "+Inf"), model))] \
+        == samples[(":tensorflow:serving:request_latency_count", (*latency, model))] >= 2
 
 
 def test_bytes_outputs_are_b64_and_non_finite_floats_are_tokens():
@@ -240,3 +244,54 @@ def test_bytes_outputs_are_b64_and_non_finite_floats_are_tokens():
                     b'"thumbnail_bytes":{"b64":"AP8="}}]}')
     columns = json_tensors.predict_response({"thumbnail_bytes": outputs["thumbnail_bytes"]}, json_tensors.COLUMNAR)
     assert columns == b'{"outputs":[{"b64":"AP8="}]}'
+
+
+def _request_count(server, status: str) -> float:
+    text = requests.get(f"{server.rest_url}/monitoring/prometheus/metrics", timeout=30).text
+    samples = {tuple(sorted(sample.labels.items())): sample.value for family in text_string_to_metric_families(text)
+               for sample in family.samples if sample.name == ":tensorflow:serving:request_count_total"}
+    return samples.get((("model_name", "tf_mlp"), ("status", status)), 0)
+
+
+def test_an_unexpected_exception_is_a_json_500_logged_once_and_counted_internal(server, monkeypatch, caplog):
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug deep inside")
+
+    internal_before = _request_count(server, "INTERNAL")
+    ok_before = _request_count(server, "OK")
+    monkeypatch.setattr(server.core, "serving", broken)
+    monkeypatch.setattr(server.core, "model_status", broken)
+    with caplog.at_level("ERROR", logger="tf_mlp.server.rest.api"):
+        predict = _post(server, "/v1/models/tf_mlp:predict", {"instances": [IMAGE]})
+        status = requests.get(f"{server.rest_url}/v1/models/tf_mlp", timeout=30)
+    for answer in (predict, status):
+        assert answer.status_code == 500
+        assert answer.json() == {"error": "internal error: RuntimeError (logged by the server)"}
+    tracebacks = [record for record in caplog.records if record.exc_info]
+    assert len(tracebacks) == 2 and "a bug deep inside" in str(tracebacks[0].exc_info[1])
+    # Counted as what it was, never as OK (before: the status defaulted to OK and was set only on success).
+    assert _request_count(server, "INTERNAL") == internal_before + 1
+    assert _request_count(server, "OK") == ok_before
+
+
+def test_request_bodies_are_inflated_within_the_body_limit():
+    import gzip
+    import zlib
+
+    from tf_mlp.server.core.status import ServingError
+    from tf_mlp.server.rest import bodies
+
+    text = b'{"instances": [1]}'
+    raw_deflate = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    assert bodies.decoded(gzip.compress(text[:5]) + gzip.compress(text[5:]), "gzip", 100) == text  # two members
+    assert bodies.decoded(zlib.compress(text), "deflate", 100) == text
+    assert bodies.decoded(raw_deflate.compress(text) + raw_deflate.flush(), "deflate", 100) == text
+    assert bodies.encoding_of({"Content-Encoding": " GZIP "}) == "gzip" and bodies.encoding_of({}) == ""
+    for body, encoding, limit, status, message in [
+        (gzip.compress(text)[:-9], "gzip", 100, 400, "not valid gzip: the compressed data ends before its end marker"),
+        (gzip.compress(b"0" * 101), "gzip", 100, 413, "larger than the limit of 100 bytes"),
+        (b"plain", "deflate", 100, 400, "not valid deflate"),
+    ]:
+        with pytest.raises(ServingError) as error:
+            bodies.decoded(body, encoding, limit)
+        assert (error.value.http_status, message in error.value.message) == (status, True), error.value.message

@@ -24,6 +24,7 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from tests import serving_helpers
 from tf_mlp.errors import ConfigError
+from tf_mlp.server.core.status import Code, ServingError
 from tf_mlp.server.core.versions import ModelVersions
 
 SHIPPED_CONFIG = pathlib.Path(__file__).resolve().parents[1] / "serving" / "models.config"
@@ -243,3 +244,54 @@ def test_reload_config_request(tmp_path):
             assert "Model tf_mlp requests unsupported platform pytorch" in error.value.details()
     finally:
         server.stop()
+
+
+@pytest.mark.slow  # two more versions to load and unload
+def test_an_unloaded_version_closes_its_session_when_the_last_request_holding_it_ends(tmp_path):
+    base = serving_helpers.model_base(tmp_path, versions=(1,))
+    server = serving_helpers.start_server(model_base_path=str(base))
+    try:
+        images = serving_helpers.test_images(2)
+        with server.core.serving("tf_mlp") as old:  # what a request in flight holds
+            serving_helpers.add_version(base, 2)
+            serving_helpers.wait_for(lambda: _states(server) == {2: "AVAILABLE", 1: "END"}, message="1 unloaded")
+            assert not old.closed  # still held: the request in flight finishes on it
+            outputs = old.run(old.signature("serving_default"), {"images": images})
+            assert outputs["probabilities"].shape == (2, 10)
+        assert old.closed  # closed as the last holder let go, not left to the garbage collector
+        assert not old.hold()  # and cannot be taken again: a lookup now finds version 2
+        # An unloaded version nobody holds is closed at once.
+        current = server.core.servable("tf_mlp")
+        assert current.version == 2
+        serving_helpers.add_version(base, 3)
+        serving_helpers.wait_for(lambda: _states(server).get(2) == "END", message="2 unloaded")
+        assert current.closed
+    finally:
+        server.stop()
+
+
+def test_without_the_private_callable_api_models_still_serve_through_session_run(monkeypatch, caplog):
+    from tf_mlp.server.core import servable as servable_module
+
+    name = servable_module.PRIVATE_CALLABLE_API
+    owner = next(klass for klass in tf.compat.v1.Session.__mro__ if name in vars(klass))  # BaseSession today
+    monkeypatch.delattr(owner, name)
+    servable_module._warn_public_fallback.cache_clear()
+    loaded = servable_module.Servable.load("tf_mlp", 1, serving_helpers.exported_version_dir())
+    images = serving_helpers.test_images(4)
+    expected = serving_helpers.serving_default_outputs(images)
+    with caplog.at_level("WARNING", logger=servable_module.__name__):
+        for _ in range(2):
+            outputs = loaded.run(loaded.signature("serving_default"), {"images": images})
+    np.testing.assert_array_equal(outputs["class_ids"], expected["class_ids"])
+    np.testing.assert_allclose(outputs["probabilities"], expected["probabilities"], atol=1e-6)
+    assert [record.message for record in caplog.records].count(
+        f"tf.compat.v1.Session.{servable_module.PRIVATE_CALLABLE_API} is missing from this TensorFlow: models run "
+        "through Session.run, which refuses fed shapes their signatures do not declare") == 1
+    # The one difference: a shape the placeholder does not declare is refused before the graph sees it.
+    with pytest.raises(ServingError) as error:
+        loaded.run(loaded.signature("serving_default"), {"images": np.zeros((1, 27, 27), np.uint8)})
+    assert error.value.code == Code.INVALID_ARGUMENT and "Cannot feed value of shape (1, 27, 27)" in error.value.message
+    assert "\n" not in error.value.message
+    loaded.retire()
+    assert loaded.closed

@@ -7,7 +7,8 @@ with the real tensorflow_model_server (see serving/). Modules:
 
     options        ServerOptions and the tensorflow_model_server-style flag parser
     config_files   models.config, batching and monitoring text protos
-    metrics        Prometheus metrics at the monitoring path
+    descriptors    protobuf message classes built from field tables (config files, the profiler service)
+    metrics        Prometheus metrics at the monitoring path (prometheus_client, TensorFlow Serving's names)
     server         Server (start/stop) and serve() for the command line: the core and both front ends
     process        ServerProcess: `tf-mlp serve` as a subprocess on free ports (tests, benchmarks)
     core/          models, versions, loading, warmup, running requests (see core/__init__.py)

@@ -3,11 +3,10 @@
 `ModelServerConfig` comes from the tensorflow-serving-api package. That
 package does not ship `BatchingParameters` (session_bundle_config.proto) nor
 `MonitoringConfig` (monitoring_config.proto), so those two messages are built
-here at runtime from descriptors that copy the upstream .proto definitions
-field for field (names, numbers, types), in a private descriptor pool so they
-can never clash with generated classes a later package might bring. The
-files are then parsed by protobuf's own `text_format`, exactly the grammar
-`tensorflow_model_server` reads, so a file that parses here parses there.
+at runtime from tables that copy the upstream .proto definitions field for
+field (tf_mlp.server.descriptors). The files are then parsed by protobuf's
+own `text_format`, exactly the grammar `tensorflow_model_server` reads, so a
+file that parses here parses there.
 """
 
 from __future__ import annotations
@@ -15,70 +14,45 @@ from __future__ import annotations
 import functools
 import pathlib
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format, wrappers_pb2
+from google.protobuf import text_format, wrappers_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 from tf_mlp.errors import ConfigError
+from tf_mlp.server import descriptors
 
 TENSORFLOW_PLATFORM = "tensorflow"
 DEFAULT_PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
 
-_LABEL = descriptor_pb2.FieldDescriptorProto
 _INT64_WRAPPER = ".google.protobuf.Int64Value"
 _STRING_WRAPPER = ".google.protobuf.StringValue"
+_FIELD, _OPTIONAL, _REPEATED = descriptors.FIELD, descriptors.OPTIONAL, descriptors.REPEATED
 
-# tensorflow_serving/servables/tensorflow/session_bundle_config.proto, message BatchingParameters.
-_BATCHING_FIELDS = (
-    ("max_batch_size", 1, _LABEL.TYPE_MESSAGE, _LABEL.LABEL_OPTIONAL, _INT64_WRAPPER),
-    ("batch_timeout_micros", 2, _LABEL.TYPE_MESSAGE, _LABEL.LABEL_OPTIONAL, _INT64_WRAPPER),
-    ("max_enqueued_batches", 3, _LABEL.TYPE_MESSAGE, _LABEL.LABEL_OPTIONAL, _INT64_WRAPPER),
-    ("num_batch_threads", 4, _LABEL.TYPE_MESSAGE, _LABEL.LABEL_OPTIONAL, _INT64_WRAPPER),
-    ("thread_pool_name", 5, _LABEL.TYPE_MESSAGE, _LABEL.LABEL_OPTIONAL, _STRING_WRAPPER),
-    ("allowed_batch_sizes", 6, _LABEL.TYPE_INT64, _LABEL.LABEL_REPEATED, None),
-    ("pad_variable_length_inputs", 7, _LABEL.TYPE_BOOL, _LABEL.LABEL_OPTIONAL, None),
+_MESSAGES = (
+    # tensorflow_serving/servables/tensorflow/session_bundle_config.proto, message BatchingParameters.
+    ("BatchingParameters", (
+        ("max_batch_size", 1, _FIELD.TYPE_MESSAGE, _OPTIONAL, _INT64_WRAPPER),
+        ("batch_timeout_micros", 2, _FIELD.TYPE_MESSAGE, _OPTIONAL, _INT64_WRAPPER),
+        ("max_enqueued_batches", 3, _FIELD.TYPE_MESSAGE, _OPTIONAL, _INT64_WRAPPER),
+        ("num_batch_threads", 4, _FIELD.TYPE_MESSAGE, _OPTIONAL, _INT64_WRAPPER),
+        ("thread_pool_name", 5, _FIELD.TYPE_MESSAGE, _OPTIONAL, _STRING_WRAPPER),
+        ("allowed_batch_sizes", 6, _FIELD.TYPE_INT64, _REPEATED, None),
+        ("pad_variable_length_inputs", 7, _FIELD.TYPE_BOOL, _OPTIONAL, None),
+    )),
+    # tensorflow_serving/config/monitoring_config.proto.
+    ("PrometheusConfig", (
+        ("enable", 1, _FIELD.TYPE_BOOL, _OPTIONAL, None),
+        ("path", 2, _FIELD.TYPE_STRING, _OPTIONAL, None),
+    )),
+    ("MonitoringConfig", (
+        ("prometheus_config", 1, _FIELD.TYPE_MESSAGE, _OPTIONAL, ".tensorflow.serving.PrometheusConfig"),
+    )),
 )
-# tensorflow_serving/config/monitoring_config.proto.
-_PROMETHEUS_FIELDS = (
-    ("enable", 1, _LABEL.TYPE_BOOL, _LABEL.LABEL_OPTIONAL, None),
-    ("path", 2, _LABEL.TYPE_STRING, _LABEL.LABEL_OPTIONAL, None),
-)
-_MONITORING_FIELDS = (
-    ("prometheus_config", 1, _LABEL.TYPE_MESSAGE, _LABEL.LABEL_OPTIONAL, ".tensorflow.serving.PrometheusConfig"),
-)
-
-
-def _add_message(file_proto, name: str, fields) -> None:
-    message = file_proto.message_type.add(name=name)
-    for field_name, number, field_type, label, type_name in fields:
-        field = message.field.add(name=field_name, number=number, type=field_type, label=label)
-        if type_name:
-            field.type_name = type_name
 
 
 @functools.cache
 def _message_classes() -> dict:
-    pool = descriptor_pool.DescriptorPool()
-    wrappers = descriptor_pb2.FileDescriptorProto()
-    wrappers_pb2.DESCRIPTOR.CopyToProto(wrappers)
-    pool.Add(wrappers)
-    batching = descriptor_pb2.FileDescriptorProto(
-        name="tensorflow_serving/servables/tensorflow/session_bundle_config.proto",
-        package="tensorflow.serving",
-        syntax="proto3",
-        dependency=[wrappers.name],
-    )
-    _add_message(batching, "BatchingParameters", _BATCHING_FIELDS)
-    pool.Add(batching)
-    monitoring = descriptor_pb2.FileDescriptorProto(
-        name="tensorflow_serving/config/monitoring_config.proto", package="tensorflow.serving", syntax="proto3"
-    )
-    _add_message(monitoring, "PrometheusConfig", _PROMETHEUS_FIELDS)
-    _add_message(monitoring, "MonitoringConfig", _MONITORING_FIELDS)
-    pool.Add(monitoring)
-    return {
-        name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"tensorflow.serving.{name}"))
-        for name in ("BatchingParameters", "MonitoringConfig")
-    }
+    return descriptors.message_classes("tensorflow.serving", _MESSAGES, file_name="tf_mlp/serving_config.proto",
+                                       dependencies=(wrappers_pb2.DESCRIPTOR,))
 
 
 def batching_parameters_class():

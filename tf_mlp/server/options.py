@@ -13,8 +13,10 @@ silently served in plain text.
 Defaults are tensorflow_model_server's except where DESIGN.md says
 otherwise: the REST API is on (8501) rather than off, everything binds
 127.0.0.1 rather than all interfaces, and the model is named `tf_mlp` rather
-than `default`. `--host`, `--rest_api_max_request_bytes` and
-`--shutdown_grace_seconds` are this server's own additions.
+than `default`. `--host`, `--rest_api_max_request_bytes`,
+`--shutdown_grace_seconds` and the flags of OWN_FLAGS (a request's decoding
+budget, where profiles go, the admin services off the loopback interface)
+are this server's own additions.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ import argparse
 import dataclasses
 import os
 
-from tf_mlp import contract
+from tf_mlp import contract, network
 from tf_mlp.errors import ConfigError
+from tf_mlp.server.core.limits import STRING_ELEMENT_BYTES
 
 ANY_FREE_PORT = -1
 """Port value asking the operating system for a free port (read it back from Server)."""
@@ -90,6 +93,10 @@ class ServerOptions:
     skip_initialize_tpu: bool = False
     version: bool = False
     shutdown_grace_seconds: float = 30.0
+    max_request_tensor_bytes: int = 0
+    profiler_output_dir: str = ""
+    allow_profiler_on_non_loopback_host: bool = False
+    allow_config_reload_on_non_loopback_host: bool = False
 
     def validate(self) -> None:
         """Raise ConfigError for combinations tensorflow_model_server refuses to start with."""
@@ -108,6 +115,8 @@ class ServerOptions:
                               "enable at least one API")
         if self.rest_api_max_request_bytes <= 0:
             raise ConfigError("--rest_api_max_request_bytes must be positive")
+        if self.max_request_tensor_bytes < 0:
+            raise ConfigError("--max_request_tensor_bytes must not be negative (0: the default budget)")
         for name in ("rest_api_num_threads", "grpc_max_threads"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{name} must be positive")
@@ -137,6 +146,18 @@ class ServerOptions:
             return self.tensorflow_intra_op_parallelism, self.tensorflow_inter_op_parallelism
         return self.tensorflow_session_parallelism, self.tensorflow_session_parallelism
 
+    def request_budget_bytes(self) -> int:
+        """--max_request_tensor_bytes, or its default: BODY_TO_BUDGET times --rest_api_max_request_bytes."""
+        return self.max_request_tensor_bytes or BODY_TO_BUDGET * self.rest_api_max_request_bytes
+
+    def serves_profiler(self) -> bool:
+        """ProfilerService on the gRPC port: --enable_profiler, and only on a loopback --host unless allowed."""
+        return self.enable_profiler and (network.is_loopback(self.host) or self.allow_profiler_on_non_loopback_host)
+
+    def accepts_config_reload(self) -> bool:
+        """HandleReloadConfigRequest: on a loopback --host, or where allowed."""
+        return network.is_loopback(self.host) or self.allow_config_reload_on_non_loopback_host
+
     def ignored_flag_warnings(self) -> list[str]:
         """One line per flag given a non-default value that has no effect here."""
         defaults = ServerOptions()
@@ -158,6 +179,14 @@ def grpc_channel_arguments(text: str) -> list[tuple[str, int | str]]:
         arguments.append((key, number if number is not None and -2**31 <= number < 2**31 else value))
     return arguments
 
+
+BODY_TO_BUDGET = 8
+"""The default request budget is this many times the REST body limit: a body of decimal numbers ("0.5," each)
+parses to Python objects of eight times its size, and a body of small integers ("0,") decodes to int64 or double
+tensors of four times its size."""
+OWN_FLAGS = ("host", "rest_api_max_request_bytes", "shutdown_grace_seconds", "max_request_tensor_bytes",
+             "profiler_output_dir", "allow_profiler_on_non_loopback_host", "allow_config_reload_on_non_loopback_host")
+"""Flags tensorflow_model_server does not have."""
 
 # Flags of tensorflow_model_server that mean nothing for this server, and why.
 NO_EFFECT = {
@@ -246,7 +275,8 @@ FLAG_HELP = {
     "use_alts_credentials": "Use Google ALTS credentials (refused: no secure channels here).",
     "ssl_config_file": "Read an ascii SSLConfig protobuf and serve gRPC over SSL (refused: no secure channels "
     "here).",
-    "enable_profiler": "Serve tensorflow.ProfilerService on the gRPC port (traces with TensorFlow's profiler).",
+    "enable_profiler": "Serve tensorflow.ProfilerService on the gRPC port (traces with TensorFlow's profiler). "
+    "Only on a loopback --host unless --allow_profiler_on_non_loopback_host.",
     "enable_grpc_healthcheck_service": "Enable the standard gRPC healthcheck service.",
     "enable_signature_method_name_check": "Check each SignatureDef's method_name against the API called "
     "(Classify, Regress, Predict). Leave off for native TF2 models.",
@@ -262,6 +292,24 @@ FLAG_HELP = {
     "skip_initialize_tpu": "Skip initializing the TPU system.",
     "version": "Display the version and exit.",
     "shutdown_grace_seconds": "On SIGTERM or SIGINT, seconds to let requests in flight finish.",
+    "max_request_tensor_bytes": "Most bytes the tensors of one request may decode to, all its inputs together, "
+    "counted from their declared dtypes and shapes (strings: their bytes plus "
+    f"{STRING_ELEMENT_BYTES} each; classify and regress: "
+    "the serialized examples, context included) before anything is decoded; above it the request is refused "
+    "with RESOURCE_EXHAUSTED (REST 429). The same limit applies, separately, to what a REST body parses to "
+    "(estimated before parsing), and is the largest gRPC request message (unless --grpc_channel_arguments "
+    f"sets grpc.max_receive_message_length). 0: {BODY_TO_BUDGET} times --rest_api_max_request_bytes "
+    f"({BODY_TO_BUDGET * ServerOptions.rest_api_max_request_bytes >> 20} MiB by default), what a body at that "
+    "limit holding only decimal numbers parses to.",
+    "profiler_output_dir": "Directory under which ProfilerService writes the traces it captures, as "
+    "DIR/SESSION_ID/HOST_NAME.xplane.pb, both names reduced to letters, digits, '.', '_' and '-' (a client's "
+    "repository_root is not used). Empty: nothing is written; a trace reaches only clients that ask for it in "
+    "the response, as TensorBoard and tf.profiler.experimental.client.trace do.",
+    "allow_profiler_on_non_loopback_host": "Serve ProfilerService (--enable_profiler) also when --host is not a "
+    "loopback address. Off: a profile traces the whole process, and any client that reaches the port could ask.",
+    "allow_config_reload_on_non_loopback_host": "Accept ModelService.HandleReloadConfigRequest also when --host "
+    "is not a loopback address (PERMISSION_DENIED otherwise). Off: a reload serves any model directory the "
+    "server can read, named by any client that reaches the port.",
 }
 for _name, _reason in NO_EFFECT.items():
     FLAG_HELP[_name] += " " + _NO_EFFECT_NOTE.format(_reason)

@@ -12,7 +12,8 @@ tensorflow_model_server, which exits), or a port cannot be bound (gRPC
 ports are bound without SO_REUSEPORT, so a second server on a port in use
 fails instead of sharing it). The gRPC server also answers on
 `--grpc_socket_path` (a UNIX socket) and serves tensorflow.ProfilerService
-unless `--enable_profiler=false`. `stop()` is graceful:
+unless `--enable_profiler=false`, or unless --host is not a loopback address
+(`--allow_profiler_on_non_loopback_host` serves it there too). `stop()` is graceful:
 the ports close, requests in flight (queued batches included) finish within
 `shutdown_grace_seconds`, then the models are unloaded. `serve(options)` does
 the same from a command line, stopping on SIGTERM or SIGINT.
@@ -35,8 +36,9 @@ import threading
 
 import grpc
 from aiohttp import web
-from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+from tensorflow_serving.apis import model_service_pb2_grpc
 
+from tf_mlp import network
 from tf_mlp.errors import ConfigError, TfMlpError
 from tf_mlp.server import config_files
 from tf_mlp.server.core.batching import BatchingRunner, BatchingSettings, DirectRunner
@@ -50,7 +52,7 @@ from tf_mlp.server.rest.api import RestApi
 log = logging.getLogger(__name__)
 
 _UNLIMITED = -1
-"""gRPC message size: TensorFlow Serving sets the server's limit to the maximum too."""
+"""gRPC message size: TensorFlow Serving sets the server's limits to the maximum (requests: _grpc_server_options)."""
 
 _FAILED_TO_START = "Failed to start server. Error: "
 
@@ -72,14 +74,10 @@ def _new_event_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-def _address(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 class Server:
     def __init__(self, options: ServerOptions):
         self.options = options
-        self.metrics = Metrics()
+        self.metrics = Metrics(known_model=self._serves_model)
         self.core = None
         self.rest_port = None
         """The bound REST port (None when the REST API is off)."""
@@ -97,11 +95,11 @@ class Server:
 
     @property
     def rest_url(self) -> str:
-        return f"http://{_address(self.options.host, self.rest_port)}"
+        return f"http://{network.address(self.options.host, self.rest_port)}"
 
     @property
     def grpc_target(self) -> str:
-        return _address(self.options.host, self.grpc_port)
+        return network.address(self.options.host, self.grpc_port)
 
     def start(self) -> "Server":
         if self._thread is not None:
@@ -161,6 +159,10 @@ class Server:
 
     # ---- internals ---------------------------------------------------------
 
+    def _serves_model(self, name: str) -> bool:
+        core = self.core
+        return core is not None and core.knows(name)
+
     def _shutdown_core(self) -> None:
         if self.core is not None:
             self.core.stop()
@@ -179,31 +181,38 @@ class Server:
 
     def _listening_socket(self, port: int) -> socket.socket:
         try:
-            return socket.create_server((self.options.host, 0 if port == ANY_FREE_PORT else port),
-                                        family=socket.AF_INET6 if ":" in self.options.host else socket.AF_INET)
+            return network.listening_socket(self.options.host, 0 if port == ANY_FREE_PORT else port)
         except OSError as error:
-            raise ServerError(f"cannot listen for REST on {_address(self.options.host, port)}: "
+            raise ServerError(f"cannot listen for REST on {network.address(self.options.host, port)}: "
                               f"{os.strerror(error.errno)}") from None
 
     def _grpc_server_options(self) -> list:
         # grpcio sets SO_REUSEPORT by default: a second server on the same port would start and take half the
-        # connections. Off, a port in use fails to bind, as with tensorflow_model_server. The flags' channel
-        # arguments come last and win.
-        arguments = {"grpc.max_receive_message_length": _UNLIMITED, "grpc.max_send_message_length": _UNLIMITED,
-                     "grpc.so_reuseport": 0}
+        # connections. Off, a port in use fails to bind, as with tensorflow_model_server. A request message may
+        # be as large as the request budget (a larger one could only be refused after being read whole);
+        # responses are not limited, as upstream. The flags' channel arguments come last and win.
+        arguments = {"grpc.max_receive_message_length": self.options.request_budget_bytes(),
+                     "grpc.max_send_message_length": _UNLIMITED, "grpc.so_reuseport": 0}
         arguments.update(grpc_channel_arguments(self.options.grpc_channel_arguments))
         return list(arguments.items())
 
     async def _start_grpc(self, runner):
         server = grpc.aio.server(options=self._grpc_server_options())
-        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionService(self.core, runner, self.metrics, self._executor), server)
+        server.add_generic_rpc_handlers(
+            (PredictionService(self.core, runner, self.metrics, self._executor).handler(),))
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(self.core, self._executor), server)
-        if self.options.enable_profiler:
-            server.add_generic_rpc_handlers((ProfilerService(self._executor).handler(),))
+        if self.options.serves_profiler():
+            server.add_generic_rpc_handlers(
+                (ProfilerService(self._executor, self.options.profiler_output_dir).handler(),))
+        elif self.options.enable_profiler:
+            log.warning("ProfilerService is off: --host=%s is not a loopback address "
+                        "(--allow_profiler_on_non_loopback_host=true turns it on)", self.options.host)
+        if not self.options.accepts_config_reload():
+            log.warning("HandleReloadConfigRequest is refused: --host=%s is not a loopback address "
+                        "(--allow_config_reload_on_non_loopback_host=true accepts it)", self.options.host)
         if self.options.port != DISABLED_PORT:
             port = 0 if self.options.port == ANY_FREE_PORT else self.options.port
-            self.grpc_port = self._bind_grpc(server, _address(self.options.host, port),
+            self.grpc_port = self._bind_grpc(server, network.address(self.options.host, port),
                                              lambda: _bind_error(self.options.host, port))
         if self.options.grpc_socket_path:
             self._bind_grpc(server, f"unix:{self.options.grpc_socket_path}", lambda: "")
@@ -236,14 +245,15 @@ class Server:
                 # last answer), else it is closed: aiohttp's own default (an hour) let clients that stall
                 # in the middle of their headers hold a connection for that long.
                 idle = self.options.rest_api_timeout_in_ms / 1000 if self.options.rest_api_timeout_in_ms > 0 else 75
+                # auto_decompress off: the REST API undoes gzip itself, off the event loop and bounded (rest/bodies.py).
                 rest_runner = web.AppRunner(rest.application(), access_log=None, handle_signals=False,
                                             shutdown_timeout=self.options.shutdown_grace_seconds,
-                                            keepalive_timeout=idle)
+                                            keepalive_timeout=idle, auto_decompress=False)
                 await rest_runner.setup()
                 sock = self._listening_socket(self.options.rest_api_port)
                 self.rest_port = sock.getsockname()[1]
                 await web.SockSite(rest_runner, sock).start()
-                log.info("Exporting HTTP/REST API at:%s ...", _address(self.options.host, self.rest_port))
+                log.info("Exporting HTTP/REST API at:%s ...", network.address(self.options.host, self.rest_port))
         except Exception as error:  # noqa: BLE001 - reported to start() in the caller's thread
             self._startup_error = error if isinstance(error, TfMlpError) else ServerError(f"cannot start: {error}")
             await self._close(runner, grpc_server, rest_runner)
@@ -268,7 +278,7 @@ class Server:
 def _bind_error(host: str, port: int) -> str:
     """': <why>' for a port gRPC could not bind, found by binding it the same way (no SO_REUSEPORT)."""
     try:
-        with socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET):
+        with network.listening_socket(host, port):
             return ""
     except OSError as error:
         return f": {os.strerror(error.errno)}"

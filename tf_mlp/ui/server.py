@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import ipaddress
 import os
 import pathlib
 import socket
@@ -32,7 +31,7 @@ import urllib.parse
 import aiohttp
 from aiohttp import web
 
-from tf_mlp import contract
+from tf_mlp import contract, network
 from tf_mlp.client.target import Target, parse_target
 from tf_mlp.errors import ConfigError, TfMlpError
 from tf_mlp.ui import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_PORT
@@ -48,7 +47,6 @@ _SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
-_LOOPBACK_NAMES = {"localhost", "localhost."}
 _CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                   ".css": "text/css; charset=utf-8"}
 _STATIC_TYPES = {path.name: _CONTENT_TYPES[path.suffix] for path in STATIC_DIR.iterdir()
@@ -125,13 +123,6 @@ class ModelPaths:
 
 def _json(status: int, document: dict) -> web.Response:
     return web.json_response(document, status=status)
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host in _LOOPBACK_NAMES
 
 
 class _Proxy:
@@ -212,7 +203,7 @@ def make_app(options: UiOptions) -> web.Application:
     async def guard(request: web.Request, handler):
         # DNS rebinding: a page from another site that resolves its own name to 127.0.0.1 would be
         # same-origin with us. On a loopback bind, only loopback host names are accepted.
-        if _is_loopback(options.host) and not _is_loopback(request.url.host or ""):
+        if network.is_loopback(options.host) and not network.is_loopback(request.url.host or ""):
             response = _json(403, {"error": f"host {request.host!r} is not served here; use 127.0.0.1 or localhost"})
         elif request.method == "POST" and request.headers.get("Origin") not in (None, f"{request.scheme}://"
                                                                                    f"{request.host}"):
@@ -269,13 +260,11 @@ class UiServer:
 
     @property
     def url(self) -> str:
-        host = f"[{self.options.host}]" if ":" in self.options.host else self.options.host
-        return f"http://{host}:{self.port}/"
+        return f"http://{network.address(self.options.host, self.port)}/"
 
     def start(self) -> "UiServer":
         try:
-            listening = socket.create_server((self.options.host, self.options.port),
-                                             family=socket.AF_INET6 if ":" in self.options.host else socket.AF_INET)
+            listening = network.listening_socket(self.options.host, self.options.port)
         except OSError as error:
             raise TfMlpError(f"cannot serve the page on {self.options.host}:{self.options.port}: "
                              f"{error.strerror or error}") from None

@@ -1,7 +1,10 @@
 """Running plans: directly, or merged with concurrent requests into batches (--enable_batching).
 
 BatchingRunner follows TensorFlow Serving's BatchingSession over a
-SharedBatchScheduler queue, one queue per servable, signature and set of outputs:
+SharedBatchScheduler queue, one queue per servable, signature, set of outputs
+and, unlike there, per dtype and inner shape (every dimension but the first)
+of each input, so only requests that can be concatenated share a batch and a
+request of the wrong shape fails alone, with the model's own message:
 
 - a request (task) joins the open batch if it fits in `max_batch_size`,
   otherwise the open batch is closed and a new one opened; a task larger
@@ -16,6 +19,12 @@ SharedBatchScheduler queue, one queue per servable, signature and set of outputs
   of the first row up to the next of `allowed_batch_sizes` if any, run once,
   and the outputs are split back, so each request gets exactly the rows it
   would have got alone.
+
+A batch of several requests that fails (a corrupt image among good ones, a
+value the graph refuses) is split in halves and each half run again, down to
+single requests, so the error reaches only the requests that cause it and
+the others get their results: a bad request costs at most about twice its
+batch's runs, never another request's answer.
 
 A task whose request gives up (deadline, disconnect) before its batch starts
 is taken out of the batch. On shutdown, open batches run at once, so requests
@@ -153,8 +162,10 @@ class BatchingRunner:
     async def run(self, plan: Plan) -> dict:
         self.loop = asyncio.get_running_loop()
         size = _task_size(plan)
-        # As BatchingSession's TensorSignature: only runs with the same feeds and fetches share a batch.
-        key = (id(plan.servable), plan.signature.name, tuple(plan.output_aliases))
+        # As BatchingSession's TensorSignature, only runs with the same feeds and fetches share a batch; and only
+        # those whose inputs np.concatenate can join: the same dtypes and the same sizes past the first dimension.
+        key = (id(plan.servable), plan.signature.name, tuple(plan.output_aliases),
+               tuple((alias, array.dtype.str, array.shape[1:]) for alias, array in sorted(plan.inputs.items())))
         queue = self._queues.get(key)
         if queue is None:
             queue = self._queues[key] = _Queue(self)
@@ -194,18 +205,38 @@ class BatchingRunner:
         tasks = [task for task in batch.tasks if not task.future.done()]
         try:
             if tasks:
-                plan = tasks[0].plan
-                inputs = _merge(tasks, self.settings.allowed_batch_sizes)
-                outputs = await self.loop.run_in_executor(self._executor, plan.servable.run, plan.signature, inputs,
-                                                          plan.output_aliases)
-                _split(tasks, outputs, batch_size=next(iter(inputs.values())).shape[0])
-        except Exception as error:  # noqa: BLE001 - every waiting request gets the batch's error
+                results = await self.loop.run_in_executor(self._executor, _run_isolating_failures, tasks,
+                                                          self.settings.allowed_batch_sizes)
+                for task, (outputs, error) in zip(tasks, results):
+                    if task.future.done():
+                        continue
+                    if error is None:
+                        task.future.set_result(outputs)
+                    else:
+                        task.future.set_exception(error)
+        except Exception as error:  # noqa: BLE001 - e.g. the pool shut down: every waiting request learns it
             for task in tasks:
                 if not task.future.done():
                     task.future.set_exception(error)
         finally:
             self._busy_threads -= 1
             self._schedule()
+
+
+def _run_isolating_failures(tasks: list, allowed_batch_sizes) -> list:
+    """(outputs, None) or (None, error) per task: the tasks run as one batch; if that fails and holds more than
+    one task, each half is run the same way, so an error stays with the tasks that cause it."""
+    plan = tasks[0].plan
+    try:
+        inputs = _merge(tasks, allowed_batch_sizes)
+        outputs = plan.servable.run(plan.signature, inputs, plan.output_aliases)
+        return _split(tasks, outputs, batch_size=next(iter(inputs.values())).shape[0])
+    except Exception as error:  # noqa: BLE001 - the request(s) in this batch get it, or it is narrowed down
+        if len(tasks) == 1:
+            return [(None, error)]
+        middle = len(tasks) // 2
+        return (_run_isolating_failures(tasks[:middle], allowed_batch_sizes)
+                + _run_isolating_failures(tasks[middle:], allowed_batch_sizes))
 
 
 def _task_size(plan: Plan) -> int:
@@ -232,7 +263,8 @@ def _merge(tasks, allowed_batch_sizes) -> dict:
     return inputs
 
 
-def _split(tasks, outputs: dict, batch_size: int) -> None:
+def _split(tasks, outputs: dict, batch_size: int) -> list:
+    """(each task's rows of the outputs, None) per task."""
     for alias, array in outputs.items():
         if array.ndim == 0 or array.shape[0] != batch_size:
             raise ServingError(
@@ -240,9 +272,10 @@ def _split(tasks, outputs: dict, batch_size: int) -> None:
                 f"Batched output tensor {alias}'s 0th dimension does not equal the sum of the 0th dimension "
                 "sizes of the input tensors",
             )
+    results = []
     offset = 0
     for task in tasks:
         rows = slice(offset, offset + task.size)
         offset += task.size
-        if not task.future.done():
-            task.future.set_result({alias: array[rows] for alias, array in outputs.items()})
+        results.append(({alias: array[rows] for alias, array in outputs.items()}, None))
+    return results

@@ -26,8 +26,9 @@ from tf_mlp.contract import (
     SERVING_SIGNATURE,
 )
 from tf_mlp.server.core import tensors
+from tf_mlp.server.core.limits import RequestBudget, string_bytes
 from tf_mlp.server.core.servable import Servable, Signature, stack_strings
-from tf_mlp.server.core.status import Code, ServingError, invalid_argument
+from tf_mlp.server.core.status import Code, ServingError, invalid_argument, shown
 
 _METHOD_NAMES = (PREDICT_METHOD_NAME, CLASSIFY_METHOD_NAME, REGRESS_METHOD_NAME)
 """What Predict accepts under --enable_signature_method_name_check, in the order its message names them."""
@@ -48,29 +49,46 @@ class Plan:
         return first.shape[0] if first.ndim else 0
 
 
-def plan_predict(servable: Servable, signature_name: str, inputs: dict, output_filter=()) -> Plan:
+def predict_signature(servable: Servable, signature_name: str) -> Signature:
+    """The signature a Predict request names, checked as predict_util.cc checks it before reading any input."""
     name = signature_name or SERVING_SIGNATURE
     signature = servable.signature(name)
     if signature is None:
-        raise ServingError(Code.FAILED_PRECONDITION, f'Serving signature key "{name}" not found.')
+        raise ServingError(Code.FAILED_PRECONDITION, f'Serving signature key "{shown(name)}" not found.')
     if servable.method_name_check and signature.method_name not in _METHOD_NAMES:
         raise ServingError(
             Code.INTERNAL,
             f"Expected prediction signature method_name to be one of {{{', '.join(_METHOD_NAMES)}}}. "
             f"Was: {signature.method_name}",
         )
+    return signature
+
+
+def plan_predict(servable: Servable, signature_name: str, inputs: dict, output_filter=()) -> Plan:
+    signature = predict_signature(servable, signature_name)
     servable.check_inputs(signature, inputs)
     aliases = []
     for alias in output_filter:
         if alias not in signature.outputs:
             raise invalid_argument(
-                f"output tensor alias not found in signature: {alias} "
+                f"output tensor alias not found in signature: {shown(alias)} "
                 f"Outputs expected to be in the set {{{','.join(signature.outputs)}}}."
             )
         if alias in aliases:
-            raise invalid_argument(f"duplicate output tensor alias: {alias}")
+            raise invalid_argument(f"duplicate output tensor alias: {shown(alias)}")
         aliases.append(alias)
     return Plan(servable, signature, inputs, aliases or list(signature.outputs))
+
+
+def plan_predict_request(servable: Servable, request, budget: RequestBudget) -> Plan:
+    """A gRPC PredictRequest (or a warmup record's) planned with every check that needs no tensor first: the
+    signature, the aliases, each tensor's declared size against the budget. Only then are tensors decoded."""
+    signature = predict_signature(servable, request.model_spec.signature_name)
+    servable.check_input_names(signature, request.inputs)
+    for alias, proto in request.inputs.items():
+        budget.charge(alias, tensors.declared_bytes(proto, alias))
+    inputs = {alias: tensors.to_numpy(proto, alias) for alias, proto in request.inputs.items()}
+    return plan_predict(servable, request.model_spec.signature_name, inputs, request.output_filter)
 
 
 def _check_method(servable: Servable, signature: Signature, method: str, kind: str) -> None:
@@ -119,7 +137,7 @@ def _examples_signature(servable: Servable, signature_name: str) -> Signature:
     name = signature_name or SERVING_SIGNATURE
     signature = servable.signature(name)
     if signature is None:
-        raise invalid_argument(f"No signature was found with the name: {name}")
+        raise invalid_argument(f"No signature was found with the name: {shown(name)}")
     return signature
 
 
@@ -141,15 +159,25 @@ def _plan_examples(servable, signature, serialized_examples, aliases) -> Plan:
     return Plan(servable, signature, inputs, aliases)
 
 
-def serialized_examples(input_proto) -> np.ndarray:
-    """InputToSerializedExampleTensor: one serialized tf.Example per example, the context prepended."""
+def serialized_examples(input_proto, budget: RequestBudget) -> np.ndarray:
+    """InputToSerializedExampleTensor: one serialized tf.Example per example, the context prepended.
+
+    The context is copied into every example, so a large context and many
+    small examples multiply: the total is charged to budget first.
+    """
     kind = input_proto.WhichOneof("kind")
     if kind == "example_list":
-        values = [example.SerializeToString() for example in input_proto.example_list.examples]
+        examples = input_proto.example_list.examples
+        budget.charge("examples", string_bytes(len(examples), input_proto.ByteSize()))
+        values = [example.SerializeToString() for example in examples]
     elif kind == "example_list_with_context":
-        context = input_proto.example_list_with_context.context.SerializeToString()
+        examples = input_proto.example_list_with_context.examples
+        context = input_proto.example_list_with_context.context
+        budget.charge("examples", string_bytes(len(examples), input_proto.ByteSize())
+                      + len(examples) * context.ByteSize())
+        context = context.SerializeToString()
         # Concatenated serializations parse as the merge of the two messages.
-        values = [context + example.SerializeToString() for example in input_proto.example_list_with_context.examples]
+        values = [context + example.SerializeToString() for example in examples]
     else:
         values = []
     if not values:
@@ -270,7 +298,7 @@ class MultiPlan:
         return response
 
 
-def plan_multi_inference(servable: Servable, request) -> MultiPlan:
+def plan_multi_inference(servable: Servable, request, budget: RequestBudget) -> MultiPlan:
     """The checks of multi_inference.cc, in its order and with its messages."""
     model_name = ""
     signature_names = set()
@@ -283,19 +311,19 @@ def plan_multi_inference(servable: Servable, request) -> MultiPlan:
             raise invalid_argument("All ModelSpecs in a MultiInferenceRequest must access the same model name.")
         name = task.model_spec.signature_name or SERVING_SIGNATURE
         if name in signature_names:
-            raise invalid_argument(f"Duplicate evaluation of signature: {name}")
+            raise invalid_argument(f"Duplicate evaluation of signature: {shown(name)}")
         signature_names.add(name)
         signature = servable.signature(name)
         if signature is None:
-            raise invalid_argument(f"Requested signature not found in model graph: {name}")
+            raise invalid_argument(f"Requested signature not found in model graph: {shown(name)}")
         if task.method_name == CLASSIFY_METHOD_NAME:
             aliases = classify_outputs(servable, signature)
         elif task.method_name == REGRESS_METHOD_NAME:
             aliases = regress_outputs(servable, signature)
         else:
-            raise ServingError(Code.UNIMPLEMENTED, f"Unsupported signature method_name: {task.method_name}")
+            raise ServingError(Code.UNIMPLEMENTED, f"Unsupported signature method_name: {shown(task.method_name)}")
         tasks.append((task, signature, aliases))
-    examples = serialized_examples(request.input)
+    examples = serialized_examples(request.input, budget)
     for _, signature, _ in tasks:
         servable.check_inputs(signature, {CLASSIFY_INPUT: examples})
     return MultiPlan(servable, tasks, examples)

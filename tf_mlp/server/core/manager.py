@@ -13,6 +13,7 @@ of zero load threads.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -23,13 +24,14 @@ from tf_mlp.errors import ConfigError, TfMlpError
 from tf_mlp.server import config_files
 from tf_mlp.server.core import warmup
 from tf_mlp.server.core.servable import LoadSettings, Servable
-from tf_mlp.server.core.status import Code, ServingError, invalid_argument, not_found
+from tf_mlp.server.core.status import Code, ServingError, invalid_argument, not_found, shown
 from tf_mlp.server.core.versions import ModelVersions, State
 from tf_mlp.server.options import ServerOptions
 
 log = logging.getLogger(__name__)
 
 SIGNATURE_DEF_FIELD = "signature_def"
+_HOLD_ATTEMPTS = 3
 
 
 class ServerCore:
@@ -201,18 +203,44 @@ class ServerCore:
         if label is not None:
             version = self._labels.get(model_name, {}).get(label)
             if version is None:
-                raise invalid_argument(f"Unrecognized servable version label: {label}")
+                raise invalid_argument(f"Unrecognized servable version label: {shown(label)}")
         model = self._models.get(model_name)
         servable = None
         if model is not None:
             servable = model.latest() if version is None else model.specific(version)
         if servable is None:
-            request = f"Latest({model_name})" if version is None else f"Specific({model_name}, {version})"
+            request = f"Latest({shown(model_name)})" if version is None else f"Specific({shown(model_name)}, {version})"
             raise not_found(f"Servable not found for request: {request}")
         return servable
 
     def servable_for_spec(self, model_spec) -> Servable:
         return self.servable(*_lookup(model_spec))
+
+    @contextlib.contextmanager
+    def serving(self, model_name: str, version: int | None = None, label: str | None = None):
+        """The servable asked for (as servable()), held so that an unload does not close it until the block ends.
+
+        A version closed between its lookup and its hold has just been
+        unloaded: the lookup is made again, and finds its replacement.
+        """
+        for _ in range(_HOLD_ATTEMPTS):
+            servable = self.servable(model_name, version, label)
+            if servable.hold():
+                break
+        else:
+            raise ServingError(Code.UNAVAILABLE, f"{servable.id} was unloaded while the request looked it up; retry")
+        try:
+            yield servable
+        finally:
+            servable.release()
+
+    def serving_spec(self, model_spec):
+        """serving() for what a ModelSpec names."""
+        return self.serving(*_lookup(model_spec))
+
+    def knows(self, model_name: str) -> bool:
+        """Whether the config names this model (the metrics label only these)."""
+        return model_name in self._models
 
     def model_status(self, model_name: str, version: int | None = None) -> get_model_status_pb2.GetModelStatusResponse:
         """GetModelStatusImpl: every version ever seen, or one; NOT_FOUND with upstream's messages."""
@@ -220,10 +248,10 @@ class ServerCore:
         statuses = model.statuses() if model else {}
         if version is not None:
             if version not in statuses:
-                raise not_found(f"Could not find version {version} of model {model_name}")
+                raise not_found(f"Could not find version {version} of model {shown(model_name)}")
             statuses = {version: statuses[version]}
         elif not statuses:
-            raise not_found(f"Could not find any versions of model {model_name}")
+            raise not_found(f"Could not find any versions of model {shown(model_name)}")
         response = get_model_status_pb2.GetModelStatusResponse()
         for number, status in statuses.items():
             entry = response.model_version_status.add(version=number, state=status.state.value)
@@ -251,7 +279,7 @@ class ServerCore:
             raise invalid_argument("GetModelMetadataRequest must specify at least one metadata_field")
         for field in fields:
             if field != SIGNATURE_DEF_FIELD:
-                raise invalid_argument(f"Metadata field {field} is not supported")
+                raise invalid_argument(f"Metadata field {shown(field)} is not supported")
         response_spec, signature_map = self.model_metadata(*_lookup(model_spec))
         response = get_model_metadata_pb2.GetModelMetadataResponse(model_spec=response_spec)
         response.metadata[SIGNATURE_DEF_FIELD].Pack(signature_map)

@@ -9,14 +9,18 @@ the graph can compute is computed, and an error comes back as the session's
 own message. With `prefer_tflite_model`, a version directory holding
 `model.tflite` is served by TensorFlow Lite instead (tflite_runner.py).
 
-A Servable is immutable once loaded; requests that hold one keep it (and its
-session) alive while a newer version replaces it, which is how an unload
-never fails a request in flight.
+A Servable is immutable once loaded. A request holds the version it uses
+(`hold`/`release`, through ServerCore.serving); an unload `retire`s it, and
+its session is closed as soon as the last request holding it ends, so an
+unload never fails a request in flight and never leaves a session for the
+garbage collector.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import logging
 import pathlib
 import threading
 
@@ -26,9 +30,13 @@ from tensorflow.core.protobuf import config_pb2, meta_graph_pb2, saved_model_pb2
 
 from tf_mlp import contract, layout
 from tf_mlp.server.core import tensors
-from tf_mlp.server.core.status import Code, ServingError, from_tensorflow_error, invalid_argument
+from tf_mlp.server.core.status import Code, ServingError, from_tensorflow_error, invalid_argument, one_line, shown
+
+log = logging.getLogger(__name__)
 
 TFLITE_FILE = "model.tflite"
+PRIVATE_CALLABLE_API = "_make_callable_from_options"
+"""tf.compat.v1.Session's private method that runs by tensor name as the C++ Session does (see SessionRunner)."""
 MAX_CACHED_CALLABLES = 64
 """Distinct (feeds, fetches) combinations kept ready per version; others run uncached."""
 
@@ -124,13 +132,24 @@ class SessionRunner:
             # Session.make_callable with feeds goes through Session.run, whose Python-side check refuses a fed
             # shape the signature does not declare; the C++ Session (TensorFlow Serving's) accepts and computes
             # it. A callable made from CallableOptions is the C++ Session::MakeCallable, with no such check,
-            # and skips the per-call feed/fetch bookkeeping of Session.run.
-            options = config_pb2.CallableOptions(feed=list(feed_names), fetch=list(fetch_names))
-            runner = self._session._make_callable_from_options(options)  # noqa: SLF001 - see above
+            # and skips the per-call feed/fetch bookkeeping of Session.run. It is a private method: should a
+            # TensorFlow release drop it, requests go through the public Session.run instead (see _run_public).
+            make = getattr(self._session, PRIVATE_CALLABLE_API, None)
+            if make is None:
+                _warn_public_fallback()
+                return functools.partial(self._run_public, feed_names, list(fetch_names))
+            runner = make(config_pb2.CallableOptions(feed=list(feed_names), fetch=list(fetch_names)))
             with self._lock:
                 if len(self._callables) < MAX_CACHED_CALLABLES:
                     self._callables[key] = runner
         return runner
+
+    def _run_public(self, feed_names: tuple, fetch_names: list, *values) -> list:
+        """The same run through Session.run, which refuses a fed shape the placeholder does not declare."""
+        try:
+            return self._session.run(fetch_names, dict(zip(feed_names, values)))
+        except ValueError as error:  # "Cannot feed value of shape (1, 27, 27) for Tensor ..., which has shape ..."
+            raise invalid_argument(one_line(str(error))) from None
 
     def run(self, signature, feeds: dict, fetch_names: list) -> list:
         """Run with feeds (tensor name -> ndarray); the fetched tensors as ndarrays, in order."""
@@ -163,6 +182,41 @@ class Servable:
                             _tensor_specs(definition.outputs), definition)
             for name, definition in sorted(signature_defs.items())
         }
+        self._holds = 0  # requests using this version now
+        self._retired = False  # unloaded: close once no request holds it
+        self._closed = False
+        self._hold_lock = threading.Lock()
+
+    # ---- lifetime: a request holds the version while it uses it; an unload closes it after the last one --
+
+    def hold(self) -> bool:
+        """Keep the session open for a request until release(); False if the version is already closed."""
+        with self._hold_lock:
+            if self._closed:
+                return False
+            self._holds += 1
+            return True
+
+    def release(self) -> None:
+        with self._hold_lock:
+            self._holds -= 1
+            close = self._retired and self._holds == 0 and not self._closed
+            self._closed = self._closed or close
+        if close:
+            self._runner.close()
+
+    def retire(self) -> None:
+        """The version is unloaded: close its session now if no request holds it, else when the last one ends."""
+        with self._hold_lock:
+            self._retired = True
+            close = self._holds == 0 and not self._closed
+            self._closed = self._closed or close
+        if close:
+            self._runner.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     @classmethod
     def load(cls, model_name: str, version: int, path, settings: LoadSettings | None = None) -> "Servable":
@@ -185,6 +239,29 @@ class Servable:
     def signature(self, name: str) -> Signature | None:
         return self.signatures.get(name or contract.SERVING_SIGNATURE)
 
+    def check_input_names(self, signature: Signature, sent) -> None:
+        """The checks of predict_util.cc and saved_model::GetInputValues that need only the aliases sent, with
+        their messages: run before any tensor is decoded, so an alias the signature lacks costs nothing."""
+        expected = set(signature.inputs)
+        sent = set(sent)
+        defaults = signature.definition.defaults
+        if len(sent) > len(expected) or (len(sent) < len(expected) and not defaults):
+            raise invalid_argument(
+                f"input size does not match signature: {len(sent)}!={len(expected)} "
+                f"len({{{_names(sent)}}}) != len({{{_names(expected)}}}). "
+                f"Sent extra: {{{_names(sent - expected)}}}. "
+                f"Missing but required: {{{_names(expected - sent)}}}."
+            )
+        for alias, spec in signature.inputs.items():
+            if alias not in sent and alias not in defaults:
+                raise invalid_argument(
+                    f"Signature input alias: {alias}(feed name: {spec.name}) not found in request and no default "
+                    f"value provided. Inputs expected to be in the request {{{_names(sent)}}}, or default "
+                    f"input alias set: {_names(defaults)}")
+        if sent - expected:
+            raise invalid_argument(f"Inputs contains invalid name. Used request inputs: "
+                                   f"{_names(sent & expected)}, request input: {_names(sent)}")
+
     def check_inputs(self, signature: Signature, inputs: dict) -> None:
         """Check inputs (alias -> ndarray) as predict_util.cc and saved_model::GetInputValues do, with their
         messages; an input left out that the signature has a default for is added to `inputs`.
@@ -193,28 +270,10 @@ class Servable:
         any shape it can, and refuses the others with the session's message.
         The dtype message is the one TensorFlow Serving's Session::Run gives.
         """
-        expected = set(signature.inputs)
-        sent = set(inputs)
-        defaults = signature.definition.defaults
-        if len(sent) > len(expected) or (len(sent) < len(expected) and not defaults):
-            raise invalid_argument(
-                f"input size does not match signature: {len(sent)}!={len(expected)} "
-                f"len({{{','.join(sorted(sent))}}}) != len({{{','.join(sorted(expected))}}}). "
-                f"Sent extra: {{{','.join(sorted(sent - expected))}}}. "
-                f"Missing but required: {{{','.join(sorted(expected - sent))}}}."
-            )
-        for alias, spec in signature.inputs.items():
-            if alias in sent:
-                continue
-            if alias not in defaults:
-                raise invalid_argument(
-                    f"Signature input alias: {alias}(feed name: {spec.name}) not found in request and no default "
-                    f"value provided. Inputs expected to be in the request {{{','.join(sorted(sent))}}}, or default "
-                    f"input alias set: {','.join(sorted(defaults))}")
-            inputs[alias] = tensors.to_numpy(defaults[alias], alias)
-        if sent - expected:
-            raise invalid_argument(f"Inputs contains invalid name. Used request inputs: "
-                                   f"{','.join(sorted(sent & expected))}, request input: {','.join(sorted(sent))}")
+        self.check_input_names(signature, inputs)
+        for alias in signature.inputs:
+            if alias not in inputs:
+                inputs[alias] = tensors.to_numpy(signature.definition.defaults[alias], alias)
         for index, (alias, spec) in enumerate(signature.inputs.items()):
             check_dtype(index, inputs[alias], spec.dtype)
 
@@ -222,12 +281,27 @@ class Servable:
         """Run the signature on checked inputs (alias -> ndarray); the outputs asked for (all by default)."""
         aliases = list(signature.outputs) if output_aliases is None else list(output_aliases)
         feeds = {signature.inputs[alias].name: array for alias, array in inputs.items()}
-        results = self._runner.run(signature, feeds, [signature.outputs[alias].name for alias in aliases])
+        results = self.run_tensors(signature, feeds, [signature.outputs[alias].name for alias in aliases])
         return dict(zip(aliases, results))
 
     def run_tensors(self, signature: Signature, feeds: dict, fetch_names: list) -> list:
-        """Run by graph tensor names (MultiInference feeds one tensor to several signatures' inputs)."""
-        return self._runner.run(signature, feeds, fetch_names)
+        """Run by graph tensor names (MultiInference feeds one tensor to several signatures' inputs).
+
+        A run holds the version itself, so that a session is never closed under a run whose request has
+        already given up (its deadline passed while the run went on in the thread pool).
+        """
+        if not self.hold():
+            raise ServingError(Code.UNAVAILABLE, f"{self.id} was unloaded before the request ran; retry")
+        try:
+            return self._runner.run(signature, feeds, fetch_names)
+        finally:
+            self.release()
+
+
+@functools.cache
+def _warn_public_fallback() -> None:
+    log.warning("tf.compat.v1.Session.%s is missing from this TensorFlow: models run through Session.run, which "
+                "refuses fed shapes their signatures do not declare", PRIVATE_CALLABLE_API)
 
 
 def _as_array(value) -> np.ndarray:
@@ -239,6 +313,11 @@ def _as_array(value) -> np.ndarray:
         array[()] = value
         return array
     return np.asarray(value)
+
+
+def _names(aliases) -> str:
+    """Aliases as TensorFlow Serving lists them in a message (sorted, comma-separated), cut at shown()'s limit."""
+    return shown(",".join(sorted(aliases)))
 
 
 def check_dtype(index: int, array: np.ndarray, dtype: int) -> None:

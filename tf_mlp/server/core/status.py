@@ -58,10 +58,30 @@ HTTP_STATUS = {
 }
 
 
+ECHO_LIMIT = 1024
+"""Most characters of one client-supplied value an error message quotes (then an ellipsis and its length)."""
+MESSAGE_LIMIT = 4096
+"""Most characters of any error message: a gRPC client refuses a status whose trailer passes 8 KiB."""
+
+
+def shown(value) -> str:
+    """A client's value as an error message quotes it: whole up to ECHO_LIMIT characters, cut with a note beyond.
+
+    A message that echoed a 5 MiB document or a megabyte model name whole
+    would cost the server that much again to format and send.
+    """
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= ECHO_LIMIT:
+        return text
+    return f"{text[:ECHO_LIMIT]}... ({len(text)} characters)"
+
+
 class ServingError(Exception):
-    """A request failed with a canonical code; the message is what the client sees."""
+    """A request failed with a canonical code; the message is what the client sees (at most MESSAGE_LIMIT)."""
 
     def __init__(self, code: Code, message: str):
+        if len(message) > MESSAGE_LIMIT:
+            message = f"{message[:MESSAGE_LIMIT]}... ({len(message)} characters)"
         super().__init__(message)
         self.code = Code(code)
         self.message = message
@@ -84,6 +104,15 @@ def invalid_argument(message: str) -> ServingError:
 
 def not_found(message: str) -> ServingError:
     return ServingError(Code.NOT_FOUND, message)
+
+
+def resource_exhausted(message: str) -> ServingError:
+    return ServingError(Code.RESOURCE_EXHAUSTED, message)
+
+
+def internal_error(error: BaseException) -> ServingError:
+    """What the client sees of an exception nothing expected (the server logs its traceback)."""
+    return ServingError(Code.INTERNAL, f"internal error: {type(error).__name__} (logged by the server)")
 
 
 DEADLINE_MESSAGE = "Timed out waiting for notification"

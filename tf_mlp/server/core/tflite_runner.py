@@ -132,6 +132,12 @@ class TfLiteRunner:
             self._runners[contract.SERVING_SIGNATURE] = None
             self.signature_defs[contract.SERVING_SIGNATURE] = definition
 
+    def close(self) -> None:
+        """Drop the interpreter and its tensors (the version was unloaded and no request holds it)."""
+        with self._lock:
+            self._runners.clear()
+            self._interpreter = None
+
     def run(self, signature, feeds: dict, fetch_names: list) -> list:
         """Run one signature with feeds (tensor name -> ndarray); the fetched tensors, in order."""
         inputs = {info.name: alias for alias, info in signature.definition.inputs.items()}

@@ -194,9 +194,10 @@ class ModelVersions:
     def _unload(self, version: int) -> None:
         self._set_status(version, State.UNLOADING)
         log.info("Unloading servable version {name: %s version: %d}", self.name, version)
+        servable = self._available[version]
         self._available = {key: value for key, value in self._available.items() if key != version}
-        # Requests still running on the servable hold their own reference; it
-        # is freed when the last of them finishes.
+        # New requests no longer find it; the session closes now, or when the last request holding it ends.
+        servable.retire()
         self._set_status(version, State.END)
         log.info("Done unloading servable version {name: %s version: %d}", self.name, version)
 

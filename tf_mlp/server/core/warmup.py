@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from tf_mlp import contract, layout
 from tf_mlp.server.core import inference, tensors
+from tf_mlp.server.core.limits import RequestBudget
 from tf_mlp.server.core.servable import Servable
 from tf_mlp.server.core.status import Code, ServingError, invalid_argument
 
@@ -25,6 +26,8 @@ log = logging.getLogger(__name__)
 
 MAX_RECORDS = 1000
 """saved_model_warmup_util.cc's kMaxNumRecords."""
+_TRUSTED = RequestBudget(None)
+"""Warmup records come with the model, as its signature defaults do: no request budget applies to them."""
 
 
 def read_records(version_dir) -> list:
@@ -60,11 +63,11 @@ def replay(servable: Servable, record) -> None:
     elif kind == "classify_log":
         request = record.classify_log.request
         plan = inference.plan_classify(servable, request.model_spec.signature_name,
-                                       inference.serialized_examples(request.input))
+                                       inference.serialized_examples(request.input, _TRUSTED))
     elif kind == "regress_log":
         request = record.regress_log.request
         plan = inference.plan_regress(servable, request.model_spec.signature_name,
-                                      inference.serialized_examples(request.input))
+                                      inference.serialized_examples(request.input, _TRUSTED))
     else:
         raise ServingError(Code.UNIMPLEMENTED, f"Unsupported log_type for warmup: {kind}")
     servable.run(plan.signature, plan.inputs, plan.output_aliases)

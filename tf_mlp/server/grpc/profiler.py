@@ -6,11 +6,21 @@ server (`tf.profiler.experimental.server.start`) cannot share a port with
 another gRPC server and binds every interface, so the service is answered
 here instead, by the same public profiler TensorFlow's implementation wraps:
 `Profile` traces this process with `tf.profiler.experimental.start` for the
-requested duration (cut short by `Terminate` with the same session id, or by
-the client cancelling), then, as TensorFlow's ProfilerServiceImpl does,
-writes the XSpace to `<repository_root>/<session_id>/<host_name>.xplane.pb`
-and answers `empty_trace` when no event was recorded (the client then
-retries). One trace at a time per process, as TensorFlow's profiler allows.
+requested duration (at most MAX_TRACE_SECONDS; cut short by `Terminate`
+with the same session id, or by the client cancelling), then writes the
+XSpace to `<repository_root>/<session_id>/<host_name>.xplane.pb`, as
+TensorFlow's ProfilerServiceImpl does, and answers `empty_trace` when no
+event was recorded (the client then retries). One trace at a time per
+process, as TensorFlow's profiler allows.
+
+Unlike there, no client names where the server writes: traces go only under
+`--profiler_output_dir` (nowhere when it is empty). A repository_root inside
+it is used as sent (TensorBoard's capture sends LOGDIR/plugins/profile, so a
+server started with `--profiler_output_dir=LOGDIR` writes where TensorBoard
+reads); any other is replaced by the directory itself. The session id and
+host name become one path component each, of letters, digits, '.', '_' and
+'-' (`../../x` cannot climb out). The server registers the service only on a
+loopback --host unless --allow_profiler_on_non_loopback_host.
 
 The request and response messages are built at runtime from the field
 numbers of tsl/profiler/protobuf/profiler_service.proto (TensorFlow ships no
@@ -22,18 +32,28 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import pathlib
+import re
 import socket
 import tempfile
 import threading
+import time
 
 import grpc
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+from tf_mlp.server import descriptors
+from tf_mlp.server.core.status import shown
+
+log = logging.getLogger(__name__)
 
 SERVICE = "tensorflow.ProfilerService"
+MAX_TRACE_SECONDS = 60
+"""Longest trace one Profile request captures: a trace holds every op the process runs meanwhile in memory."""
+_NAME_LIMIT = 100
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
-_FIELD = descriptor_pb2.FieldDescriptorProto
-_OPTIONAL, _REPEATED = _FIELD.LABEL_OPTIONAL, _FIELD.LABEL_REPEATED
+_FIELD, _OPTIONAL, _REPEATED = descriptors.FIELD, descriptors.OPTIONAL, descriptors.REPEATED
 
 # (message, ((field, number, type, label, message type), ...)): the fields this service reads or writes.
 _MESSAGES = (
@@ -62,18 +82,7 @@ _MESSAGES = (
 @functools.cache
 def messages() -> dict:
     """name -> message class, for the messages above."""
-    file_proto = descriptor_pb2.FileDescriptorProto(name="tf_mlp/profiler_service.proto", package="tensorflow",
-                                                    syntax="proto3")
-    for name, fields in _MESSAGES:
-        message = file_proto.message_type.add(name=name)
-        for field_name, number, field_type, label, type_name in fields:
-            field = message.field.add(name=field_name, number=number, type=field_type, label=label)
-            if type_name:
-                field.type_name = type_name
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(file_proto)
-    return {name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"tensorflow.{name}"))
-            for name, _ in _MESSAGES}
+    return descriptors.message_classes("tensorflow", _MESSAGES, file_name="tf_mlp/profiler_service.proto")
 
 
 def trace_is_empty(xspace_bytes: bytes) -> bool:
@@ -103,8 +112,9 @@ def capture(duration_seconds: float, stop: threading.Event, host_tracer_level: i
 class ProfilerService:
     """Profile and Terminate of tensorflow.ProfilerService, run on the server's thread pool."""
 
-    def __init__(self, executor):
+    def __init__(self, executor, output_dir: str = ""):
         self._executor = executor
+        self._output_dir = pathlib.Path(output_dir).resolve() if output_dir else None
         self._stops = {}  # session_id -> threading.Event, for Terminate
 
     def handler(self) -> grpc.GenericRpcHandler:
@@ -119,7 +129,7 @@ class ProfilerService:
         })
 
     async def profile(self, request, context):
-        duration_ms = request.opts.duration_ms or request.duration_ms
+        duration_ms = min(request.opts.duration_ms or request.duration_ms, MAX_TRACE_SECONDS * 1000)
         levels = {"host_tracer_level": request.opts.host_tracer_level or 2,
                   "device_tracer_level": request.opts.device_tracer_level or 1,
                   "python_tracer_level": request.opts.python_tracer_level}
@@ -132,26 +142,46 @@ class ProfilerService:
             stop.set()  # the client went away: end the trace so the profiler is free again
             raise
         except Exception as error:  # noqa: BLE001 - e.g. another trace running; the client sees it, as upstream
-            await context.abort(grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}")
+            await context.abort(grpc.StatusCode.INTERNAL, shown(f"{type(error).__name__}: {error}"))
         finally:
             self._stops.pop(request.session_id, None)
         response = messages()["ProfileResponse"](empty_trace=trace_is_empty(xspace))
         if request.emit_xspace:
             response.xspace = xspace
-        if request.repository_root:
-            host = request.host_name or socket.gethostname()
-            path = pathlib.Path(request.repository_root, request.session_id, f"{host}.xplane.pb")
+        path = self.trace_path(request.repository_root, request.session_id, request.host_name)
+        if path is None:
+            log.info("Profile: the trace was not written (no --profiler_output_dir)")
+        else:
             try:
                 await loop.run_in_executor(self._executor, _write, path, xspace)
             except OSError as error:
                 await context.abort(grpc.StatusCode.INTERNAL, f"cannot write {path}: {error.strerror}")
+            log.info("Profile: trace written to %s", path)
         return response
+
+    def trace_path(self, repository_root: str, session_id: str, host_name: str) -> pathlib.Path | None:
+        """Where a trace goes: under --profiler_output_dir only (None when it is empty); see the module docstring."""
+        if self._output_dir is None:
+            return None
+        root = self._output_dir
+        if repository_root:
+            asked = pathlib.Path(repository_root).resolve()  # symbolic links followed: they cannot lead out either
+            if asked.is_relative_to(self._output_dir):
+                root = asked
+        session = _path_component(session_id) or time.strftime("%Y_%m_%d_%H_%M_%S")
+        host = _path_component(host_name) or _path_component(socket.gethostname()) or "host"
+        return root / session / f"{host}.xplane.pb"
 
     async def terminate(self, request, context):
         stop = self._stops.get(request.session_id)
         if stop is not None:
             stop.set()
         return messages()["TerminateResponse"]()
+
+
+def _path_component(name: str) -> str:
+    """name as one harmless path component: letters, digits, '.', '_' and '-', no leading dot, at most 100."""
+    return _UNSAFE.sub("_", name[:_NAME_LIMIT]).lstrip(".")
 
 
 def _write(path: pathlib.Path, data: bytes) -> None:

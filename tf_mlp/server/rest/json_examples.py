@@ -13,8 +13,9 @@ from __future__ import annotations
 import numpy as np
 from tensorflow.core.example import example_pb2, feature_pb2
 
+from tf_mlp.server.core.limits import RequestBudget, string_bytes
 from tf_mlp.server.core.servable import stack_strings
-from tf_mlp.server.core.status import invalid_argument
+from tf_mlp.server.core.status import invalid_argument, shown
 from tf_mlp.server.rest import json_codec
 from tf_mlp.server.rest.json_tensors import decode_base64, is_base64_object, signature_name_of
 
@@ -29,12 +30,12 @@ def _add_value(value, name: str, feature: feature_pb2.Feature) -> None:
     def require(kind: str):
         current = feature.WhichOneof("kind")
         if current not in (None, kind):
-            raise invalid_argument(f"Unexpected element type in feature: {name} expecting type: "
+            raise invalid_argument(f"Unexpected element type in feature: {shown(name)} expecting type: "
                                    f"{_KIND_NAMES[current]}")
         return getattr(feature, kind)
 
     if value is None or isinstance(value, list) or (isinstance(value, dict) and not is_base64_object(value)):
-        raise invalid_argument(f"Feature: {name} has element with unexpected JSON type: "
+        raise invalid_argument(f"Feature: {shown(name)} has element with unexpected JSON type: "
                                f"{json_codec.type_name(value)}")
     if isinstance(value, bool):
         require("int64_list").value.append(1 if value else 0)
@@ -51,9 +52,9 @@ def _add_value(value, name: str, feature: feature_pb2.Feature) -> None:
     else:
         target = require("int64_list")
         if value > (1 << 63) - 1:
-            raise invalid_argument(f"Feature: {name} has uint64 element. Only int64 is supported.")
+            raise invalid_argument(f"Feature: {shown(name)} has uint64 element. Only int64 is supported.")
         if value < -(1 << 63):
-            raise invalid_argument(f"Feature: {name} has element with unexpected JSON type: Number")
+            raise invalid_argument(f"Feature: {shown(name)} has element with unexpected JSON type: Number")
         target.value.append(value)
 
 
@@ -69,8 +70,12 @@ def _example(value) -> example_pb2.Example:
     return example
 
 
-def examples_request(document: dict) -> tuple:
-    """(signature_name, serialized examples) from a parsed classify or regress request."""
+def examples_request(document: dict, budget: RequestBudget) -> tuple:
+    """(signature_name, serialized examples) from a parsed classify or regress request.
+
+    The context is copied into every example, so a large context and many
+    small examples multiply: their total is charged to budget before the copies are made.
+    """
     signature_name = signature_name_of(document)
     context = None
     if "context" in document:
@@ -85,8 +90,10 @@ def examples_request(document: dict) -> tuple:
     if not examples:
         raise invalid_argument(f"JSON Value: {json_codec.value_to_string(document)} 'examples' value is an empty "
                                "array")
-    serialized = [(context or b"") + _example(value).SerializeToString() for value in examples]
-    return signature_name, stack_strings(serialized)
+    serialized = [_example(value).SerializeToString() for value in examples]
+    context = context or b""
+    budget.charge("examples", string_bytes(len(serialized), sum(map(len, serialized)) + len(serialized) * len(context)))
+    return signature_name, stack_strings([context + example for example in serialized] if context else serialized)
 
 
 def classification_json(result) -> bytes:

@@ -22,15 +22,14 @@ import numpy as np
 from tensorflow.core.framework import types_pb2
 
 from tf_mlp.server.core import tensors
-from tf_mlp.server.core.status import Code, ServingError, invalid_argument
+from tf_mlp.server.core.limits import RequestBudget, string_bytes
+from tf_mlp.server.core.status import Code, ServingError, invalid_argument, shown
 from tf_mlp.server.rest import json_codec
 
 ROW, COLUMNAR = "row", "columnar"
 BYTES_SUFFIX = "_bytes"
 MAX_RANK = 254
 """TensorShape's largest rank; deeper lists cannot be a tensor."""
-NUMPY_MAX_RANK = 64
-"""numpy's largest number of dimensions (numpy 2)."""
 
 _INTEGER_RANGES = {
     types_pb2.DT_INT8: (-(1 << 7), (1 << 7) - 1),
@@ -160,43 +159,58 @@ def _fast(value, dtype):
     return array.astype(tensors.numpy_dtype(dtype), copy=False)
 
 
-def _fast_base64(instances: list):
+def _fast_base64(instances: list, name: str, budget: RequestBudget):
     """A list of {"b64": ...} objects (the _bytes signatures' row form) as a 1-D bytes array, or None.
 
     The same tensor as the exact walk, without its per-element shape checks
     and stacking; anything else (or bad base64) takes the walk and its messages.
     """
-    values = []
+    texts = []
     for value in instances:
         if type(value) is not dict or len(value) != 1:
             return None
         text = value.get("b64")
         if type(text) is not str:
             return None
+        texts.append(text)
+    budget.check(name, string_bytes(len(texts), sum(len(text) for text in texts) * 3 // 4))
+    values = []
+    for text in texts:
         try:
             values.append(base64.b64decode(text, validate=True))
         except (binascii.Error, ValueError):
             return None
+    budget.charge(name, string_bytes(len(values), sum(len(value) for value in values)))
     array = np.empty(len(values), dtype=object)
     array[:] = values
     return array
 
 
-def to_tensor(value, dtype, name: str, may_be_fast: bool = True) -> np.ndarray:
-    """A JSON value (scalar or nested lists) as an ndarray of dtype, or INVALID_ARGUMENT."""
+def _tensor_bytes(shape: list, dtype) -> int:
+    """What a tensor of this shape holds: its numbers, or its strings' overhead (their bytes are counted later)."""
+    return int(np.prod(shape, dtype=object)) * tensors.element_bytes(dtype)
+
+
+def to_tensor(value, dtype, name: str, budget: RequestBudget, may_be_fast: bool = True) -> np.ndarray:
+    """A JSON value (scalar or nested lists) as an ndarray of dtype, or INVALID_ARGUMENT; charged to the budget
+    (from the sizes of its first elements) before it is built."""
+    shape = _dense_shape(value)
+    if len(shape) > MAX_RANK:
+        raise invalid_argument(f"tensor parsing error: {shown(name)}")
+    budget.charge(name, _tensor_bytes(shape, dtype))
     if may_be_fast and dtype != types_pb2.DT_STRING:
         array = _fast(value, dtype)
         if array is not None:
             return array
-    shape = _dense_shape(value)
-    if len(shape) > MAX_RANK:
-        raise invalid_argument(f"tensor parsing error: {name}")
     values = []
     _fill(value, 0, shape, dtype, values)
-    if len(shape) > NUMPY_MAX_RANK:
+    if dtype == types_pb2.DT_STRING:
+        budget.charge(name, sum(len(item) for item in values))
+    if len(shape) > tensors.NUMPY_MAX_RANK:
         # A valid TensorShape (TensorFlow Serving would fail the signature's rank check next), but numpy
         # cannot hold it, and no signature takes it: refused here instead of failing in reshape (a 500).
-        raise invalid_argument(f"{name}: a tensor of rank {len(shape)} is not supported (at most {NUMPY_MAX_RANK})")
+        raise invalid_argument(f"{shown(name)}: a tensor of rank {len(shape)} is not supported "
+                               f"(at most {tensors.NUMPY_MAX_RANK})")
     if dtype == types_pb2.DT_STRING:
         array = np.empty(len(values), dtype=object)
         array[:] = values
@@ -217,7 +231,7 @@ def _is_element_object(value) -> bool:
     return isinstance(value, dict) and not is_base64_object(value)
 
 
-def _rows(document: dict, instances: list, input_specs: dict, may_be_fast: bool) -> dict:
+def _rows(document: dict, instances: list, input_specs: dict, may_be_fast: bool, budget: RequestBudget) -> dict:
     """FillTensorMapFromInstancesList."""
     if not isinstance(instances, list):
         raise invalid_argument(f"JSON Value: {json_codec.value_to_string(document)} "
@@ -230,11 +244,15 @@ def _rows(document: dict, instances: list, input_specs: dict, may_be_fast: bool)
     objects = _is_element_object(instances[0])
     first_name = next(iter(input_specs))
     if not objects and may_be_fast and input_specs[first_name].dtype != types_pb2.DT_STRING:
-        array = _fast(instances, input_specs[first_name].dtype)
+        # Checked, and charged once built: when the fast way fails, the walk below charges each element.
+        shape = _dense_shape(instances)
+        budget.check(first_name, _tensor_bytes(shape, input_specs[first_name].dtype))
+        array = _fast(instances, input_specs[first_name].dtype) if len(shape) <= MAX_RANK else None
         if array is not None and array.ndim >= 1:
+            budget.charge(first_name, array.nbytes)
             return {first_name: array}
     if not objects and input_specs[first_name].dtype == types_pb2.DT_STRING:
-        array = _fast_base64(instances)
+        array = _fast_base64(instances, first_name, budget)
         if array is not None:
             return {first_name: array}
     columns = {}
@@ -246,11 +264,11 @@ def _rows(document: dict, instances: list, input_specs: dict, may_be_fast: bool)
         if not objects and _is_element_object(element):
             raise invalid_argument(f"Expecting value/list but got object at item {index} of input list")
         for name, value in items:
-            where = f"{index} key: {name}" if objects else f"{index}"
+            where = f"{index} key: {shown(name)}" if objects else f"{index}"
             try:
                 if name not in input_specs:
-                    raise invalid_argument(f"JSON object: does not have named input: {name}")
-                array = to_tensor(value, input_specs[name].dtype, name, may_be_fast=False)
+                    raise invalid_argument(f"JSON object: does not have named input: {shown(name)}")
+                array = to_tensor(value, input_specs[name].dtype, name, budget, may_be_fast=False)
                 if name in shapes and shapes[name] != array.shape:
                     if np.prod(shapes[name]) != array.size:
                         raise invalid_argument(f"Expecting tensor size: {int(np.prod(shapes[name]))} "
@@ -269,24 +287,25 @@ def _rows(document: dict, instances: list, input_specs: dict, may_be_fast: bool)
     return {name: np.stack(arrays) for name, arrays in columns.items()}
 
 
-def _columns(inputs, input_specs: dict, may_be_fast: bool) -> dict:
+def _columns(inputs, input_specs: dict, may_be_fast: bool, budget: RequestBudget) -> dict:
     """FillTensorMapFromInputsMap."""
     if not isinstance(inputs, dict) or is_base64_object(inputs):
         if len(input_specs) > 1:
             raise invalid_argument("inputs is a plain value/list, but expecting an object as multiple input tensors "
                                    "required as per tensorinfo_map")
         name, spec = next(iter(input_specs.items()))
-        return {name: to_tensor(inputs, spec.dtype, name, may_be_fast)}
+        return {name: to_tensor(inputs, spec.dtype, name, budget, may_be_fast)}
     tensors_by_name = {}
     for name, spec in input_specs.items():
         if name not in inputs:
             raise invalid_argument(f"Missing named input: {name} in 'inputs' object.")
-        tensors_by_name[name] = to_tensor(inputs[name], spec.dtype, name, may_be_fast)
+        tensors_by_name[name] = to_tensor(inputs[name], spec.dtype, name, budget, may_be_fast)
     return tensors_by_name
 
 
-def predict_inputs(document: dict, signature, body: bytes) -> tuple:
-    """(format, alias -> ndarray) from a parsed predict request (FillPredictRequestFromJson)."""
+def predict_inputs(document: dict, signature, body: bytes, budget: RequestBudget) -> tuple:
+    """(format, alias -> ndarray) from a parsed predict request (FillPredictRequestFromJson), each tensor charged
+    to the request's budget before it is built."""
     if not signature.inputs:
         raise invalid_argument(f"Failed to get input map for signature: {signature.name or 'DEFAULT'}")
     # true/false in the body may be booleans inside numbers lists, which
@@ -296,9 +315,9 @@ def predict_inputs(document: dict, signature, body: bytes) -> tuple:
         if "inputs" in document:
             raise invalid_argument(f"JSON Value: {json_codec.value_to_string(document)} Not formatted correctly "
                                    "expecting only one of 'inputs' or 'instances' keys to exist ")
-        return ROW, _rows(document, document["instances"], signature.inputs, may_be_fast)
+        return ROW, _rows(document, document["instances"], signature.inputs, may_be_fast, budget)
     if "inputs" in document:
-        return COLUMNAR, _columns(document["inputs"], signature.inputs, may_be_fast)
+        return COLUMNAR, _columns(document["inputs"], signature.inputs, may_be_fast, budget)
     raise invalid_argument("Missing 'inputs' or 'instances' key")
 
 
