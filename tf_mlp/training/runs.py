@@ -7,15 +7,13 @@ and paths are tf_mlp/layout.py's alone.
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import fcntl
 import json
 import os
 import pathlib
 import tempfile
 
-from tf_mlp import layout
+from tf_mlp import layout, locks
 from tf_mlp.config import Config
 from tf_mlp.errors import CheckpointError, TfMlpError
 
@@ -144,7 +142,8 @@ def read_metrics(run_dir, *, drop_torn_last_line: bool = False) -> list[dict]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as error:
-            raise CheckpointError(f"{path}, line {number}: not valid JSON ({error.msg}); fix or delete that line") from None
+            raise CheckpointError(f"{path}, line {number}: not valid JSON ({error.msg}); fix or delete that "
+                                  "line") from None
         if not isinstance(row, dict) or not isinstance(row.get("step"), int):
             raise CheckpointError(f"{path}, line {number}: not a metrics row (a JSON object with an integer step)")
         rows.append(row)
@@ -158,37 +157,19 @@ def read_evaluation(run_dir) -> dict | None:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CheckpointError(f"{path}: not valid JSON ({error}); run `tf-mlp train` on the run directory again to rewrite it") from None
+        raise CheckpointError(f"{path}: not valid JSON ({error}); run `tf-mlp train` on the run directory again to "
+                              "rewrite it") from None
 
 
 class RunLockedError(TfMlpError):
     """Another process is training in this run directory."""
 
 
-@contextlib.contextmanager
 def training_lock(run_dir):
-    """Hold RUN_DIR/train.lock exclusively for the block: one writer per run directory.
+    """Hold RUN_DIR/train.lock exclusively for the block: one writer per run directory (tf_mlp.locks)."""
 
-    The kernel releases an flock when its holder exits, however it exits
-    (kill -9 included), so a crash never leaves a stale lock behind.
-    """
-    path = layout.lock_path(run_dir)
-    # "a+" neither truncates nor (until written) touches the file, so a
-    # process that loses the race changes nothing.
-    with open(path, "a+", encoding="utf-8") as lock_file:
-        try:
-            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock_file.seek(0)
-            holder = lock_file.read().strip() or "unknown"
-            raise RunLockedError(
-                f"{run_dir} is in use by another tf-mlp train (pid {holder}); wait for it to finish or use another --run-dir"
-            ) from None
-        lock_file.seek(0)
-        lock_file.truncate()
-        lock_file.write(f"{os.getpid()}\n")
-        lock_file.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(lock_file, fcntl.LOCK_UN)
+    def refused(holder: str) -> RunLockedError:
+        return RunLockedError(f"{run_dir} is in use by another tf-mlp train (pid {holder}); wait for it to finish "
+                              "or use another --run-dir")
+
+    return locks.exclusive(layout.lock_path(run_dir), str(os.getpid()), refused)
