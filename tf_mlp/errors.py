@@ -28,3 +28,7 @@ class TrainingDivergedError(TfMlpError):
 
 class ExportError(TfMlpError):
     """A model cannot be exported: bad export base, existing version, failed verification."""
+
+
+class RolloutError(TfMlpError):
+    """A rollout step was refused or failed; the message says where the labels stand."""

@@ -157,10 +157,10 @@ class GrpcClient(Client):
         try:
             return method(request, timeout=self.timeout)
         except grpc.RpcError as error:
-            raise _client_error(str(self.target), error) from None
+            raise client_error(str(self.target), error) from None
 
 
-def _client_error(target: str, error: grpc.RpcError) -> Exception:
+def client_error(target: str, error: grpc.RpcError) -> Exception:
     code = error.code()
     details = error.details() or code.name
     if code in RETRY_CODES:
