@@ -9,6 +9,7 @@ Every test leaves the server and its config file at stable 1, canary 1.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
 import shutil
@@ -24,7 +25,7 @@ from tf_mlp.rollout import config_file, drill, gate, report, steps
 from tf_mlp.rollout.serving_api import LabelLookup, ServingApi, VersionState
 from tf_mlp.rollout.session import Setup
 from tf_mlp.rollout.state import read_state
-from tf_mlp.server.process import ServerProcess
+from tf_mlp.server.process import ServerProcess, free_port
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CLASS_NAMES = [str(index) for index in range(10)]
@@ -192,6 +193,13 @@ def test_two_rollouts_at_once_on_one_model_are_refused(setup):
     assert _labels(setup) == INITIAL
 
 
+def test_a_server_that_cannot_be_reached_is_a_one_line_error(setup):
+    unreachable = dataclasses.replace(setup, grpc=parse_target(f"grpc://127.0.0.1:{free_port()}"))
+    result = _rollout(unreachable, "status")
+    assert result.exit_code == 1 and result.output.count("\n") == 1
+    assert result.output.startswith(f"Error: {unreachable.grpc}: UNAVAILABLE (after 4 attempts): ")
+
+
 def test_promote_needs_a_gate_report(setup):
     result = _rollout(setup, "promote", 2)
     assert (result.exit_code, result.output) == (1, "Error: version 2 has no gate report: run `tf-mlp rollout gate "
@@ -206,7 +214,8 @@ def test_the_whole_flow_under_load_fails_no_request_and_every_row_is_stables(set
     result = drill.drill(setup, 2, str(exports / "holdout.npz"), load, tmp_path, chunk_size=32, echo=print)
     print(json.dumps(result))  # the counts, shown with pytest -s
     assert result["failed_requests"] == 0 and result["error_rows"] == 0
-    assert result["chunks_from_a_version_not_stable_then"] == 0
+    assert result["requests_from_a_version_not_stable_then"] == 0
+    assert result["steps"]["promote"]["failed_requests"] == result["steps"]["rollback"]["failed_requests"] == 0
     by_version = result["rows_by_version"]
     assert by_version["None"] == by_version["ambiguous"] == 0
     assert by_version["1"] > 0 and by_version["2"] > 0 and by_version["1"] + by_version["2"] == result["rows"]

@@ -65,19 +65,21 @@ def drill(setup: Setup, candidate: int, holdout: str, load_images: np.ndarray, w
     log_path = os.path.join(work_dir, "load.log")
     with open(log_path, "wb") as log:
         load = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    marks = {}
+    marks, failures = {}, {}
     try:
         _wait_for_chunks(journal, CHUNKS_BETWEEN_STEPS, load)
         for name, step in (("gate", lambda: steps.gate(setup, candidate, holdout, echo=echo)),
                            ("canary", lambda: steps.canary(setup, candidate, echo=echo)),
                            ("promote", lambda: steps.promote(setup, candidate, echo=echo)),
                            ("rollback", lambda: steps.rollback(setup, echo=echo))):
-            marks[name] = [_chunks(journal)]
+            marks[name], failed_before = [_chunks(journal)], _failed_requests(setup)
             result = step()
             marks[name].append(_chunks(journal))
             if name == "gate" and not result["passed"]:
                 raise RolloutError(f"the gate refused version {candidate}: {'; '.join(result['reasons'])}")
             _wait_for_chunks(journal, marks[name][1] + CHUNKS_BETWEEN_STEPS, load)
+            failed_after = _failed_requests(setup)
+            failures[name] = None if None in (failed_before, failed_after) else failed_after - failed_before
     finally:
         if load.poll() is None:
             load.send_signal(signal.SIGINT)  # the journal keeps every finished chunk
@@ -91,14 +93,22 @@ def drill(setup: Setup, candidate: int, holdout: str, load_images: np.ndarray, w
              if version not in (None, "ambiguous") and version not in right]
     rows = [row for chunk in chunks for row in chunk]
     after = _failed_requests(setup)
+    during = {}
+    for name, (start, end) in marks.items():
+        # The chunks answered while the step ran, and the few that were in flight when it ended.
+        window = chunks[start:end + concurrency]
+        during[name] = {"requests": len(window), "rows": sum(len(chunk) for chunk in window),
+                        "error_rows": sum(1 for chunk in window for row in chunk if row.get("error")),
+                        "failed_requests": failures[name],
+                        "versions": sorted({str(version) for version in versions[start:end + concurrency]})}
     return {
-        "stable": stable, "candidate": candidate, "chunks": len(chunks), "rows": len(rows),
+        "stable": stable, "candidate": candidate, "requests": len(chunks), "rows": len(rows),
         "error_rows": sum(1 for row in rows if row.get("error")),
         "failed_requests": None if before is None or after is None else after - before,
         "rows_by_version": {str(version): sum(len(chunk) for chunk, seen in zip(chunks, versions) if seen == version)
                             for version in (stable, candidate, "ambiguous", None)},
-        "chunks_from_a_version_not_stable_then": len(wrong),
-        "marks": marks,
+        "requests_from_a_version_not_stable_then": len(wrong),
+        "steps": during,
         "load_log": log_path,
     }
 

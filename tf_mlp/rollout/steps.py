@@ -103,6 +103,9 @@ def gate(setup: Setup, version: int, holdout: str | None = None, source_dir: str
             session.apply(state.labels)  # the refused candidate is unloaded
         for reason in report["reasons"]:
             echo(f"refused: {reason}")
+        if not report["passed"] and state.canary == version:
+            session.notes.append(f"version {version} still holds {CANARY}: `tf-mlp rollout canary {stable}` ends "
+                                 "its trial")
         _done(session, echo, f"gate {'passed' if report['passed'] else 'refused'}: {reports.summary(report)}; "
                              f"report {page}")
         return report
