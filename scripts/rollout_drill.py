@@ -47,8 +47,13 @@ def _server_flags(config: pathlib.Path) -> list[str]:
               help="Copies of the load's images: enough that the load outlasts the rollout (it is stopped then).")
 @click.option("--chunk-size", type=click.IntRange(min=1), default=16, show_default=True, help="Images per request.")
 @click.option("--concurrency", type=click.IntRange(min=1), default=2, show_default=True, help="Requests in flight.")
+@click.option("--settle", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Requests the load answers after each step before the next one (and before it stops).")
+@click.option("--recall-margin", type=click.FloatRange(0, 1, max_open=True), default=0.02, show_default=True,
+              help="The gate's margin for each class's recall (as `tf-mlp rollout gate`).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def main(export_base, stable, candidate, holdout, load_input, repeat, chunk_size, concurrency, as_json):
+def main(export_base, stable, candidate, holdout, load_input, repeat, chunk_size, concurrency, settle, recall_margin,
+         as_json):
     """Gate, canary, promote and roll back CANDIDATE under load; print the failed requests and rows."""
     from tf_mlp import startup
 
@@ -56,7 +61,7 @@ def main(export_base, stable, candidate, holdout, load_input, repeat, chunk_size
     from tf_mlp import batch, contract
     from tf_mlp.client.target import parse_target
     from tf_mlp.errors import TfMlpError
-    from tf_mlp.rollout import config_file, drill
+    from tf_mlp.rollout import config_file, drill, gate
     from tf_mlp.rollout.session import Setup
     from tf_mlp.server.process import ServerProcess
 
@@ -78,8 +83,9 @@ def main(export_base, stable, candidate, holdout, load_input, repeat, chunk_size
                 setup = Setup(config=path, model=contract.MODEL_NAME, grpc=parse_target(server.client_target("grpc")),
                               rest=parse_target(server.client_target("rest")), export_base=export_base)
                 result = drill.drill(setup, candidate, holdout, np.concatenate([images] * repeat), work,
-                                     chunk_size=chunk_size, concurrency=concurrency, echo=lambda line: click.echo(
-                                         line, err=True))
+                                     chunk_size=chunk_size, concurrency=concurrency, settle=settle,
+                                     criteria=gate.Criteria(recall_margin=recall_margin),
+                                     echo=lambda line: click.echo(line, err=True))
         except TfMlpError as error:
             raise click.ClickException(str(error)) from None
     result.pop("load_log")
@@ -95,10 +101,10 @@ def format_result(result: dict) -> str:
              f"requests answered by a version that did not hold stable then {wrong}",
              "rows by version: " + ", ".join(f"{version} {count}" for version, count in
                                              result["rows_by_version"].items() if count),
-             "", "step      requests  rows    failed requests  error rows  versions answering"]
+             "", "step (to the next)  requests  rows    failed requests  error rows  versions answering, in order"]
     for name, step in result["steps"].items():
-        lines.append(f"{name:<9} {step['requests']:<9} {step['rows']:<7} {step['failed_requests']!s:<16} "
-                     f"{step['error_rows']:<11} {', '.join(step['versions'])}")
+        lines.append(f"{name:<19} {step['requests']:<9} {step['rows']:<7} {step['failed_requests']!s:<16} "
+                     f"{step['error_rows']:<11} {' then '.join(step['versions'])}")
     return "\n".join(lines)
 
 

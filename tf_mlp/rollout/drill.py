@@ -9,13 +9,17 @@ rolled back. The load is then interrupted (its journal keeps every finished
 chunk), and the drill counts:
 
 - failed requests: the server's own `:tensorflow:serving:request_count` with
-  a status other than OK over the drill (its Prometheus metrics), and the
-  error rows of the load;
-- rows, and each chunk's version: a row is attributed to the version whose
-  answer (class and probability, computed in this process from each
-  version's export) it carries. A chunk finished before a change started
+  a status other than OK (its Prometheus metrics: every attempt, retried or
+  not, by anyone), and the error rows of the load;
+- requests (the load's chunks, one request each unless refused and split)
+  and rows, and each request's version: a row is attributed to the version
+  whose answer (class and probability, computed in this process from each
+  version's export) it carries. A request finished before a change started
   must come from the version stable held then, one started after it ended
-  from the new one; chunks in flight during a change may come from either.
+  from the new one; those in flight during a change may come from either.
+
+The figures are given for the whole run and per step, from the step's start
+to the next step's (the rollback's: to the load's end).
 
 The candidate must answer differently from the stable version for rows to
 be attributed (rows both would give are counted as ambiguous).
@@ -35,21 +39,27 @@ import orjson
 
 from tf_mlp import client
 from tf_mlp.errors import RolloutError
+from tf_mlp.rollout import gate as gating
 from tf_mlp.rollout import report as reports
 from tf_mlp.rollout import steps
 from tf_mlp.rollout.session import Session, Setup
 
 MATCH_TOLERANCE = 1e-5
 """Probability distance within which a row is one version's answer (the versions' answers differ by far more)."""
-CHUNKS_BETWEEN_STEPS = 5
-"""Chunks the load must finish after each change before the next one, so every phase sees traffic."""
+SETTLE_REQUESTS = 5
+"""Default for the requests the load must finish after each step before the next one (and before it stops)."""
 REQUEST_COUNT = ":tensorflow:serving:request_count"
 METRICS_PATH = "/monitoring/prometheus/metrics"
 
 
 def drill(setup: Setup, candidate: int, holdout: str, load_images: np.ndarray, work_dir, *, chunk_size: int = 8,
-          concurrency: int = 1, echo=print) -> dict:
-    """Gate, canary, promote and roll back `candidate` while a batch load asks for stable; the counts."""
+          concurrency: int = 1, settle: int = SETTLE_REQUESTS, criteria: gating.Criteria | None = None,
+          echo=print) -> dict:
+    """Gate, canary, promote and roll back `candidate` while a batch load asks for stable; the counts.
+
+    Each step starts once the load has finished `settle` more requests since the last one ended, and the load
+    stops `settle` requests after the rollback; a step's figures cover its start to the next one's (or the end).
+    """
     with Session(setup, changes=False) as session:
         stable = session.state.serving_stable()
     expected = {version: _answers(setup, version, load_images) for version in (stable, candidate)}
@@ -65,21 +75,19 @@ def drill(setup: Setup, candidate: int, holdout: str, load_images: np.ndarray, w
     log_path = os.path.join(work_dir, "load.log")
     with open(log_path, "wb") as log:
         load = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    marks, failures = {}, {}
+    marks, failed = {}, {}
     try:
-        _wait_for_chunks(journal, CHUNKS_BETWEEN_STEPS, load)
-        for name, step in (("gate", lambda: steps.gate(setup, candidate, holdout, echo=echo)),
+        _wait_for_chunks(journal, settle, load)
+        for name, step in (("gate", lambda: steps.gate(setup, candidate, holdout, criteria=criteria, echo=echo)),
                            ("canary", lambda: steps.canary(setup, candidate, echo=echo)),
                            ("promote", lambda: steps.promote(setup, candidate, echo=echo)),
                            ("rollback", lambda: steps.rollback(setup, echo=echo))):
-            marks[name], failed_before = [_chunks(journal)], _failed_requests(setup)
+            marks[name], failed[name] = [_chunks(journal)], _failed_requests(setup)
             result = step()
             marks[name].append(_chunks(journal))
             if name == "gate" and not result["passed"]:
                 raise RolloutError(f"the gate refused version {candidate}: {'; '.join(result['reasons'])}")
-            _wait_for_chunks(journal, marks[name][1] + CHUNKS_BETWEEN_STEPS, load)
-            failed_after = _failed_requests(setup)
-            failures[name] = None if None in (failed_before, failed_after) else failed_after - failed_before
+            _wait_for_chunks(journal, marks[name][1] + settle, load)
     finally:
         if load.poll() is None:
             load.send_signal(signal.SIGINT)  # the journal keeps every finished chunk
@@ -94,13 +102,16 @@ def drill(setup: Setup, candidate: int, holdout: str, load_images: np.ndarray, w
     rows = [row for chunk in chunks for row in chunk]
     after = _failed_requests(setup)
     during = {}
-    for name, (start, end) in marks.items():
-        # The chunks answered while the step ran, and the few that were in flight when it ended.
-        window = chunks[start:end + concurrency]
+    names = list(marks)
+    for index, name in enumerate(names):
+        start = marks[name][0]
+        stop, failed_then = (marks[names[index + 1]][0], failed[names[index + 1]]) if index + 1 < len(names) \
+            else (len(chunks), after)
+        window = chunks[start:stop]
         during[name] = {"requests": len(window), "rows": sum(len(chunk) for chunk in window),
                         "error_rows": sum(1 for chunk in window for row in chunk if row.get("error")),
-                        "failed_requests": failures[name],
-                        "versions": sorted({str(version) for version in versions[start:end + concurrency]})}
+                        "failed_requests": None if None in (failed[name], failed_then) else failed_then - failed[name],
+                        "versions": [str(version) for version in dict.fromkeys(versions[start:stop])]}
     return {
         "stable": stable, "candidate": candidate, "requests": len(chunks), "rows": len(rows),
         "error_rows": sum(1 for row in rows if row.get("error")),
