@@ -98,11 +98,12 @@ class Session:
     # ---- changes -----------------------------------------------------------------------------------------
 
     def apply(self, labels: dict[str, int], loading: tuple[int, ...] = ()) -> None:
-        """Send the config where the model has `labels` and pins their versions and `loading`; then write the file.
+        """Write, then send, the config where the model has `labels` and pins their versions and `loading`.
 
-        RolloutError if the server refuses it, saying where the labels stand;
-        TensorFlow Serving may have moved them before refusing (it swaps the
-        labels before it loads), so they are asked again and put back if so.
+        RolloutError if the server refuses it (the file is put back), saying
+        where the labels stand; TensorFlow Serving may have moved them before
+        refusing (it swaps the labels before it loads), so they are asked
+        again and put back if so.
         """
         state = self.state
         versions = set(labels.values()) | set(loading)
@@ -112,7 +113,8 @@ class Session:
             self.api.reload(config)
         except (ReloadRefused, ClientError) as error:
             config_file.write(state.config_file, state.config_file.config)
-            raise RolloutError(f"the server refused the new config ({_one_line(error)}); "
+            what = "refused" if isinstance(error, ReloadRefused) else "did not take"
+            raise RolloutError(f"the server {what} the new config ({_one_line(error)}); "
                                f"{self._after_refusal()}") from None
         state.config_file = written
         state.labels = dict(labels)
