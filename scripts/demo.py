@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The main job end to end: train -> export -> serve -> batch inference over REST.
+"""The main job end to end: train -> export -> serve -> roll out -> batch inference over REST.
 
     python scripts/demo.py                      # what `make demo` runs
 
@@ -7,9 +7,15 @@
    the Fashion-MNIST test split (a finished run directory is reused);
 2. exports it as a new version under models/tf_mlp/ (`tf-mlp export`);
 3. starts a server with serving/run.sh: the real tensorflow_model_server
-   where installed, else its Docker image, else the embedded `tf-mlp serve`;
-4. runs scripts/batch_predict.py over REST on the whole test split;
-5. prints the accuracy through the server beside the run's own, stops the
+   where installed, else its Docker image, else the embedded `tf-mlp serve`,
+   on the demo's own copy of serving/models.config (RUN_DIR/models.config),
+   which serves pinned versions by label;
+4. makes the new version `stable`: the first time by writing it into that
+   config, later with `tf-mlp rollout gate`, `canary` and `promote` on the
+   running server (the gate compares it with the version stable before);
+5. runs scripts/batch_predict.py over REST on the whole test split, asking
+   for `stable` as every client does by default;
+6. prints the accuracy through the server beside the run's own, stops the
    server, and exits 1 if they differ: same images, same model, so the same
    class ids and the same count of correct ones. (The probabilities are not
    compared: the server batches requests its own way, and float32 sums added
@@ -18,6 +24,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -58,8 +65,32 @@ def _wait_until_available(process: subprocess.Popen, rest_port: int, version: in
     raise click.ClickException(f"version {version} was not AVAILABLE at {url} within {READY_SECONDS} s")
 
 
+def serving_config(run_dir: pathlib.Path, export_base: pathlib.Path, version: int) -> tuple[pathlib.Path, int]:
+    """(the demo's serving config, the version it has as stable): RUN_DIR/models.config, written from
+    serving/models.config with `version` pinned as stable and canary the first time, or when the version it
+    had as stable is no longer exported (models/ deleted, or pruned)."""
+    from tf_mlp import contract, layout
+    from tf_mlp.rollout import config_file
+
+    path = run_dir / "models.config"
+    exported = layout.version_dirs(export_base / contract.MODEL_NAME)
+    if path.exists():
+        stable = config_file.read(path).labels(contract.MODEL_NAME).get(contract.STABLE_LABEL)
+        if stable in exported:
+            return path, stable
+        print(f"note: {path} had version {stable} as {contract.STABLE_LABEL}, which is not in {export_base}; "
+              f"starting again from version {version}", flush=True)
+    shipped = config_file.read(REPO / "serving" / "models.config")
+    first = {contract.STABLE_LABEL: version, contract.CANARY_LABEL: version}
+    print(f"writing {path}: version {version} is {contract.STABLE_LABEL}", flush=True)
+    config_file.write(dataclasses.replace(shipped, path=path),
+                      shipped.with_rollout(contract.MODEL_NAME, first, [version]))
+    return path, version
+
+
 def run_demo(run_dir: pathlib.Path, export_base: pathlib.Path, rest_port: int, grpc_port: int) -> dict:
-    """Train, export, serve, batch-predict; return both accuracies and both counts of correct test images."""
+    """Train, export, serve, roll the export out, batch-predict; return both accuracies and both counts of
+    correct test images."""
     bin_dir = pathlib.Path(sys.executable).parent
     tf_mlp = str(bin_dir / "tf-mlp")
     _run([tf_mlp, "train", "--preset", "mlp", "--run-dir", str(run_dir)])
@@ -67,18 +98,25 @@ def run_demo(run_dir: pathlib.Path, export_base: pathlib.Path, rest_port: int, g
     from tf_mlp.export import list_versions
 
     version = max(list_versions(export_base))
-    environment = dict(os.environ, MODELS_DIR=str(export_base), REST_PORT=str(rest_port), GRPC_PORT=str(grpc_port),
-                       PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
-    print(f"$ serving/run.sh  (models in {export_base}, REST port {rest_port})", flush=True)
+    config, stable = serving_config(run_dir, export_base, version)
+    environment = dict(os.environ, MODELS_DIR=str(export_base), MODEL_CONFIG=str(config), REST_PORT=str(rest_port),
+                       GRPC_PORT=str(grpc_port), PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    print(f"$ serving/run.sh  (models in {export_base}, config {config}, REST port {rest_port})", flush=True)
     server = subprocess.Popen(["bash", str(REPO / "serving" / "run.sh")], cwd=REPO, env=environment,
                               start_new_session=True)
     try:
-        _wait_until_available(server, rest_port, version)
+        _wait_until_available(server, rest_port, stable)
+        if stable != version:
+            where = ["--config", str(config), "--export-base", str(export_base),
+                     "--grpc", f"grpc://127.0.0.1:{grpc_port}", "--rest", f"rest://127.0.0.1:{rest_port}"]
+            _run([tf_mlp, "rollout", "gate", str(version), *where, "--no-progress"])
+            _run([tf_mlp, "rollout", "canary", str(version), *where])
+            _run([tf_mlp, "rollout", "promote", str(version), *where])
         predictions, summary_path = run_dir / "predictions.csv", run_dir / "batch_summary.json"
         for stale in (predictions, summary_path):
             stale.unlink(missing_ok=True)
         _run([sys.executable, str(REPO / "scripts" / "batch_predict.py"), "tfds:fashion_mnist/test",
-              "--output", str(predictions), "--server", f"rest://127.0.0.1:{rest_port}", "--version", str(version),
+              "--output", str(predictions), "--server", f"rest://127.0.0.1:{rest_port}",
               "--summary", str(summary_path), "--no-progress", "--restart"])
     finally:
         # SIGTERM to the whole session: run.sh execs the server, which drains and exits.

@@ -226,7 +226,7 @@ def test_flaky_server_still_gives_every_row_exactly_once(tmp_path, server, npy_i
     plan = {3: "503", 5: "drop", 6: "429", 8: "drop", 9: "503", 12: "drop"}
     inputs = batch.open_inputs(str(npy_inputs[0]))
     with FlakyProxy(server.rest_url, lambda number, request: plan.get(number, "pass")) as proxy:
-        with client.connect(proxy.url, retry=FAST_RETRIES, max_connections=3) as model:
+        with client.connect(proxy.url, retry=FAST_RETRIES, max_connections=3, preferred_label=None) as model:
             summary = batch.run_batch(model, inputs, tmp_path / "out.jsonl", chunk_size=10, concurrency=3,
                                       progress=False)
     assert proxy.counts["503"] + proxy.counts["429"] == 3 and proxy.counts["drop"] == 3
@@ -279,10 +279,11 @@ def test_server_outage_stops_the_run_and_resume_finishes_it(tmp_path, server, np
     inputs = batch.open_inputs(str(npy_inputs[0]))
     output = tmp_path / "out.csv"
     state = {"down": False}
-    # Request 1 asks for the class names; requests 2-4 are chunks; then the server "goes down".
+    # Request 1 asks for the class names; requests 2-4 are chunks; then the server "goes down". (The clients
+    # address the latest version outright: asking whether the server has the stable label would be one more.)
     with FlakyProxy(server.rest_url, lambda number, request: "503" if state["down"] or number > 4 else "pass") as proxy:
         retry = client.RetryPolicy(max_attempts=2, initial_backoff=0.01)
-        with client.connect(proxy.url, retry=retry) as model:
+        with client.connect(proxy.url, retry=retry, preferred_label=None) as model:
             with pytest.raises(batch.BatchAborted) as caught:
                 batch.run_batch(model, inputs, output, chunk_size=20, concurrency=1, progress=False)
         message = str(caught.value)
@@ -290,7 +291,7 @@ def test_server_outage_stops_the_run_and_resume_finishes_it(tmp_path, server, np
         assert message.endswith("rerun with --resume to continue")
         assert not output.exists() and batch.journal_path(output).exists()
 
-        with client.connect(proxy.url, retry=retry) as model:
+        with client.connect(proxy.url, retry=retry, preferred_label=None) as model:
             with pytest.raises(ConfigError, match="pass --resume to continue it or --restart"):
                 batch.run_batch(model, inputs, output, progress=False)
     with client.connect(f"rest://127.0.0.1:{server.rest_port}") as model:
@@ -303,7 +304,8 @@ def test_server_outage_stops_the_run_and_resume_finishes_it(tmp_path, server, np
 def test_keep_going_turns_an_outage_into_error_rows(tmp_path, server, npy_inputs, reference):
     inputs = batch.open_inputs(str(npy_inputs[0]))
     with FlakyProxy(server.rest_url, lambda number, request: "503" if number > 2 else "pass") as proxy:
-        with client.connect(proxy.url, retry=client.RetryPolicy(max_attempts=2, initial_backoff=0.01)) as model:
+        with client.connect(proxy.url, retry=client.RetryPolicy(max_attempts=2, initial_backoff=0.01),
+                            preferred_label=None) as model:
             summary = batch.run_batch(model, inputs, tmp_path / "out.csv", chunk_size=40, concurrency=1,
                                       keep_going=True, progress=False)
     rows = batch.read_rows(tmp_path / "out.csv")

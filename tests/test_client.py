@@ -30,6 +30,9 @@ from tf_mlp.client.results import Prediction
 from tf_mlp.errors import ConfigError
 
 FAST_RETRIES = client.RetryPolicy(max_attempts=4, initial_backoff=0.01, max_backoff=0.05)
+LATEST = {"preferred_label": None}
+"""Address the latest version outright: the retry tests count requests, and asking whether the server has the
+stable label would be one more."""
 
 
 
@@ -157,6 +160,17 @@ def test_backends_agree_on_status_metadata_and_class_names(targets):
         assert class_names == tuple(str(index) for index in range(10)), name
 
 
+@pytest.mark.parametrize("protocol", ["rest", "grpc"])
+def test_a_server_without_a_stable_label_is_asked_for_its_latest_version(targets, protocol):
+    # The module's server was started with --model_base_path alone: no labels, so no stable to prefer.
+    with client.connect(targets[protocol]) as model:
+        assert model.metadata().version == 1 and model.addressed_label() is None
+        assert model.stats.as_dict()["calls"] == 1
+    with client.connect(targets[protocol], label="stable") as model:
+        with pytest.raises(client.RequestError, match="Unrecognized servable version label: stable"):
+            model.metadata()
+
+
 def test_one_client_serves_many_threads(targets, images):
     with client.connect(targets["rest"], max_connections=4) as model:
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
@@ -241,6 +255,11 @@ def test_versions_and_labels_reach_the_server(tmp_path, images):
                     model.predict(images)
             with client.connect(target) as model:
                 assert model.status().available == [1, 2]
+                # By default the version labelled stable, not the latest; asking which is not one of the calls.
+                assert model.metadata().version == 1 and model.addressed_label() == "stable"
+                assert model.stats.as_dict()["calls"] == 2
+            with client.connect(target, preferred_label=None) as model:
+                assert model.metadata().version == 2
     finally:
         server.stop()
 
@@ -251,7 +270,7 @@ def test_versions_and_labels_reach_the_server(tmp_path, images):
 def test_rest_retries_busy_answers_and_dropped_connections(server, targets, images):
     plan = {2: "503", 3: "drop", 5: "429", 6: "drop", 7: "503"}
     with FlakyProxy(server.rest_url, lambda number, request: plan.get(number, "pass")) as proxy:
-        with client.connect(proxy.url.replace("http", "rest"), retry=FAST_RETRIES) as model:
+        with client.connect(proxy.url.replace("http", "rest"), retry=FAST_RETRIES, **LATEST) as model:
             answers = [model.predict(images[index:index + 2]) for index in range(0, 6, 2)]
             stats = model.stats.as_dict()
     assert proxy.counts == {"pass": 3, "503": 2, "429": 1, "drop": 2}
@@ -263,7 +282,8 @@ def test_rest_retries_busy_answers_and_dropped_connections(server, targets, imag
 
 def test_rest_gives_up_after_max_attempts_with_the_last_answer(server, images):
     with FlakyProxy(server.rest_url, lambda number, request: "503") as proxy:
-        with client.connect(proxy.url, retry=client.RetryPolicy(max_attempts=3, initial_backoff=0.01)) as model:
+        retry = client.RetryPolicy(max_attempts=3, initial_backoff=0.01)
+        with client.connect(proxy.url, retry=retry, **LATEST) as model:
             with pytest.raises(client.UnavailableError) as caught:
                 model.predict(images)
     assert str(caught.value) == f"rest://127.0.0.1:{proxy.port}: HTTP 503 (after 3 attempts): flaky proxy says 503"
@@ -273,7 +293,7 @@ def test_rest_gives_up_after_max_attempts_with_the_last_answer(server, images):
 def test_rest_timeouts_are_retried(server, images):
     # The first answer would come after 30 s; the client gives up on it after 1 s and asks again.
     with FlakyProxy(server.rest_url, lambda number, request: "slow" if number == 1 else "pass", delay=30) as proxy:
-        with client.connect(proxy.url, timeout=1.0, retry=FAST_RETRIES) as model:
+        with client.connect(proxy.url, timeout=1.0, retry=FAST_RETRIES, **LATEST) as model:
             assert len(model.predict(images)) == len(images)
             assert model.stats.as_dict()["retries"] >= 1
     assert proxy.counts["slow"] == 1 and proxy.counts["pass"] >= 1
@@ -281,10 +301,10 @@ def test_rest_timeouts_are_retried(server, images):
 
 def test_rest_never_retries_404_or_400(server, images):
     with FlakyProxy(server.rest_url) as proxy:
-        with client.connect(proxy.url, model="nope", retry=FAST_RETRIES) as model:
+        with client.connect(proxy.url, model="nope", retry=FAST_RETRIES, **LATEST) as model:
             with pytest.raises(client.NotFoundError):
                 model.predict(images)
-        with client.connect(proxy.url, retry=FAST_RETRIES) as model:
+        with client.connect(proxy.url, retry=FAST_RETRIES, **LATEST) as model:
             with pytest.raises(client.RequestError):
                 model.predict_encoded([b"junk"])
     assert proxy.counts == {"pass": 2}
@@ -328,7 +348,7 @@ def failing_grpc(server):
 def test_grpc_retries_unavailable_resource_exhausted_and_deadline_exceeded(failing_grpc, targets, images):
     codes = [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DEADLINE_EXCEEDED]
     target, servicer = failing_grpc(codes)
-    with client.connect(target, retry=FAST_RETRIES) as model:
+    with client.connect(target, retry=FAST_RETRIES, **LATEST) as model:
         answer = model.predict(images)
         assert model.stats.as_dict() == {"calls": 1, "attempts": 4, "retries": 3, "failures": 0}
     with client.connect(targets["local"]) as model:
@@ -342,7 +362,7 @@ def test_grpc_retries_unavailable_resource_exhausted_and_deadline_exceeded(faili
                                          (grpc.StatusCode.INTERNAL, client.ServerError)])
 def test_grpc_does_not_retry_refusals(failing_grpc, images, code, error):
     target, servicer = failing_grpc([code])
-    with client.connect(target, retry=FAST_RETRIES) as model:
+    with client.connect(target, retry=FAST_RETRIES, **LATEST) as model:
         with pytest.raises(error, match=f"{code.name}: injected failure"):
             model.predict(images)
     assert servicer.calls == 1

@@ -31,8 +31,9 @@ def test_models_config_is_a_model_server_config():
     assert model.name == contract.MODEL_NAME
     assert model.base_path == "models/tf_mlp"  # relative: the repository root, or / in the container
     assert model.model_platform == "tensorflow"
-    assert model.model_version_policy.WhichOneof("policy_choice") == "latest"
-    assert dict(model.version_labels) == {"stable": 1, "canary": 2}
+    # Pinned versions, moved by `tf-mlp rollout`; the first export (version 1) is stable on a fresh clone.
+    assert list(model.model_version_policy.specific.versions) == [1]
+    assert dict(model.version_labels) == {"stable": 1, "canary": 1}
     config_files.validate_model_server_config(config)
 
 

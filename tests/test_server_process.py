@@ -38,7 +38,7 @@ from tf_mlp.server.process import ServerProcess, serve_until_exit
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RUN_SCRIPT = REPO / "serving" / "run.sh"
-TOOLS = ("bash", "sed", "mkdir", "cksum", "cut", "realpath", "dirname")
+TOOLS = ("bash", "mkdir", "ln", "cksum", "cut", "realpath", "dirname", "basename")
 IMAGE = [[0] * 28] * 28
 
 

@@ -199,15 +199,22 @@ def test_shipped_config_specific_policy_labels_and_config_polling(tmp_path):
     server = serving_helpers.start_server(model_config_file=str(config), model_config_file_poll_wait_seconds=0.05,
                                           allow_version_labels_for_unavailable_models=True)
     try:
-        # latest { num_versions: 2 }: versions 2 and 3; the label stable -> 1 names an unloaded version.
-        assert _states(server) == {3: "AVAILABLE", 2: "AVAILABLE"}
-        assert _served_version(server, label="canary") == 2
-        with pytest.raises(grpc.RpcError) as error:
-            _served_version(server, label="stable")
-        assert error.value.details() == "Servable not found for request: Specific(tf_mlp, 1)"
+        # specific { versions: 1 }, stable and canary on it: versions 2 and 3 wait on disk, unserved.
+        assert _states(server) == {1: "AVAILABLE"}
+        assert _served_version(server, label="stable") == _served_version(server, label="canary") == 1
+        # A new label may name a version that is not loaded (the flag allows it); it answers 404 until it is.
+        _write_config(config, base, "specific { versions: 1 }", {"stable": 1, "canary": 1, "next": 2})
 
-        _write_config(config, base, "specific { versions: 1 versions: 3 }", {"stable": 1, "canary": 2})
-        serving_helpers.wait_for(lambda: _states(server) == {3: "AVAILABLE", 2: "END", 1: "AVAILABLE"},
+        def next_label_answer():
+            with pytest.raises(grpc.RpcError) as error:
+                _served_version(server, label="next")
+            return error.value.details() if error.value.code() == grpc.StatusCode.NOT_FOUND else None
+
+        assert serving_helpers.wait_for(next_label_answer, message="the label next") == \
+            "Servable not found for request: Specific(tf_mlp, 2)"
+
+        _write_config(config, base, "specific { versions: 1 versions: 3 }", {"stable": 1, "canary": 1})
+        serving_helpers.wait_for(lambda: _states(server) == {3: "AVAILABLE", 1: "AVAILABLE"},
                                  message="specific versions 1 and 3")
         assert _served_version(server, label="stable") == 1
         # A label moves to a version once that version is loaded.

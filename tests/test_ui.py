@@ -129,6 +129,30 @@ def test_a_version_is_served_and_a_missing_version_is_the_servers_404(model_serv
         assert "Servable not found" in answer.json()["error"]
 
 
+def test_without_version_or_label_the_page_gets_the_stable_version_where_the_server_has_that_label(
+        tmp_path, ui, model_server):
+    # The module's server has no labels: the page gets its latest version (2), as the server's own default.
+    assert requests.get(ui.url + "v1/models/tf_mlp/metadata", timeout=30).json()["model_spec"]["version"] == "2"
+    base = serving_helpers.model_base(tmp_path, versions=(1, 2))
+    config = tmp_path / "models.config"
+    config.write_text(f'model_config_list {{ config {{ name: "tf_mlp" base_path: "{base}" model_platform: '
+                      '"tensorflow" model_version_policy { specific { versions: 1 versions: 2 } } '
+                      'version_labels { key: "stable" value: 1 } } }')
+    labelled = serving_helpers.start_server(model_config_file=str(config), port=DISABLED_PORT,
+                                            allow_version_labels_for_unavailable_models=True)
+    try:
+        with _ui(labelled) as page:
+            assert requests.get(page.url + "ui/config", timeout=30).json()["preferred_label"] == "stable"
+            metadata = requests.get(page.url + "v1/models/tf_mlp/metadata", timeout=30).json()
+            assert metadata["model_spec"]["version"] == "1"
+            answer = requests.post(page.url + "v1/models/tf_mlp:predict", data=_predict_body(), timeout=30)
+            direct = requests.post(f"{labelled.rest_url}/v1/models/tf_mlp/labels/stable:predict",
+                                   data=_predict_body(), timeout=30)
+            assert answer.status_code == 200 and answer.json() == direct.json()
+    finally:
+        labelled.stop()
+
+
 # --- Limits and origin -----------------------------------------------------------------------------------
 
 

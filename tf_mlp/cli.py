@@ -20,6 +20,7 @@ import click
 from tf_mlp import config, startup
 from tf_mlp.data.catalog import DATA_SETS
 from tf_mlp.errors import ConfigError, TfMlpError
+from tf_mlp.rollout.cli import rollout_group
 from tf_mlp.ui.command import ui_command
 
 # The exit status of a process stopped by SIGINT, as shells report it.
@@ -342,6 +343,7 @@ from tf_mlp.predict_cli import add_commands  # noqa: E402 - predict, batch-predi
 
 add_commands(main)
 main.add_command(ui_command)
+main.add_command(rollout_group)
 
 
 if __name__ == "__main__":

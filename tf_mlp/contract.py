@@ -33,6 +33,14 @@ PROBABILITIES_OUTPUT = "probabilities"
 CLASS_IDS_OUTPUT = "class_ids"
 CLASS_NAMES_OUTPUT = "class_names"
 
+# Version labels of the serving config (model_config's version_labels), moved by `tf-mlp rollout`.
+STABLE_LABEL = "stable"
+"""The version every client asks for by default (when the server's config has the label)."""
+CANARY_LABEL = "canary"
+"""The version under trial with a share of the traffic; the stable version when no trial is running."""
+PREVIOUS_LABEL = "previous"
+"""The version `stable` held before the last promotion: where a rollback returns."""
+
 # Serving defaults, as tensorflow_model_server has them.
 DEFAULT_GRPC_PORT = 8500
 DEFAULT_REST_PORT = 8501
@@ -65,3 +73,7 @@ WARMUP_FILE = "tf_serving_warmup_requests"
 """assets.extra/tf_serving_warmup_requests: TFRecord of PredictionLog protos replayed at load."""
 MODEL_CARD_FILE = "model_card.json"
 """assets.extra/model_card.json: where the model came from and how well it does."""
+GATE_REPORT_FILE = "gate_report.json"
+"""assets.extra/gate_report.json: `tf-mlp rollout gate`'s comparison with the stable version, and its verdict."""
+GATE_REPORT_PAGE = "gate_report.md"
+"""assets.extra/gate_report.md: the same, to read."""

@@ -43,3 +43,7 @@ def first_line(error: BaseException) -> str:
     message = error.message if isinstance(getattr(error, "message", None), str) else str(error)
     lines = [line.strip() for line in message.splitlines() if line.strip() and not line.strip().startswith(_PREAMBLES)]
     return lines[0] if lines else type(error).__name__
+
+
+class RolloutError(TfMlpError):
+    """A rollout step was refused or failed; the message says where the labels stand."""

@@ -14,6 +14,7 @@
       saved_model.pb, variables/
       assets/labels.txt
       assets.extra/tf_serving_warmup_requests, assets.extra/model_card.json   (names in tf_mlp/contract.py)
+      assets.extra/gate_report.json, assets.extra/gate_report.md   written by `tf-mlp rollout gate`
 
 Reading and writing these files is done elsewhere (tf_mlp/training/runs.py,
 tf_mlp/export/versions.py); this module only names them, and imports

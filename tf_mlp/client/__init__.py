@@ -8,6 +8,11 @@
         prediction.probabilities, prediction.class_ids, prediction.class_names, prediction.top_k(3)
         model.status().available, model.metadata().signatures, model.class_names()
 
+A server is asked for the version its config labels `stable` (when it has
+that label; else its latest version, as a server started with
+--model_base_path alone has no labels); `version=N` or `label="canary"`
+address another. In-process targets have no labels: the latest version.
+
 Every call has a timeout (per attempt) and is retried with exponential
 backoff and jitter when the server is unreachable or busy (connection
 errors, timeouts, HTTP 429/503/504, gRPC UNAVAILABLE/RESOURCE_EXHAUSTED/
@@ -41,8 +46,13 @@ __all__ = [
 
 def connect(target: str | Target, model: str = contract.MODEL_NAME, version: int | None = None,
             label: str | None = None, signature: str | None = None, protocol: str | None = None,
-            timeout: float = DEFAULT_TIMEOUT, retry: RetryPolicy | None = None, max_connections: int = 8) -> Client:
+            timeout: float = DEFAULT_TIMEOUT, retry: RetryPolicy | None = None, max_connections: int = 8,
+            preferred_label: str | None = contract.STABLE_LABEL) -> Client:
     """A client of `model` at `target` (rest://HOST:PORT, grpc://HOST:PORT, local:PATH or run:RUN_DIR).
+
+    Without `version` or `label`, a server is asked for `preferred_label`'s
+    version if its config has that label, else for its latest version
+    (`preferred_label=None`: always the latest).
 
     Connecting is lazy for the servers (the first call dials, with retries);
     a local model is loaded here. `max_connections` bounds the REST pool:
@@ -50,7 +60,9 @@ def connect(target: str | Target, model: str = contract.MODEL_NAME, version: int
     """
     if not isinstance(target, Target):
         target = parse_target(target, protocol)
-    spec = ModelSpec(name=model, version=version, label=label, signature=signature)
+    server = target.protocol in ("rest", "grpc")
+    spec = ModelSpec(name=model, version=version, label=label, signature=signature,
+                     preferred_label=preferred_label if server else None)
     if target.protocol == "rest":
         from tf_mlp.client.rest import RestClient
 

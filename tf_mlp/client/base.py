@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 import copy
 import dataclasses
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -42,11 +43,14 @@ class ModelSpec:
 
     name: str = contract.MODEL_NAME
     version: int | None = None
-    """None: the latest version the server has."""
+    """None: the version `label` or `preferred_label` names, else the latest version the server has."""
     label: str | None = None
-    """A version label from the server's model config (e.g. stable, canary)."""
+    """A version label from the server's model config (e.g. stable, canary); the server must have it."""
     signature: str | None = None
     """None: serving_default for pixel arrays, predict_encoded for image bytes."""
+    preferred_label: str | None = None
+    """Used when neither version nor label is given: this label if the server's config has it, else the latest
+    version (a server started with --model_base_path alone has no labels). Asked once per client."""
 
     def __post_init__(self):
         if not self.name:
@@ -75,6 +79,9 @@ class Client(abc.ABC):
         """Calls, attempts, retries and failures so far (for summaries)."""
         self._class_names = None
         self._aliases = {}
+        # Whether the server has spec.preferred_label (None until asked); a dict so with_retry's twins share it.
+        self._preferred_label = {"found": None}
+        self._label_lock = threading.Lock()
 
     # ---- the interface ---------------------------------------------------
 
@@ -127,6 +134,27 @@ class Client(abc.ABC):
 
     # ---- shared plumbing -------------------------------------------------
 
+    def addressed_label(self) -> str | None:
+        """The label requests name: the spec's label, else its preferred label if the server has it, else None.
+
+        Whether the server has the preferred label is asked once (with the
+        client's retries, not counted in `stats`); only the server's
+        "Unrecognized servable version label" answer means it has not. A label
+        naming a version that is not loaded is still the label: its requests
+        then fail, rather than quietly going to another version.
+        """
+        spec = self.spec
+        if spec.version is not None or spec.label is not None or spec.preferred_label is None:
+            return spec.label
+        with self._label_lock:
+            if self._preferred_label["found"] is None:
+                self._preferred_label["found"] = self._has_label(spec.preferred_label)
+        return spec.preferred_label if self._preferred_label["found"] else None
+
+    def _has_label(self, label: str) -> bool:
+        """Whether the server's config has `label` for this model (back ends without labels: never)."""
+        return False
+
     def _predict(self, kind: str, batch) -> Prediction:
         if len(batch) == 0:
             return Prediction.empty()
@@ -173,6 +201,14 @@ class Client(abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.target}, {self.spec})"
+
+
+UNKNOWN_LABEL = "Unrecognized servable version label: "
+"""TensorFlow Serving's answer (INVALID_ARGUMENT, HTTP 400) to a label its config does not have."""
+
+
+def is_unknown_label(error: errors.ClientError, label: str) -> bool:
+    return isinstance(error, errors.RequestError) and error.message.strip() == UNKNOWN_LABEL + label
 
 
 def blank_png() -> bytes:

@@ -26,7 +26,7 @@ from tensorflow_serving.apis import (
 
 from tf_mlp import contract
 from tf_mlp.client import errors
-from tf_mlp.client.base import ENCODED, Client, ModelSpec, blank_png
+from tf_mlp.client.base import ENCODED, Client, ModelSpec, blank_png, is_unknown_label
 from tf_mlp.client.results import ModelMetadata, ModelStatus
 from tf_mlp.client.retry import RetryableFailure, RetryPolicy, call_with_retries
 from tf_mlp.client.target import Target
@@ -107,6 +107,23 @@ class GrpcClient(Client):
         raw = {"model_spec": _to_json(response.model_spec), "metadata": {"signature_def": _to_json(signature_map)}}
         return ModelMetadata.from_json(raw)
 
+    def _has_label(self, label: str) -> bool:
+        request = get_model_metadata_pb2.GetModelMetadataRequest()
+        request.model_spec.name = self.spec.name
+        request.model_spec.version_label = label
+        request.metadata_field.append("signature_def")
+        try:
+            # Not counted in self.stats: asking which version to address is not one of the caller's calls.
+            call_with_retries(lambda attempt: self._attempt(self._predictions.GetModelMetadata, request), self.retry)
+        except errors.RequestError as error:
+            # UNIMPLEMENTED: a PredictionService without GetModelMetadata cannot say; address the latest version.
+            if is_unknown_label(error, label) or error.status == grpc.StatusCode.UNIMPLEMENTED.name:
+                return False
+            raise
+        except errors.NotFoundError:
+            pass  # the label names a version that is not loaded: it is still the label to address
+        return True
+
     def _labels(self) -> tuple[str, ...] | None:
         request = classification_pb2.ClassificationRequest()
         self._fill_spec(request.model_spec, contract.CLASSIFY_SIGNATURE)
@@ -126,10 +143,11 @@ class GrpcClient(Client):
         model_spec.name = self.spec.name
         if signature:
             model_spec.signature_name = signature
+        label = self.addressed_label()
         if self.spec.version is not None:
             model_spec.version.value = self.spec.version
-        elif self.spec.label is not None:
-            model_spec.version_label = self.spec.label
+        elif label is not None:
+            model_spec.version_label = label
 
     def _call(self, method, request):
         """method(request) with a deadline, retried per the policy; ClientError subclasses on failure."""
@@ -139,10 +157,10 @@ class GrpcClient(Client):
         try:
             return method(request, timeout=self.timeout)
         except grpc.RpcError as error:
-            raise _client_error(str(self.target), error) from None
+            raise client_error(str(self.target), error) from None
 
 
-def _client_error(target: str, error: grpc.RpcError) -> Exception:
+def client_error(target: str, error: grpc.RpcError) -> Exception:
     code = error.code()
     details = error.details() or code.name
     if code in RETRY_CODES:

@@ -28,8 +28,12 @@ def connection_options(max_attempts: int, retry_seconds: float):
             click.option("--protocol", type=click.Choice(PROTOCOLS),
                          help="Protocol for a bare HOST[:PORT] --server (default rest; port 8501 REST, 8500 gRPC)."),
             click.option("--model", default=contract.MODEL_NAME, show_default=True, help="Model name on the server."),
-            click.option("--version", type=click.IntRange(min=0), help="Model version (default: the latest)."),
-            click.option("--label", help="Model version label from the server's model config (e.g. stable)."),
+            click.option("--version", type=click.IntRange(min=0),
+                         help=f"Model version (default: the one labelled {contract.STABLE_LABEL} when the server's "
+                              "config has that label, else the latest)."),
+            click.option("--label", help=f"Model version label from the server's model config, e.g. "
+                                         f"{contract.CANARY_LABEL} (default: {contract.STABLE_LABEL} when the "
+                                         "server has it)."),
             click.option("--signature", help="Signature to call (default: serving_default for pixel arrays, "
                                              "predict_encoded for image files)."),
             click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,

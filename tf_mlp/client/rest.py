@@ -28,7 +28,7 @@ import urllib3
 
 from tf_mlp import contract
 from tf_mlp.client import errors
-from tf_mlp.client.base import ENCODED, Client, ModelSpec, blank_png
+from tf_mlp.client.base import ENCODED, Client, ModelSpec, blank_png, is_unknown_label
 from tf_mlp.client.results import ModelMetadata, ModelStatus
 from tf_mlp.client.retry import RetryableFailure, RetryPolicy, call_with_retries
 from tf_mlp.client.target import Target
@@ -90,6 +90,19 @@ class RestClient(Client):
     def _metadata(self) -> ModelMetadata:
         return ModelMetadata.from_json(self._call("GET", self._model_path() + "/metadata"))
 
+    def _has_label(self, label: str) -> bool:
+        path = f"/v1/models/{_quote(self.spec.name)}/labels/{_quote(label)}/metadata"
+        try:
+            # Not counted in self.stats: asking which version to address is not one of the caller's calls.
+            call_with_retries(lambda attempt: self._attempt("GET", path, None), self.retry)
+        except errors.RequestError as error:
+            if is_unknown_label(error, label):
+                return False
+            raise
+        except errors.NotFoundError:
+            pass  # the label names a version that is not loaded: it is still the label to address
+        return True
+
     def _labels(self) -> tuple[str, ...] | None:
         body = orjson.dumps({
             "signature_name": contract.CLASSIFY_SIGNATURE,
@@ -106,10 +119,11 @@ class RestClient(Client):
 
     def _model_path(self) -> str:
         path = f"/v1/models/{_quote(self.spec.name)}"
+        label = self.addressed_label()
         if self.spec.version is not None:
             path += f"/versions/{self.spec.version}"
-        elif self.spec.label is not None:
-            path += f"/labels/{_quote(self.spec.label)}"
+        elif label is not None:
+            path += f"/labels/{_quote(label)}"
         return path
 
     def _call(self, method: str, path: str, body: bytes | None = None) -> dict:

@@ -7,15 +7,13 @@ and paths are tf_mlp/layout.py's alone.
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import fcntl
 import json
 import os
 import pathlib
 import tempfile
 
-from tf_mlp import layout
+from tf_mlp import layout, locks
 from tf_mlp.config import Config
 from tf_mlp.errors import CheckpointError, TfMlpError, first_line
 
@@ -162,31 +160,11 @@ class RunLockedError(TfMlpError):
     """Another process is training in this run directory."""
 
 
-@contextlib.contextmanager
 def training_lock(run_dir):
-    """Hold RUN_DIR/train.lock exclusively for the block: one writer per run directory.
+    """Hold RUN_DIR/train.lock exclusively for the block: one writer per run directory (tf_mlp.locks)."""
 
-    The kernel releases an flock when its holder exits, however it exits
-    (kill -9 included), so a crash never leaves a stale lock behind.
-    """
-    path = layout.lock_path(run_dir)
-    # "a+" neither truncates nor (until written) touches the file, so a
-    # process that loses the race changes nothing.
-    with open(path, "a+", encoding="utf-8") as lock_file:
-        try:
-            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock_file.seek(0)
-            holder = lock_file.read().strip() or "unknown"
-            raise RunLockedError(
-                f"{run_dir} is in use by another tf-mlp train (pid {holder}); "
-                "wait for it to finish or use another --run-dir"
-            ) from None
-        lock_file.seek(0)
-        lock_file.truncate()
-        lock_file.write(f"{os.getpid()}\n")
-        lock_file.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(lock_file, fcntl.LOCK_UN)
+    def refused(holder: str) -> RunLockedError:
+        return RunLockedError(f"{run_dir} is in use by another tf-mlp train (pid {holder}); wait for it to finish "
+                              "or use another --run-dir")
+
+    return locks.exclusive(layout.lock_path(run_dir), str(os.getpid()), refused)

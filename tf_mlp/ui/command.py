@@ -17,8 +17,11 @@ from tf_mlp.ui import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_PORT
 @click.option("--server", default=f"rest://{contract.DEFAULT_HOST}:{contract.DEFAULT_REST_PORT}", show_default=True,
               help="The model server's REST API (tf-mlp serve, tensorflow_model_server, or a proxy in front).")
 @click.option("--model", default=contract.MODEL_NAME, show_default=True, help="Model name on the server.")
-@click.option("--version", type=click.IntRange(min=0), help="Model version (default: the latest).")
-@click.option("--label", help="Model version label from the server's model config (e.g. stable).")
+@click.option("--version", type=click.IntRange(min=0),
+              help=f"Model version (default: the one labelled {contract.STABLE_LABEL} when the server's config has "
+                   "that label, else the latest).")
+@click.option("--label", help=f"Model version label from the server's model config, e.g. {contract.CANARY_LABEL} "
+                              f"(default: {contract.STABLE_LABEL} when the server has it).")
 @click.option("--host", default=contract.DEFAULT_HOST, show_default=True,
               help="Address to serve the page on. Anyone who reaches it can query the model through it.")
 @click.option("--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True,

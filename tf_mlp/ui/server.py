@@ -11,8 +11,11 @@ requests, for the one model (and version or label) it was started with,
     POST /v1/models/NAME[/versions/N | /labels/L]:predict    predict
 
 to URLs it builds itself, with no query string and no client headers but
-Content-Type. Anything else gets a JSON 404, so it cannot be used as an open
-proxy. Request bodies above `max_request_bytes` get 413, answers above
+Content-Type. Without --version or --label, metadata and predict go to the
+version the server's config labels `stable` (`/labels/stable/...`), or, when
+the server answers that it has no such label, to its latest version.
+Anything else gets a JSON 404, so it cannot be used as an open proxy.
+Request bodies above `max_request_bytes` get 413, answers above
 `max_response_bytes` 502. When the model server cannot be reached the answer
 is 502 (504 on timeout) with `"unreachable": true`, so the page can tell "the
 server is down" from "the server said no".
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import os
 import pathlib
 import socket
@@ -32,6 +36,7 @@ import aiohttp
 from aiohttp import web
 
 from tf_mlp import contract, network
+from tf_mlp.client.base import UNKNOWN_LABEL
 from tf_mlp.client.target import Target, parse_target
 from tf_mlp.errors import ConfigError, TfMlpError
 from tf_mlp.ui import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_PORT
@@ -61,6 +66,8 @@ class UiOptions:
     model: str = contract.MODEL_NAME
     version: int | None = None
     label: str | None = None
+    preferred_label: str | None = contract.STABLE_LABEL
+    """Without version or label: this label where the server's config has it, else the latest version."""
     host: str = contract.DEFAULT_HOST
     """Where the page is served; loopback by default, since the proxy reaches whatever the server reaches."""
     port: int = DEFAULT_PORT
@@ -132,6 +139,11 @@ class _Proxy:
         self.routes = self.paths.routes()
         self.base_url = f"http://{options.target.address}"
         self.session = None
+        # The page asks for "the model"; the proxy asks the server for the preferred label's version first.
+        self.preferred = {}
+        if options.version is None and options.label is None and options.preferred_label:
+            labelled = ModelPaths.of(dataclasses.replace(options, label=options.preferred_label))
+            self.preferred = {self.paths.metadata: labelled.metadata, self.paths.predict: labelled.predict}
 
     async def open(self, app: web.Application):
         # One pooled session; raise_for_status off: the model server's 4xx/5xx answers are passed on as they are.
@@ -143,8 +155,8 @@ class _Proxy:
     def config(self) -> dict:
         options = self.options
         return {"server": str(options.target), "model": options.model, "version": options.version,
-                "label": options.label, "max_request_bytes": options.max_request_bytes,
-                "paths": dataclasses.asdict(self.paths)}
+                "label": options.label, "preferred_label": options.preferred_label if self.preferred else None,
+                "max_request_bytes": options.max_request_bytes, "paths": dataclasses.asdict(self.paths)}
 
     async def forward(self, request: web.Request, upstream_path: str) -> web.Response:
         body = None
@@ -153,10 +165,20 @@ class _Proxy:
                 body = await request.read()
             except web.HTTPRequestEntityTooLarge:
                 return _json(413, {"error": f"the request body exceeds {self.options.max_request_bytes} bytes"})
+        labelled = self.preferred.get(upstream_path)
+        if labelled is None:
+            return await self._exchange(request.method, upstream_path, body)
+        response = await self._exchange(request.method, labelled, body)
+        # Asked every time (not remembered), so a label added to the server's config is followed at once.
+        if response.status == 400 and _is_unknown_label(response.body, self.options.preferred_label):
+            response = await self._exchange(request.method, upstream_path, body)
+        return response
+
+    async def _exchange(self, method: str, upstream_path: str, body: bytes | None) -> web.Response:
         server = str(self.options.target)
         try:
             async with self.session.request(
-                    request.method, self.base_url + upstream_path, data=body,
+                    method, self.base_url + upstream_path, data=body,
                     headers={"Content-Type": "application/json"} if body is not None else None) as answer:
                 content = await self._read_limited(answer)
                 status, content_type = answer.status, answer.content_type
@@ -193,6 +215,15 @@ class _Proxy:
 
 class _TooLarge(Exception):
     pass
+
+
+def _is_unknown_label(body: bytes, label: str) -> bool:
+    """Whether a model server's 400 says its config has no such label (TensorFlow Serving's own words)."""
+    try:
+        error = json.loads(body).get("error", "")
+    except (ValueError, AttributeError):
+        return False
+    return isinstance(error, str) and error.strip() == UNKNOWN_LABEL + label
 
 
 def make_app(options: UiOptions) -> web.Application:
