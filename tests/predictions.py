@@ -22,27 +22,7 @@ import tempfile
 
 import numpy as np
 
-PROBABILITY_TOLERANCE = 1e-5
-"""Largest |difference| allowed between two float32 softmax probabilities of the same model and image computed
-under different batch compositions, kernels or processes.
-
-Why 1e-5. Float32 rounds each partial sum to a relative 2**-24 (6e-8); adding the 784 inputs or the 1024 hidden
-units in another order moves a logit by some tens to hundreds of those roundings (a random walk of n roundings
-grows like sqrt(n): sqrt(1024) * 6e-8 = 1.9e-6 of the sum of the terms' magnitudes), and softmax passes a change
-d of the logits on as at most d/2 in any probability (dp_i = p_i (dz_i - sum_j p_j dz_j)). Measured on an AMD EPYC
-with AVX-512 (2 cores, TensorFlow 2.21), every row computed in chunks of 1, 7, 25, 32, 37, 256, 1000 and all at
-once, under TF_ENABLE_ONEDNN_OPTS=0 and =1, against all at once with oneDNN: the tests' tiny model (32 hidden
-units; 2000 synthetic images) differed by at most 4.2e-7, the default mlp (1024 hidden units, trained 10 epochs;
-the 10,000 Fashion-MNIST test images) by at most 1.4e-6, so 1e-6 would not hold for the model users run. 1e-5 is
-seven times the largest difference seen, and a thousand times smaller than what a different model, version or
-preprocessing changes (1e-2 and more).
-
-Class ids are compared exactly where no image is a near-tie (two classes within 2 * PROBABILITY_TOLERANCE):
-the tests' synthetic images have their top two classes at least 3e-3 apart (assert_no_near_ties checks). Real test
-sets may hold a near-tie: the 10,000 Fashion-MNIST test images' closest pair was 1.8e-4 apart after one epoch
-of the default model and 1.3e-3 after ten, so there, counts of correct class ids may differ by at most the
-number of near-ties.
-"""
+from tf_mlp.contract import PROBABILITY_TOLERANCE
 
 ONEDNN_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
 

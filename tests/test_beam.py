@@ -4,7 +4,7 @@ a separate worker pool (as Flink and Spark run them); error rows for bad images;
 
 Byte identity is legitimate here: the same chunks (--chunk-size) meet the same TensorFlow kernels on the
 same machine, so every row is computed the same way. Across machines or batch compositions, compare class
-ids and probabilities within 1e-6 instead.
+ids and probabilities within tf_mlp.contract.PROBABILITY_TOLERANCE instead.
 
 Skipped where the `beam` extra is not installed; `make test` installs it.
 """

@@ -18,6 +18,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from tests import serving_helpers
 from tf_mlp import contract
+from tf_mlp.contract import PROBABILITY_TOLERANCE
 from tf_mlp.server.core.batching import BatchingRunner, BatchingSettings
 from tf_mlp.server.core.status import Code, ServingError
 
@@ -207,7 +208,7 @@ def test_batched_results_equal_unbatched(tmp_path, images, unbatched):
             batched = list(pool.map(predict, images))
     # Row by row the same computation; only the float rounding of the
     # matrix kernels may differ between a batch of one and a batch of 32.
-    np.testing.assert_allclose(batched, unbatched, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(batched, unbatched, rtol=0, atol=PROBABILITY_TOLERANCE)
     assert [int(np.argmax(row)) for row in batched] == [int(np.argmax(row)) for row in unbatched]
 
 

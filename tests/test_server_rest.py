@@ -12,6 +12,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests import serving_helpers
+from tf_mlp.contract import PROBABILITY_TOLERANCE
 from tf_mlp.export import warmup
 
 MAX_BODY = 1024 * 1024
@@ -40,7 +41,8 @@ def _b64(data: bytes) -> dict:
 def _check_rows(predictions, expected):
     assert [row["class_ids"] for row in predictions] == expected["class_ids"].tolist()
     assert [row["class_names"] for row in predictions] == [name.decode() for name in expected["class_names"]]
-    np.testing.assert_allclose([row["probabilities"] for row in predictions], expected["probabilities"], atol=1e-6)
+    np.testing.assert_allclose([row["probabilities"] for row in predictions],
+                               expected["probabilities"], atol=PROBABILITY_TOLERANCE)
 
 
 def test_model_status(server):
@@ -91,7 +93,8 @@ def test_predict_columnar_format(server, images, expected):
     assert response.status_code == 200, response.text
     outputs = response.json()["outputs"]
     assert outputs["class_ids"] == expected["class_ids"].tolist()
-    np.testing.assert_allclose(outputs["probabilities"], expected["probabilities"], atol=1e-6)
+    np.testing.assert_allclose(outputs["probabilities"],
+                               expected["probabilities"], atol=PROBABILITY_TOLERANCE)
 
 
 def test_predict_encoded_images_as_b64(server, images, expected):
@@ -107,7 +110,8 @@ def test_predict_images_float_pixels(server, images, expected):
     pixels = (images.reshape(len(images), -1) / 255.0).tolist()
     response = _post(server, "/v1/models/tf_mlp:predict", {"signature_name": "predict_images", "instances": pixels})
     assert response.status_code == 200, response.text
-    np.testing.assert_allclose(response.json()["predictions"], expected["probabilities"], atol=1e-6)
+    np.testing.assert_allclose(response.json()["predictions"],
+                               expected["probabilities"], atol=PROBABILITY_TOLERANCE)
 
 
 def test_classify(server, images, expected):
@@ -116,7 +120,8 @@ def test_classify(server, images, expected):
     assert response.status_code == 200, response.text
     results = response.json()["results"]
     assert [[label for label, _ in row] for row in results] == [[str(digit) for digit in range(10)]] * len(images)
-    np.testing.assert_allclose([[score for _, score in row] for row in results], expected["probabilities"], atol=1e-6)
+    np.testing.assert_allclose([[score for _, score in row] for row in results],
+                               expected["probabilities"], atol=PROBABILITY_TOLERANCE)
 
 
 def test_nan_and_infinity_are_accepted_tokens(server):

@@ -23,6 +23,7 @@ from tensorflow_serving.apis import (
 from tensorflow_serving.config import model_server_config_pb2
 
 from tests import serving_helpers
+from tf_mlp.contract import PROBABILITY_TOLERANCE
 from tf_mlp.errors import ConfigError
 from tf_mlp.server.core.status import Code, ServingError
 from tf_mlp.server.core.versions import ModelVersions
@@ -291,7 +292,7 @@ def test_without_the_private_callable_api_models_still_serve_through_session_run
         for _ in range(2):
             outputs = loaded.run(loaded.signature("serving_default"), {"images": images})
     np.testing.assert_array_equal(outputs["class_ids"], expected["class_ids"])
-    np.testing.assert_allclose(outputs["probabilities"], expected["probabilities"], atol=1e-6)
+    np.testing.assert_allclose(outputs["probabilities"], expected["probabilities"], atol=PROBABILITY_TOLERANCE)
     assert [record.message for record in caplog.records].count(
         f"tf.compat.v1.Session.{servable_module.PRIVATE_CALLABLE_API} is missing from this TensorFlow: models run "
         "through Session.run, which refuses fed shapes their signatures do not declare") == 1

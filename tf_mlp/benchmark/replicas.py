@@ -19,7 +19,7 @@ started and finished after the disturbance was over:
 
 Counted per phase: rows lost (inputs without a prediction row), rows that
 disagree with the model's own answer (class ids equal, probability within
-1e-6: the server batches differently), requests the client saw fail (each
+1e-5: the server batches differently), requests the client saw fail (each
 retried or given up), and the load balancer's own retries and 5xx answers.
 """
 
@@ -43,7 +43,7 @@ from tf_mlp.server.process import ServerProcess
 PHASES = ("steady", "publish", "kill", "terminate")
 RUN_INPUTS = 2000
 """Inputs per batch run: a fraction of a second through the load balancer, so runs follow each other closely."""
-PROBABILITY_TOLERANCE = 1e-6
+PROBABILITY_TOLERANCE = contract.PROBABILITY_TOLERANCE
 POOL_TIMEOUT_SECONDS = 120
 IN_FLIGHT_WAIT_SECONDS = 5
 SHUTDOWN_LINE = "Shutting down: finishing requests in flight"

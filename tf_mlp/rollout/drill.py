@@ -37,14 +37,14 @@ import urllib.request
 import numpy as np
 import orjson
 
-from tf_mlp import client
+from tf_mlp import client, contract
 from tf_mlp.errors import RolloutError
 from tf_mlp.rollout import gate as gating
 from tf_mlp.rollout import report as reports
 from tf_mlp.rollout import steps
 from tf_mlp.rollout.session import Session, Setup
 
-MATCH_TOLERANCE = 1e-5
+MATCH_TOLERANCE = contract.PROBABILITY_TOLERANCE
 """Probability distance within which a row is one version's answer (the versions' answers differ by far more)."""
 SETTLE_REQUESTS = 5
 """Default for the requests the load must finish after each step before the next one (and before it stops)."""
