@@ -344,8 +344,9 @@ def _serves_only(replica: ServerProcess, version: int) -> bool:
         state != "AVAILABLE" for number, state in states.items() if number != version)
 
 
-def run_drill(version_dir: pathlib.Path, images: np.ndarray, work_dir: pathlib.Path, **options) -> DrillReport:
-    """The whole drill (see the module's docstring); `options` as Drill takes them."""
+def run_drill(version_dir: pathlib.Path, images: np.ndarray, work_dir: pathlib.Path, phases=PHASES,
+              **options) -> DrillReport:
+    """The drill (see the module's docstring), its phases in the order given; `options` as Drill takes them."""
     work_dir = pathlib.Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    return Drill(version_dir, images, work_dir, **options).run()
+    return Drill(version_dir, images, work_dir, **options).run(phases)
