@@ -21,8 +21,9 @@ import pathlib
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from tf_mlp.batch.writers import check_output_location, write_atomically
+from tf_mlp.batch.writers import check_output_location
 from tf_mlp.errors import ConfigError
+from tf_mlp.files import write_atomically
 from tf_mlp.server import config_files
 
 SPECIFIC_POLICY = "specific"

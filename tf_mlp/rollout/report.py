@@ -18,8 +18,8 @@ import json
 import pathlib
 
 from tf_mlp import contract, layout
-from tf_mlp.batch.writers import write_atomically
 from tf_mlp.errors import RolloutError
+from tf_mlp.files import write_atomically
 
 TEST_NAME = "McNemar's exact test (two-sided), Holm-corrected over accuracy and every class's recall"
 
