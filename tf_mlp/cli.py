@@ -64,7 +64,7 @@ def main(verbose):
 
 def config_options(function):
     """Options shared by the commands that resolve a Config (train, info, config): --preset, --config,
-    then one option per field that config.py declares with config.option()."""
+    then one option per field that tf_mlp/config/schema.py declares with option()."""
     options = [
         click.option("--preset", type=click.Choice(list(config.PRESETS)),
                      help=f"Start from this preset (default {config.DEFAULT_PRESET}); "
