@@ -6,6 +6,7 @@ Test modules import the plain helpers (png_bytes, free_port) from here.
 import io
 import os
 import pathlib
+import time
 
 # Quiet TensorFlow's C++ logging in test output; must be set before TF loads.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -138,3 +139,20 @@ def write_idx_data_set(directory, splits) -> pathlib.Path:
 def tiny_idx_dir(tmp_path, tiny_splits):
     """The tiny synthetic data set as an IDX directory, for commands that load data themselves."""
     return write_idx_data_set(tmp_path / "idx", tiny_splits)
+
+
+_SESSION_STARTED = []
+
+
+def pytest_sessionstart(session):
+    _SESSION_STARTED.append(time.monotonic())
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus):
+    # docs/ROBUSTNESS.md quotes the run's outcome, so that the page never claims a pass it did not see.
+    from tests import robustness_report
+
+    counts = {kind: len(terminalreporter.stats.get(kind, [])) for kind in ("passed", "failed", "error", "skipped")}
+    seconds = time.monotonic() - _SESSION_STARTED[0]
+    outcome = ", ".join(f"{number} {kind}" for kind, number in counts.items() if number)
+    robustness_report.OUTCOME.append(f"{outcome or 'no tests'} in {seconds:.0f} s (exit status {int(exitstatus)})")

@@ -29,6 +29,8 @@ BYSTANDER = {}
 """Attack -> the well-behaved client's figures beside it: idle, p99 and max seconds, answers, errors."""
 FIGURES = {}
 """Other measured figures: what -> text."""
+OUTCOME = []
+"""pytest's summary line of the run (conftest's pytest_terminal_summary), quoted at the end of the page."""
 COMMAND = ("TF_MLP_ROBUSTNESS_REPORT=docs/ROBUSTNESS.md .venv/bin/python -m pytest "
            "tests/test_faults.py tests/test_abuse.py tests/test_server_attacks.py")
 
@@ -49,8 +51,8 @@ def machine() -> str:
 def render() -> str:
     lines = ["# Robustness: faults injected and hostile requests", "",
              f"Written by `{COMMAND}` on {datetime.date.today().isoformat()} from that run's own counts",
-             "(tests/robustness_report.py). The page is written whether or not the run passed: the run",
-             "behind this copy passed (its summary line is quoted at the end).", "",
+             "(tests/robustness_report.py). The page is written whether or not the run passed; the run's",
+             "outcome, as pytest summed it up, is quoted at the end.", "",
              f"Machine: {machine()}.", "",
              "## Faults injected and survived", "", "| fault | count |", "|---|---|"]
     lines += [f"| {kind} | {count} |" for kind, count in FAULTS.items()]
@@ -80,6 +82,7 @@ def render() -> str:
     if FIGURES:
         lines += ["", *[f"- {what}: {value}" for what, value in FIGURES.items()]]
     lines += ["", "## What the rules were, and what the runs found", "", *NOTES]
+    lines += ["", f"Run outcome: `{OUTCOME[-1] if OUTCOME else 'not recorded (the run did not finish)'}`."]
     return "\n".join(lines) + "\n"
 
 
