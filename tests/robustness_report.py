@@ -36,16 +36,10 @@ COMMAND = ("TF_MLP_ROBUSTNESS_REPORT=docs/ROBUSTNESS.md .venv/bin/python -m pyte
 
 
 def machine() -> str:
-    """The CPU model, its vector extensions, the cores and TensorFlow's version, as every figure must name them."""
-    info = pathlib.Path("/proc/cpuinfo").read_text() if pathlib.Path("/proc/cpuinfo").exists() else ""
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
-                 "an unknown CPU")
-    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
-    extensions = [name for name, flag in (("AVX2", "avx2"), ("AVX-512", "avx512f"), ("AMX", "amx_tile"))
-                  if flag in flags] or ["no AVX2"]
-    import tensorflow as tf
+    """The machine as every figure names it (tf_mlp.benchmark.machine: CPU, instruction sets, cores, TensorFlow)."""
+    from tf_mlp.benchmark import machine as machines
 
-    return f"{model} ({', '.join(extensions)}), {os.cpu_count()} cores, TensorFlow {tf.__version__}"
+    return machines.name(machines.current())
 
 
 def render() -> str:
