@@ -40,13 +40,17 @@ $(MANIFESTS_VENV)/.installed: deploy/kubernetes/requirements.txt
 demo: $(BIN)/.installed data
 	$(BIN)/python scripts/demo.py --run-dir $(RUN_DIR)
 
+# Two workers (pytest-xdist), one per core: the suite spends much of its time waiting on subprocesses and
+# servers. Tests that bound a latency compare it with an idle figure taken under the same sharing.
+TEST_WORKERS ?= 2
+
 test: $(BIN)/.installed data browser haproxy manifests
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS)
 
 # The edit-test loop: every test but those marked slow (over 5 s: subprocesses, servers, training to
 # convergence) or real_data (the full data sets); `make test` runs them all.
 test-fast: $(BIN)/.installed data
-	$(BIN)/pytest -m "not slow and not real_data"
+	$(BIN)/pytest -n $(TEST_WORKERS) -m "not slow and not real_data"
 
 # ruff with the rules in pyproject.toml (CI runs it before the tests).
 lint: $(BIN)/.installed

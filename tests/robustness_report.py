@@ -114,6 +114,9 @@ KEPT_SECTION = "## Against TensorFlow Serving's own tests"
 
 def _write_at_exit() -> None:
     target = os.environ.get("TF_MLP_ROBUSTNESS_REPORT")
+    # Under pytest-xdist each worker sees only its share of the tests: the page is written by serial runs only.
+    if target and os.environ.get("PYTEST_XDIST_WORKER"):
+        return
     if target and (FAULTS or ANSWERS or ATTACKS):
         path = pathlib.Path(target)
         previous = path.read_text() if path.exists() else ""
