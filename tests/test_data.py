@@ -123,7 +123,7 @@ def _header(magic, *dims):
         ("train-images-idx3-ubyte", b"\x89PNG\r\n", r"not an IDX file"),
         (
             "train-images-idx3-ubyte.gz",
-            gzip.compress(_header(0x803, 1, 28, 28) + bytes(784))[:-12],
+            gzip.compress(_header(0x803, 1, 28, 28) + bytes(784), mtime=0)[:-12],
             r"corrupt or truncated gzip data",
         ),
     ],
