@@ -6,6 +6,7 @@ Test modules import the plain helpers (png_bytes, free_port) from here.
 import io
 import os
 import pathlib
+import signal
 import time
 
 # Quiet TensorFlow's C++ logging in test output; must be set before TF loads.
@@ -146,6 +147,11 @@ _SESSION_STARTED = []
 
 def pytest_sessionstart(session):
     _SESSION_STARTED.append(time.monotonic())
+    # A shell starts a background job (`make test &`) with SIGINT ignored, and every process the tests start
+    # would inherit that: the Ctrl-C tests' commands would run on to the end, and Beam's services would ignore
+    # their clean stop. With Python's own handler here, each child starts with the default one instead.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus):
