@@ -42,17 +42,15 @@ demo: $(BIN)/.installed data
 
 # Two workers (pytest-xdist), one per core: the suite spends much of its time waiting on subprocesses and
 # servers. Tests that bound a latency compare it with an idle figure taken under the same sharing.
-# --dist loadgroup keeps each xdist_group on one worker: the tests of the session's real Fashion-MNIST run share
-# one training instead of one per worker (tests/conftest.py).
 TEST_WORKERS ?= 2
 
 test: $(BIN)/.installed data browser haproxy manifests
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/pytest -n $(TEST_WORKERS)
 
 # The edit-test loop: every test but those marked slow (over 5 s: subprocesses, servers, training to
 # convergence) or real_data (the full data sets); `make test` runs them all.
 test-fast: $(BIN)/.installed data
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup -m "not slow and not real_data"
+	$(BIN)/pytest -n $(TEST_WORKERS) -m "not slow and not real_data"
 
 # ruff with the rules in pyproject.toml (CI runs it before the tests).
 lint: $(BIN)/.installed

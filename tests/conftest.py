@@ -145,15 +145,6 @@ def tiny_idx_dir(tmp_path, tiny_splits):
 _SESSION_STARTED = []
 
 
-def pytest_collection_modifyitems(config, items):
-    # Every test on the session's real Fashion-MNIST run goes to one pytest-xdist worker (`--dist loadgroup`,
-    # as `make test` runs): a session fixture is per worker, and the run costs half a minute of both cores.
-    # (tests/test_ui_browser.py asks for the fixture inside one of its own, and marks its module itself.)
-    for item in items:
-        if "fashion_mnist_run" in item.fixturenames:
-            item.add_marker(pytest.mark.xdist_group("fashion_mnist_run"))
-
-
 def pytest_sessionstart(session):
     _SESSION_STARTED.append(time.monotonic())
     # A shell starts a background job (`make test &`) with SIGINT ignored, and every process the tests start

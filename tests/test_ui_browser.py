@@ -22,8 +22,7 @@ from tf_mlp import contract
 from tf_mlp.data import catalog
 from tf_mlp.server.process import ServerProcess
 
-# The session's real Fashion-MNIST run, in the worker that holds it (the fixture is asked for by name, below).
-pytestmark = [pytest.mark.slow, pytest.mark.real_data, pytest.mark.xdist_group("fashion_mnist_run")]
+pytestmark = [pytest.mark.slow, pytest.mark.real_data]  # the session's real Fashion-MNIST run
 
 PREDICT_TIMEOUT_MS = 60_000
 
