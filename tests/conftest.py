@@ -77,7 +77,10 @@ def fashion_mnist_run(tmp_path_factory):
 
     if not FASHION_MNIST_DIR.is_dir():
         pytest.skip(f"{FASHION_MNIST_DIR} is missing (make data installs it)")
-    return real_data.prepare_train_and_export(tmp_path_factory.mktemp("fashion-mnist"))
+    root = tmp_path_factory.getbasetemp()
+    # A pytest-xdist worker's base temp is inside the session's, which all the workers share.
+    shared = root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
+    return real_data.shared_run(shared / "fashion-mnist")
 
 
 @pytest.fixture(scope="session")

@@ -5,12 +5,17 @@ take tens of seconds; each real-data test used to do all three for itself.
 Now the `fashion_mnist_run` fixture (tests/conftest.py) does them once, as a
 user would (the data prepared from Debian's files in a fresh TFDS directory
 with the network forbidden, `tf-mlp train --epochs 1`, then the export),
-and each test checks its own part of the result.
+and each test checks its own part of the result. Under pytest-xdist the
+first worker to ask makes the run in the session's shared temporary
+directory while the others wait on a file lock, then read it back (the
+pytest-xdist docs' pattern for session fixtures made once).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
+import json
 import pathlib
 import subprocess
 
@@ -59,3 +64,49 @@ def prepare_train_and_export(root: pathlib.Path) -> FashionMnistRun:
     probabilities = np.concatenate([serve(images=tf.constant(images[start:start + 1000]))["probabilities"].numpy()
                                     for start in range(0, len(images), 1000)])
     return FashionMnistRun(data_dir, splits, run_dir, train, export, probabilities)
+
+
+def shared_run(root: pathlib.Path) -> FashionMnistRun:
+    """The run in `root`: made by the first process to get there, read back from its files by the others."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the kernel releases it when the block ends or the worker dies
+        if (root / "run.json").is_file():
+            return _load(root)
+        run = prepare_train_and_export(root)
+        _save(run, root)
+        return run
+
+
+def _save(run: FashionMnistRun, root: pathlib.Path) -> None:
+    from tf_mlp.files import write_atomically
+
+    arrays = {f"{name}_{part}": getattr(getattr(run.splits, name), part)
+              for name in ("train", "validation", "test") for part in ("images", "labels")}
+    np.savez(root / "splits.npz", test_probabilities=run.test_probabilities, **arrays)
+    splits = {field: getattr(run.splits, field) for field in ("class_names", "name", "skipped_files",
+                                                               "dropped_overlap")}
+    export = dataclasses.asdict(run.export) | {"path": str(run.export.path)}
+    train = {"args": run.train.args, "returncode": run.train.returncode, "stdout": run.train.stdout,
+             "stderr": run.train.stderr}
+    document = {"data_dir": str(run.data_dir), "run_dir": str(run.run_dir), "splits": splits, "export": export,
+                "train": train}
+    # Written last, in one rename: its presence says every other file is complete.
+    write_atomically(root / "run.json", json.dumps(document).encode())
+
+
+def _load(root: pathlib.Path) -> FashionMnistRun:
+    from tf_mlp.data.splits import DataSplits, Split
+    from tf_mlp.export.exporter import ExportResult
+
+    document = json.loads((root / "run.json").read_text())
+    with np.load(root / "splits.npz") as arrays:
+        parts = {name: Split(arrays[f"{name}_images"], arrays[f"{name}_labels"])
+                 for name in ("train", "validation", "test")}
+        probabilities = arrays["test_probabilities"]
+    fields = document["splits"]
+    splits = DataSplits(**parts, class_names=tuple(fields["class_names"]), name=fields["name"],
+                        skipped_files=fields["skipped_files"], dropped_overlap=fields["dropped_overlap"])
+    export = ExportResult(**document["export"] | {"path": pathlib.Path(document["export"]["path"])})
+    return FashionMnistRun(pathlib.Path(document["data_dir"]), splits, pathlib.Path(document["run_dir"]),
+                           subprocess.CompletedProcess(**document["train"]), export, probabilities)
