@@ -51,12 +51,6 @@ def _environment() -> dict:
     return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")  # TensorFlow's C++ start-up chatter out of the log
 
 
-def serve_until_exit(*flags: str, timeout: float = 300, cwd=None) -> subprocess.CompletedProcess:
-    """Run `tf-mlp serve` with flags expected to make it exit; its exit code and output (stderr in stdout)."""
-    return subprocess.run(serve_command(flags), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          timeout=timeout, cwd=cwd, check=False, env=_environment())
-
-
 class ServerProcess:
     """`tf-mlp serve` with the given flags on two free ports (gRPC, REST), its output appended to log_path."""
 
