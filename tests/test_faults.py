@@ -37,6 +37,9 @@ from tf_mlp.training.runs import read_evaluation
 # Unbuffered: a SIGKILLed child keeps nothing back, so its output shows where it resumed from.
 ENVIRONMENT = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
 IMAGE = [[0] * 28] * 28
+# Between one client's requests: a steady hundred or so a second from each client samples every moment of a
+# version change, without the clients and the in-process server taking a whole core from the processes under test.
+CLIENT_PAUSE_SECONDS = 0.005
 # Each test adds its faults only after its assertions pass.
 FAULTS = robustness_report.FAULTS
 
@@ -229,6 +232,7 @@ class _Clients:
                 self.answered[path] += 1
                 if response.status_code != 200:
                     self.failures[path].append((time.monotonic(), response.status_code, response.text))
+                self.stop.wait(CLIENT_PAUSE_SECONDS)
 
     def _grpc(self):
         with grpc.insecure_channel(self.server.grpc_target) as channel:
@@ -239,6 +243,7 @@ class _Clients:
                     self.answered["grpc"] += 1
                 except grpc.RpcError as error:
                     self.failures["grpc"].append((time.monotonic(), error.code(), error.details()))
+                self.stop.wait(CLIENT_PAUSE_SECONDS)
 
     def _watch(self):
         with requests.Session() as session:
