@@ -40,8 +40,9 @@ $(MANIFESTS_VENV)/.installed: deploy/kubernetes/requirements.txt
 demo: $(BIN)/.installed data
 	$(BIN)/python scripts/demo.py --run-dir $(RUN_DIR)
 
-# Two workers (pytest-xdist), one per core: the suite spends much of its time waiting on subprocesses and
-# servers. Tests that bound a latency compare it with an idle figure taken under the same sharing.
+# Two workers (pytest-xdist), one per core, each given whole test files (--dist loadfile in setup.cfg): the suite
+# spends much of its time waiting on subprocesses and servers. Tests that bound a latency compare it with an
+# idle figure taken under the same sharing.
 TEST_WORKERS ?= 2
 
 test: $(BIN)/.installed data browser haproxy manifests
