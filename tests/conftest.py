@@ -145,6 +145,23 @@ def tiny_idx_dir(tmp_path, tiny_splits):
     return write_idx_data_set(tmp_path / "idx", tiny_splits)
 
 
+LONGEST_FILES = ("test_faults.py", "test_replicas.py", "test_first_hour.py", "test_server_process.py",
+                 "test_benchmark.py", "test_beam.py", "test_batch.py", "test_cli.py", "test_export.py",
+                 "test_train.py", "test_ui_browser.py")
+"""The longest test files, longest first (pytest --durations=0, summed per file, on 2 cores); but
+test_ui_browser, which needs the session's Fashion-MNIST run at once, after the files that make it (so that its
+worker does not sit waiting for the other to finish training)."""
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items):
+    # With --dist loadfile (setup.cfg) the workers take whole files in collection order: the longest go first,
+    # so that the short ones even out the workers' ends instead of one long file running on alone at the end.
+    # A stable sort: the other files, and the tests inside each, keep their order.
+    rank = {name: position for position, name in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
 _SESSION_STARTED = []
 
 
