@@ -3,6 +3,9 @@
     report = run_drill(pathlib.Path("models/tf_mlp/3"), images, pathlib.Path("runs/replicas"))
     print(report.format())
 
+    with Drill(pathlib.Path("models/tf_mlp/3"), images, pathlib.Path("runs/replicas")) as drill:
+        first, then = drill.run(("steady", "publish")), drill.run(("kill", "terminate"))  # the same replicas
+
 The model version is copied into the work directory (the drill publishes a
 new version there, never in your export), and as many replicas as
 deploy/haproxy/haproxy.cfg lists serve it on free ports, behind HAProxy with
@@ -151,40 +154,69 @@ class Drill:
         self.concurrency = concurrency or defaults["concurrency"]
         self.config_path = config_path
         self.log = log
-        # Every row must be one of the answers of the versions that may serve it.
-        self.answers = [_expected(self.base / "1", images), _expected(self.new_version_dir, images)]
+        # Every row must be one of the answers of the versions that may serve it. Without a new version of its
+        # own, the drill publishes the model it serves again: one answer set (loading the model once) will do.
+        self.answers = [_expected(self.base / "1", images)]
+        if new_version_dir is not None:
+            self.answers.append(_expected(self.new_version_dir, images))
         self.replicas = [ServerProcess(self.work_dir / f"{name}.log", f"--model_base_path={self.base}",
                                        *SERVER_FLAGS) for name, _ in replica_slots(config_path)]
         self.balancer = None
-        self.restart_seconds = 0.0
 
-    # ---- the whole drill ------------------------------------------------------
+    # ---- the replicas and the load balancer -------------------------------------
 
-    def run(self, phases=PHASES) -> DrillReport:
-        started = time.monotonic()
-        with concurrent.futures.ThreadPoolExecutor(len(self.replicas)) as pool:
-            list(pool.map(lambda replica: replica.start(), self.replicas))
-        self.restart_seconds = time.monotonic() - started
+    def start(self) -> "Drill":
+        """HAProxy, then every replica; returns once all are in the pool."""
+        # HAProxy first: its health checks find each replica as soon as it serves, while the others still load.
         self.balancer = LoadBalancer([f"{contract.DEFAULT_HOST}:{replica.rest_port}" for replica in self.replicas],
                                      self.work_dir, self.config_path).start()
         try:
-            self.balancer.wait_until(lambda: all(map(self.balancer.in_pool, self.balancer.names)),
-                                     POOL_TIMEOUT_SECONDS, "every replica is in the pool")
-            self.log(f"{len(self.replicas)} replicas up in {self.restart_seconds:.1f} s; HAProxy at "
+            self._bring_up()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _bring_up(self) -> None:
+        """Start the replicas not running (all at first; after a terminate phase, that one), wait for the pool."""
+        down = {name: replica for replica, name in zip(self.replicas, self.balancer.names) if not replica.alive()}
+        started = time.monotonic()
+        if down:
+            with concurrent.futures.ThreadPoolExecutor(len(down)) as pool:
+                list(pool.map(lambda replica: replica.start(), down.values()))
+        self.balancer.wait_until(lambda: all(map(self.balancer.in_pool, self.balancer.names)),
+                                 POOL_TIMEOUT_SECONDS, "every replica is in the pool")
+        if down:
+            self.log(f"{', '.join(down)} up in {time.monotonic() - started:.1f} s; HAProxy at "
                      f"{self.balancer.rest_url}")
-            inputs = self.work_dir / "inputs.npy"
-            np.save(inputs, np.resize(self.images, (RUN_INPUTS, *self.images.shape[1:])))
-            results = []
-            for name in phases:
-                phase = self._phase(name, inputs, getattr(self, f"_{name}"))
-                results.append(phase)
-                self.log(f"{name}: {phase.rows} rows, {phase.lost_rows} lost, {phase.failed_requests} failed "
-                         f"requests, {phase.lb_retries} retried by HAProxy")
-            return DrillReport(len(self.replicas), self.chunk_size, self.concurrency, results)
-        finally:
+
+    def stop(self) -> None:
+        if self.balancer is not None:
             self.balancer.stop()
-            for replica in self.replicas:
-                replica.stop()
+        # All at once: each takes a second or more to exit (TensorFlow's teardown), seconds of waiting in turn.
+        with concurrent.futures.ThreadPoolExecutor(len(self.replicas)) as pool:
+            list(pool.map(lambda replica: replica.stop(), self.replicas))
+
+    def __enter__(self) -> "Drill":
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    # ---- the drill ----------------------------------------------------------------
+
+    def run(self, phases=PHASES) -> DrillReport:
+        """The phases in the order given, on the started drill's replicas (a stopped one is started again first)."""
+        self._bring_up()
+        inputs = self.work_dir / "inputs.npy"
+        np.save(inputs, np.resize(self.images, (RUN_INPUTS, *self.images.shape[1:])))
+        results = []
+        for name in phases:
+            phase = self._phase(name, inputs, getattr(self, f"_{name}"))
+            results.append(phase)
+            self.log(f"{name}: {phase.rows} rows, {phase.lost_rows} lost, {phase.failed_requests} failed "
+                     f"requests, {phase.lb_retries} retried by HAProxy")
+        return DrillReport(len(self.replicas), self.chunk_size, self.concurrency, results)
 
     # ---- one phase --------------------------------------------------------------
 
@@ -349,4 +381,5 @@ def run_drill(version_dir: pathlib.Path, images: np.ndarray, work_dir: pathlib.P
     """The drill (see the module's docstring), its phases in the order given; `options` as Drill takes them."""
     work_dir = pathlib.Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    return Drill(version_dir, images, work_dir, **options).run(phases)
+    with Drill(version_dir, images, work_dir, **options) as drill:
+        return drill.run(phases)
