@@ -19,6 +19,7 @@ import datetime
 import json
 import pathlib
 import sys
+import tempfile
 
 import click
 
@@ -30,6 +31,22 @@ DOCS_OUTPUT = pathlib.Path(__file__).resolve().parents[1] / "docs" / "performanc
 def _is_under_docs(path: pathlib.Path) -> bool:
     docs = DOCS_OUTPUT.parent.resolve()
     return path.resolve() == docs or docs in path.resolve().parents
+
+
+def _measure(splits, data, repetitions: int, quick: bool, training_only: bool) -> dict:
+    """{"training": figures, "serving": figures}, without serving for training_only."""
+    from tf_mlp.benchmark import training
+
+    with tempfile.TemporaryDirectory(prefix="tf-mlp-bench-") as work:
+        # A quick run serves the model of the training benchmark's `tf-mlp train` run rather than train the
+        # same network once more for the serving benchmark.
+        trained_run = pathlib.Path(work) / "run" if quick and not training_only else None
+        parts = {"training": training.run_training_benchmarks(splits, data, repetitions, quick, trained_run)}
+        if not training_only:
+            from tf_mlp.benchmark import serving
+
+            parts["serving"] = serving.run_serving_benchmarks(splits, repetitions, quick, trained_run)
+    return parts
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -70,7 +87,7 @@ def main(output_dir, publish, repetitions, quick, training_only, render_only, da
         return
     # After the checks, so a refused command answers at once; quiet unless --verbose, as `tf-mlp` is.
     startup.import_tensorflow(verbose=verbose)
-    from tf_mlp.benchmark import report, training
+    from tf_mlp.benchmark import report
     from tf_mlp.config import DataConfig
     from tf_mlp.data import load_splits
 
@@ -82,11 +99,8 @@ def main(output_dir, publish, repetitions, quick, training_only, render_only, da
              "repetitions": repetitions, "quick": quick}
     previous = output_dir / report.JSON_NAME
     results = json.loads(previous.read_text()) if previous.is_file() and not quick else {}
-    results["training"] = {**training.run_training_benchmarks(splits, data, repetitions, quick), **stamp}
-    if not training_only:
-        from tf_mlp.benchmark import serving as serving_benchmarks
-
-        results["serving"] = {**serving_benchmarks.run_serving_benchmarks(splits, repetitions, quick), **stamp}
+    for part, figures in _measure(splits, data, repetitions, quick, training_only).items():
+        results[part] = {**figures, **stamp}
     page = report.write(results, output_dir)
     click.echo(page.read_text())
 

@@ -66,7 +66,9 @@ class Workload:
     whole logistic forward pass, and would otherwise swamp the small models.
     Consecutive steps read alternate batches, so no step is loop-invariant,
     and each step's result feeds a running sum, so none is pruned. Memory is
-    measured on single calls of the same computations.
+    measured on single calls of the same computations. A timed workload
+    makes only the looped calls, an untimed one (the memory child's) only
+    the single calls.
     """
 
     def __init__(self, preset: str, batch_size: int, seed: int = 0, timed: bool = True):
@@ -137,10 +139,13 @@ class Workload:
         }
         self.single_arguments = {"forward": (self.images,), "forward_training": (self.images, self.labels),
                                  "forward_backward": (self.images, self.labels), "update": ()}
-        for phase in PHASES:  # trace every tf.function before anything is timed or measured
+        # Trace before anything is timed or measured, but only what this process calls: the timing
+        # process never makes the single calls, nor the memory child the loops.
+        for phase in PHASES:
             if timed:
                 self.looped[phase](tf.constant(1))
-            self.run_once(phase)
+            else:
+                self.run_once(phase)
 
     def _apply(self, optimizer, variables):
         import tensorflow as tf
@@ -166,6 +171,14 @@ def _seconds_per_step(workload: Workload, phase: str, steps: int) -> tuple[float
     return (time.perf_counter() - start) / steps, (time.process_time() - start_cpu) / steps
 
 
+def _steps_per_block(workload: Workload, phase: str, block_seconds: float) -> int:
+    """Steps that take about block_seconds: long enough to swamp the call's overhead (at least one)."""
+    if block_seconds == 0:  # one step per block whatever a step takes: no calibration needed
+        return 1
+    once = min(_seconds_per_step(workload, phase, 3)[0] for _ in range(3))
+    return max(1, round(block_seconds / max(once, 1e-6)))
+
+
 def time_phases(workloads: list[Workload], rounds: int, block_seconds: float) -> tuple[dict, dict]:
     """Seconds per step of every phase of every workload, one block each per round, interleaved.
 
@@ -176,9 +189,7 @@ def time_phases(workloads: list[Workload], rounds: int, block_seconds: float) ->
     steps = {}
     for workload in workloads:
         for phase in PHASES:
-            # Calibrate a block to about block_seconds: long enough to swamp the call's overhead.
-            once = min(_seconds_per_step(workload, phase, 3)[0] for _ in range(3))
-            steps[workload.key, phase] = max(1, round(block_seconds / max(once, 1e-6)))
+            steps[workload.key, phase] = _steps_per_block(workload, phase, block_seconds)
     samples = {clock: {workload.key: {phase: [] for phase in PHASES} for workload in workloads}
                for clock in ("wall", "cpu")}
     for round_index in range(rounds):

@@ -6,7 +6,8 @@ The servers (one without batching, one with serving/batching.config) run in subp
 serve`), as they are deployed: the clients measured here then do not share their interpreter lock, and
 each one's peak RSS is its own. Clients and server share this machine's cores, as a client and a server
 on one host do. The model is the default preset trained for one epoch on the benchmark's data:
-inference speed does not depend on how well it was trained.
+inference speed does not depend on how well it was trained. (A quick run exports the training
+benchmark's own `tf-mlp train` run of the same network instead of training it again.)
 
 This module measures and returns JSON-ready results (with the machine they
 came from); serving_page renders them.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import gc
 import pathlib
 import statistics
 import tempfile
@@ -43,14 +45,17 @@ SIGNATURE_RUNS = {
 }
 
 
-def export_model(splits: DataSplits, work: pathlib.Path) -> pathlib.Path:
-    """Train the default preset for one epoch and export it; return the model base path."""
+def export_model(splits: DataSplits, work: pathlib.Path, trained_run: pathlib.Path | None = None) -> pathlib.Path:
+    """Export trained_run (a finished run of the default preset's network), or else the default preset
+    trained here for one epoch; return the model base path."""
     from tf_mlp import export
-    from tf_mlp.training import train_and_evaluate
 
-    run_config = config.preset("mlp").override("train", epochs=1)
-    train_and_evaluate(run_config, work / "run", splits=splits, verbose=False)
-    result = export.export_run(work / "run", work / "models", verification_images=splits.test.images[:100])
+    if trained_run is None:
+        from tf_mlp.training import train_and_evaluate
+
+        trained_run = work / "run"
+        train_and_evaluate(config.preset("mlp").override("train", epochs=1), trained_run, splits=splits, verbose=False)
+    result = export.export_run(trained_run, work / "models", verification_images=splits.test.images[:100])
     return result.path.parent
 
 
@@ -151,22 +156,36 @@ def latencies(server, image: np.ndarray, concurrency: int, requests: int) -> dic
     return {"p50_ms": float(np.percentile(seconds, 50)), "p99_ms": float(np.percentile(seconds, 99))}
 
 
+def _clients_rate(server, image: np.ndarray, quick: bool) -> float:
+    """Requests/s answered to 32 concurrent single-image clients (serving_load)."""
+    if not quick:
+        return serving_load.concurrent_rate(server, image, 32, seconds=5.0, warmup=1.0)
+    # A quick run only checks that the figure is produced: the shortest load that still gives a rate (a
+    # server answers hundreds of these requests a second even on a busy 2-core machine). But one full
+    # garbage collection of this process's large heap stalls the clients for about 0.3 s, the whole of
+    # such a load: the heap is frozen meanwhile, so that a collection only walks the load's own objects.
+    gc.freeze()
+    try:
+        return serving_load.concurrent_rate(server, image, 32, seconds=0.2, warmup=0.1)
+    finally:
+        gc.unfreeze()
+
+
 def _server_flags(base) -> list:
     # No file-system polling: nothing changes the model base while it is measured.
     return [f"--model_base_path={base}", "--file_system_poll_wait_seconds=0"]
 
 
-def run_serving_benchmarks(splits: DataSplits, repetitions: int = 3, quick: bool = False) -> dict:
-    """Every serving figure, measured side by side on one exported model."""
+def run_serving_benchmarks(splits: DataSplits, repetitions: int = 3, quick: bool = False,
+                           trained_run: pathlib.Path | None = None) -> dict:
+    """Every serving figure, measured side by side on one exported model (trained_run's, if given)."""
     from tf_mlp import batch
 
     images = splits.test.images[:1000] if quick else splits.test.images
-    # A quick run only checks that every figure is produced: the shortest loads that still give a rate.
-    load_seconds, warmup_seconds = (0.5, 0.25) if quick else (5.0, 1.0)
     results = {"images": len(images)}
     with tempfile.TemporaryDirectory(prefix="tf-mlp-bench-") as directory:
         work = pathlib.Path(directory)
-        base = export_model(splits, work)
+        base = export_model(splits, work, trained_run)
         version_dir = next(iter(layout.version_dirs(base).values()))
         rates = in_process_rates(version_dir, images, BATCH_SIZES[:2] + BATCH_SIZES[-1:] if quick else BATCH_SIZES,
                                  repetitions)
@@ -189,15 +208,13 @@ def run_serving_benchmarks(splits: DataSplits, repetitions: int = 3, quick: bool
             results["latency_concurrency_1"] = latencies(plain, images[0], 1, requests)
             results["latency_concurrency_8"] = latencies(plain, images[0], 8, requests)
             results["unbatched_32_clients_rps"] = statistics.median(
-                serving_load.concurrent_rate(plain, images[0], 32, load_seconds, warmup_seconds)
-                for _ in range(repetitions))
+                _clients_rate(plain, images[0], quick) for _ in range(repetitions))
             results["server_peak_rss_mb"] = plain.peak_rss_bytes() / 2**20
             plain.stop()
 
             pixel_inputs = batch.open_inputs(str(work / "test.npz"))  # written by batch_rates
             results["batched_32_clients_rps"] = statistics.median(
-                serving_load.concurrent_rate(batching, images[0], 32, load_seconds, warmup_seconds)
-                for _ in range(repetitions))
+                _clients_rate(batching, images[0], quick) for _ in range(repetitions))
             results["batching_config_max_batch_size"] = serving_load.max_batch_size(BATCHING_CONFIG)
             results["batched_server_rest_raw_images_per_second"] = statistics.median(
                 batch_rate(batching, "rest", None, pixel_inputs, work / "batched.csv")

@@ -173,12 +173,15 @@ def fit_examples_per_second(splits: DataSplits, config: Config, steps_per_execut
     return rate, accuracy
 
 
-def cli_train(config: Config) -> dict:
-    """`tf-mlp train` in a child process: examples/s over epochs 2 onwards (metrics.jsonl), test accuracy, peak RSS."""
+def cli_train(config: Config, run_dir: pathlib.Path | None = None) -> dict:
+    """`tf-mlp train` in a child process: examples/s over epochs 2 onwards (metrics.jsonl), test accuracy, peak RSS.
+
+    The run is written to run_dir (a new directory) and left there, or by default to a temporary one.
+    """
     with tempfile.TemporaryDirectory() as work:
         config_file = pathlib.Path(work) / "config.json"
         config.save(config_file)
-        run_dir = pathlib.Path(work) / "run"
+        run_dir = run_dir or pathlib.Path(work) / "run"
         subprocess.run([sys.executable, "-m", "tf_mlp.cli", "train", "--config", str(config_file),
                         "--run-dir", str(run_dir)],
                        check=True, capture_output=True)
@@ -193,8 +196,12 @@ def cli_train(config: Config) -> dict:
     }
 
 
-def run_training_benchmarks(splits: DataSplits, data: DataConfig, repetitions: int = 5, quick: bool = False) -> dict:
-    """Every training figure at every batch size, repetitions interleaved."""
+def run_training_benchmarks(splits: DataSplits, data: DataConfig, repetitions: int = 5, quick: bool = False,
+                            keep_run: pathlib.Path | None = None) -> dict:
+    """Every training figure at every batch size, repetitions interleaved.
+
+    keep_run: where to leave the first `tf-mlp train` run (for the serving benchmark to export).
+    """
     batch_sizes = QUICK_BATCH_SIZES if quick else BATCH_SIZES
     fit_settings = QUICK_FIT_STEPS_PER_EXECUTION if quick else FIT_STEPS_PER_EXECUTION
     epochs = QUICK_EPOCHS if quick else EPOCHS
@@ -214,7 +221,7 @@ def run_training_benchmarks(splits: DataSplits, data: DataConfig, repetitions: i
         watch = machine.OtherProcesses().start()
         for batch_size in batch_sizes:
             config = measured_config(data, batch_size, epochs)
-            run = cli_train(config)
+            run = cli_train(config, keep_run if keep_run is not None and not keep_run.exists() else None)
             record(f"cli_{batch_size}", run["examples_per_second"])
             peak_rss = max(peak_rss, run["peak_rss_mb"])
             accuracies.setdefault(f"cli_{batch_size}", []).append(run["test_accuracy"])
