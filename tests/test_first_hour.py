@@ -235,14 +235,25 @@ def test_config_command_prints_the_resolved_config(tmp_path):
     assert json.loads(again.stdout) == values  # the output is a config file
 
 
-def test_retracing_warnings_of_successive_models_are_dropped():
-    # tf-mlp reproduce trains model after model in one process, each with new tf.functions.
+def test_retracing_warnings_are_dropped_and_tensorflows_objects_stay_out_of_garbage_collection():
+    # tf-mlp reproduce trains model after model in one process, each with new tf.functions. The same process
+    # shows what the start-up freezes: TensorFlow's objects at once, and at exit everything (this script's
+    # handler runs after the start-up's own, as atexit runs them last in, first out).
     script = (
+        "import atexit, gc\n"
+        "atexit.register(lambda: print('at exit', gc.get_freeze_count(), len(gc.get_objects())))\n"
         "from tf_mlp import startup\n"
         "startup.import_tensorflow()\n"
+        "print('after import', gc.get_freeze_count(), len(gc.get_objects()))\n"
         "import tensorflow as tf\n"
         "for _ in range(8):\n"
         "    tf.function(lambda x: x + 1)(tf.constant(1.0))\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and result.stderr == "", result.stderr
+    counts = {line.rsplit(" ", 2)[0]: [int(count) for count in line.split()[-2:]]
+              for line in result.stdout.splitlines()}
+    (frozen_at_import, collectable_at_import), (frozen_at_exit, collectable_at_exit) = (
+        counts["after import"], counts["at exit"])
+    assert frozen_at_import > 100_000 and collectable_at_import < 1_000, counts  # TensorFlow's modules, frozen
+    assert frozen_at_exit > frozen_at_import and collectable_at_exit < 10, counts  # the tf.functions too
