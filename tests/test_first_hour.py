@@ -244,6 +244,7 @@ def test_retracing_warnings_are_dropped_and_tensorflows_objects_stay_out_of_garb
         "atexit.register(lambda: print('at exit', gc.get_freeze_count(), len(gc.get_objects())))\n"
         "from tf_mlp import startup\n"
         "startup.import_tensorflow()\n"
+        "assert gc.isenabled()\n"
         "print('after import', gc.get_freeze_count(), len(gc.get_objects()))\n"
         "import tensorflow as tf\n"
         "for _ in range(8):\n"
