@@ -14,6 +14,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
 
+from tf_mlp import startup  # noqa: E402
+
+# As the commands do: TensorFlow imported without collections and then frozen, once for the whole worker
+# (most test modules import it; every later full collection in a worker would walk its objects again).
+startup.import_tensorflow()
+
 from tests import synthetic  # noqa: E402
 from tf_mlp import config  # noqa: E402
 from tf_mlp.data.catalog import DEBIAN_FASHION_MNIST as FASHION_MNIST_DIR  # noqa: E402
