@@ -18,7 +18,7 @@ started and finished after the disturbance was over:
     steady     none: the baseline
     publish    a new version appears in the shared base path; wait until every replica serves it alone
     kill       SIGKILL a replica, restart it, wait until HAProxy has it back in the pool
-    terminate  SIGTERM a replica: it must finish its requests in flight and leave the pool before it exits
+    terminate  SIGTERM a replica: it must close its ports, answer its requests in flight and exit 0
 
 Counted per phase: rows lost (inputs without a prediction row), rows that
 disagree with the model's own answer (class ids equal, probability within
@@ -84,9 +84,11 @@ class Phase:
     """The replica disturbed (kill, terminate)."""
     drained: int | None = None
     """terminate: requests in flight on the replica when it began to shut down (its log's line) that it then
-    answered (200), per HAProxy's log."""
+    answered (200), per HAProxy's log; None if its log has no such line (it did not shut down gracefully)."""
     left_pool_before_exit: bool | None = None
-    """terminate: HAProxy took the replica out of the pool while its process was still running."""
+    """terminate: whether HAProxy took the replica out of the pool while its process was still running (None:
+    it did not both leave and exit in time). A race: a replica with little left to answer may exit first, and
+    HAProxy then takes it out at its next refused connection or failed check."""
 
 
 @dataclasses.dataclass
@@ -252,7 +254,7 @@ class Drill:
             shutdown = _shutdown_started(self.replicas[1].log())
             phase.drained = sum(request.server == phase.replica and request.status == 200
                                 and request.accepted < shutdown < request.finished
-                                for request in self.balancer.requests()) if shutdown else 0
+                                for request in self.balancer.requests()) if shutdown else None
         return phase
 
     def _load(self, phase: Phase, inputs: pathlib.Path, disturbance_over: threading.Event) -> None:
@@ -337,7 +339,7 @@ class Drill:
                 exited = time.monotonic()
                 event(f"{name} exited with status {replica.process.returncode}")
             time.sleep(0.01)
-        phase.left_pool_before_exit = left is not None and exited is not None and left < exited
+        phase.left_pool_before_exit = None if left is None or exited is None else left < exited
 
     def _publish(self, phase: Phase, event) -> None:
         version = max(int(child.name) for child in self.base.iterdir() if child.name.isdigit()) + 1
