@@ -224,6 +224,27 @@ def test_ctrl_c_exits_130_and_prints_the_command_that_resumes(tmp_path):
     assert resume and f"--run-dir {tmp_path / 'run'}" in resume[0], stderr
 
 
+def test_ctrl_c_inside_a_class_being_created_still_exits_130():
+    # Ctrl-C while a module imports, as TensorBoard's does at a run's first summary: a class's __set_name__
+    # wraps the interrupt in a RuntimeError (which then escaped as a traceback, and the process died by SIGINT).
+    # The signal is sent from inside the __set_name__, through code run from a string as dataclasses do.
+    interrupt = "import os, signal\nos.kill(os.getpid(), signal.SIGINT)\nfor _ in range(10**7): pass\n"
+    script = (
+        "from tf_mlp import cli\n"
+        "class Descriptor:\n"
+        "    def __set_name__(self, owner, name):\n"
+        f"        exec({interrupt!r})\n"
+        "@cli.main.command(cls=cli._PlainCommand)\n"
+        "def interrupted():\n"
+        "    type('Owner', (), {'field': Descriptor()})\n"
+        "cli.main()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script, "interrupted"], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 130, (result.returncode, result.stderr)
+    assert result.stderr.splitlines()[-1] == "Interrupted.", result.stderr
+
+
 def test_config_command_prints_the_resolved_config(tmp_path):
     result = run_cli("config", "--preset", "deep", "--epochs", "5", "--hidden", "64,32")
     assert result.returncode == 0 and result.stderr == "", result.stderr

@@ -13,7 +13,9 @@ from __future__ import annotations
 import json
 import pathlib
 import shlex
+import signal
 import sys
+import threading
 
 import click
 
@@ -31,10 +33,31 @@ class _PlainCommand(startup.TensorFlowCommand):
     imports_tensorflow = False
 
 
+class _Interrupted(KeyboardInterrupt):
+    """Ctrl-C, as the commands raise it: a KeyboardInterrupt, but not that exact class.
+
+    CPython (Modules/main.c, Python/pythonrun.c run_eval_code_obj) ends the process by SIGINT, whatever
+    exit status it was given, once a KeyboardInterrupt of exactly that class has left any code run from a
+    string: exec() and eval() of source, as dataclasses and namedtuple do while a module imports, even when
+    the exception is caught further up. Ctrl-C during such an import (TensorBoard's, at a run's first
+    summary) would then end the process by signal instead of with 130.
+    """
+
+
+def _raise_interrupted(signum, frame):
+    raise _Interrupted
+
+
 class _Group(click.Group):
     command_class = startup.TensorFlowCommand
 
     def invoke(self, ctx):
+        # Only where Python's own handler is in place: not in a background job that ignores SIGINT, nor off
+        # the main thread (where signal.signal cannot be called).
+        own_handler = (threading.current_thread() is threading.main_thread()
+                       and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+        if own_handler:
+            signal.signal(signal.SIGINT, _raise_interrupted)
         try:
             return super().invoke(ctx)
         except TfMlpError as error:
@@ -45,7 +68,11 @@ class _Group(click.Group):
             # Unwritable run, data or report directories, a full disk: the
             # path and the system's reason are the whole story.
             raise click.ClickException(f"{error.filename}: {error.strerror or error}") from None
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, RuntimeError) as error:
+            # Python 3.11 wraps an exception raised while a class is created (in __set_name__, as a module
+            # imports) in RuntimeError("Error calling __set_name__ ..."); Ctrl-C there is still Ctrl-C.
+            if not isinstance(error, KeyboardInterrupt) and not isinstance(error.__cause__, KeyboardInterrupt):
+                raise
             click.echo("", err=True)
             if ctx.invoked_subcommand == "train":
                 # The same command resumes from the newest checkpoint.
@@ -53,6 +80,9 @@ class _Group(click.Group):
             else:
                 click.echo("Interrupted.", err=True)
             ctx.exit(EXIT_INTERRUPTED)
+        finally:
+            if own_handler:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
