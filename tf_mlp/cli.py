@@ -38,9 +38,9 @@ class _Interrupted(KeyboardInterrupt):
 
     CPython (Modules/main.c, Python/pythonrun.c run_eval_code_obj) ends the process by SIGINT, whatever
     exit status it was given, once a KeyboardInterrupt of exactly that class has left any code run from a
-    string: exec() and eval() of source, as dataclasses and namedtuple do while a module imports, even when
-    the exception is caught further up. Ctrl-C during such an import (TensorBoard's, at a run's first
-    summary) would then end the process by signal instead of with 130.
+    string (the built-ins exec and eval given source text, as dataclasses and namedtuple use them while a
+    module imports), even when the exception is caught further up. Ctrl-C during such an import
+    (TensorBoard's, at a run's first summary) would then end the process by signal instead of with 130.
     """
 
 
