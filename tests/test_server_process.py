@@ -35,6 +35,7 @@ from tensorflow_serving.apis import get_model_status_pb2, model_management_pb2, 
 
 from tests import commands, serving_helpers
 from tests.conftest import free_port
+from tf_mlp.server import process
 from tf_mlp.server.grpc import profiler
 from tf_mlp.server.process import ServerProcess
 
@@ -343,3 +344,16 @@ def test_the_profiler_writes_only_under_its_output_directory(tmp_path):
     written = sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*.xplane.pb"))
     assert written == ["profiles/_.._escaped/_.._.._etc_host.xplane.pb", "profiles/plugins/profile/s1/h_8500.xplane.pb"]
     assert not elsewhere.exists()
+
+
+@pytest.mark.skipif(not process.EPHEMERAL_PORTS_FILE.is_file(), reason="Linux's ephemeral port range is not there")
+def test_free_ports_lie_outside_the_range_the_kernel_gives_outgoing_connections():
+    # A server binds its port seconds after it was picked; an outgoing connection must not take it meanwhile.
+    ephemeral_low = int(process.EPHEMERAL_PORTS_FILE.read_text().split()[0])
+    ports = {free_port() for _ in range(50)}
+    assert len(ports) > 1 and all(ephemeral_low - process.FIXED_PORTS_BELOW_EPHEMERAL <= port < ephemeral_low
+                                  for port in ports), sorted(ports)
+    with socket.socket() as taken:  # a port in use is never given
+        taken.bind(("127.0.0.1", min(ports)))
+        taken.listen()
+        assert min(ports) not in {free_port() for _ in range(200)}

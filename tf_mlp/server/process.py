@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import random
 import signal
 import socket
 import subprocess
@@ -35,8 +36,34 @@ class ServerProcessError(RuntimeError):
     """The server process exited, or did not answer, while it was being started."""
 
 
+EPHEMERAL_PORTS_FILE = pathlib.Path("/proc/sys/net/ipv4/ip_local_port_range")
+FIXED_PORTS_BELOW_EPHEMERAL = 10000
+"""How many ports under Linux's ephemeral range free_port picks from."""
+_PORT_CHOICE = random.SystemRandom()  # not the random module's state, which a caller may have seeded
+
+
 def free_port(host: str = contract.DEFAULT_HOST) -> int:
-    """A port nothing listens on (bound and released at once)."""
+    """A port nothing listens on now and that the kernel does not hand out by itself.
+
+    The server binds it seconds later, once TensorFlow has imported. A port the kernel gave for bind(0)
+    lies in its ephemeral range, which it also hands out as the local port of every outgoing connection:
+    under load (HAProxy and clients opening thousands) one of them took such a port in between, and the
+    server could not listen. On Linux the port is therefore picked at random just under that range, and
+    checked free; elsewhere it is the kernel's bind(0).
+    """
+    try:
+        ephemeral_low = int(EPHEMERAL_PORTS_FILE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 0
+    low = max(1024, ephemeral_low - FIXED_PORTS_BELOW_EPHEMERAL)
+    for _ in range(100 if ephemeral_low > low else 0):
+        port = _PORT_CHOICE.randrange(low, ephemeral_low)
+        with socket.socket() as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                continue  # in use: another
+            return port
     with socket.socket() as probe:
         probe.bind((host, 0))
         return probe.getsockname()[1]
