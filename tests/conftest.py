@@ -9,15 +9,13 @@ import pathlib
 import signal
 import time
 
-# Quiet TensorFlow's C++ logging in test output; must be set before TF loads.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import pytest
 
-import pytest  # noqa: E402
+from tf_mlp import startup
 
-from tf_mlp import startup  # noqa: E402
-
-# As the commands do: TensorFlow imported without collections and then frozen, once for the whole worker
-# (most test modules import it; every later full collection in a worker would walk its objects again).
+# As the commands do: TensorFlow imported quietly (its C++ logging down to errors), without collections and
+# then frozen, once for the whole worker (most test modules import it; every later full collection in a
+# worker would walk its objects again).
 startup.import_tensorflow()
 
 from tests import synthetic  # noqa: E402

@@ -12,8 +12,8 @@ pass on whatever was not one of those known notices.
 
 `tf-mlp --verbose` or TF_MLP_VERBOSE=1 shows everything, as TensorFlow prints it.
 
-Once imported, TensorFlow's and Keras's own objects are frozen out of the
-garbage collector (see _freeze_library_objects).
+Once imported, TensorFlow's objects are frozen out of the garbage
+collector (see _freeze_library_objects).
 """
 
 from __future__ import annotations
