@@ -5,6 +5,9 @@ messages are TensorFlow Serving's (json_tensor.cc, http_rest_api_handler.cc).
 """
 
 import base64
+import json
+import socket
+import threading
 
 import numpy as np
 import pytest
@@ -302,3 +305,35 @@ def test_request_bodies_are_inflated_within_the_body_limit():
         with pytest.raises(ServingError) as error:
             bodies.decoded(body, encoding, limit)
         assert (error.value.http_status, message in error.value.message) == (status, True), error.value.message
+
+
+
+def test_a_request_whose_body_arrives_after_stop_began_is_answered(tmp_path, caplog):
+    # A client's headers and body often arrive as separate segments. aiohttp's cleanup alone stopped reading
+    # every connection at once, so a request caught between the two waited out the whole grace period and was
+    # cut off unanswered: the batch script stalled for the grace period at some server restarts.
+    server = serving_helpers.start_server(model_base_path=str(serving_helpers.model_base(tmp_path)),
+                                          shutdown_grace_seconds=20)
+    body = json.dumps({"instances": [IMAGE]}).encode()
+    headers = (f"POST /v1/models/tf_mlp:predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+               f"Content-Length: {len(body)}\r\n\r\n").encode()
+    stopper = threading.Thread(target=server.stop)
+    try:
+        with socket.create_connection(("127.0.0.1", server.rest_port), timeout=60) as connection:
+            connection.sendall(headers)
+            serving_helpers.wait_for(lambda: server.metrics.in_flight == 1, message="the request to be read")
+            with caplog.at_level("INFO", logger="tf_mlp.server.server"):
+                stopper.start()
+                serving_helpers.wait_for(lambda: "REST port closed" in caplog.text, message="the port to close")
+            connection.sendall(body)
+            answer = b""
+            while chunk := connection.recv(65536):
+                answer += chunk
+    finally:
+        if stopper.ident is None:
+            server.stop()
+        stopper.join()
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), answer[:300]
+    assert b"\r\nConnection: close" in head  # the client's next request goes elsewhere
+    assert len(json.loads(payload)["predictions"][0]["probabilities"]) == 10

@@ -56,6 +56,10 @@ _UNLIMITED = -1
 
 _FAILED_TO_START = "Failed to start server. Error: "
 
+_REST_CUT_OFF_SECONDS = 0.5
+"""aiohttp's own shutdown wait, after the drain: only requests that outlived the grace or began in its last
+loop iteration are left, and they are cut off (a client retries a dropped connection) rather than waited for."""
+
 
 class ServerError(TfMlpError):
     """The server could not start (a port in use, an unreadable config file, ...)."""
@@ -89,6 +93,7 @@ class Server:
         self._stopping = None
         self._ready = threading.Event()
         self._startup_error = None
+        self._rest = None
         self._stopped = threading.Event()
 
     # ---- public API --------------------------------------------------------
@@ -240,14 +245,14 @@ class Server:
             if self.options.port != DISABLED_PORT or self.options.grpc_socket_path:
                 grpc_server = await self._start_grpc(runner)
             if self.options.rest_api_port != DISABLED_PORT:
-                rest = RestApi(self.core, runner, self.metrics, self._executor, self.options, prometheus_path)
+                self._rest = RestApi(self.core, runner, self.metrics, self._executor, self.options, prometheus_path)
                 # A connection must bring a whole request within the request timeout of opening (or of its
                 # last answer), else it is closed: aiohttp's own default (an hour) let clients that stall
                 # in the middle of their headers hold a connection for that long.
                 idle = self.options.rest_api_timeout_in_ms / 1000 if self.options.rest_api_timeout_in_ms > 0 else 75
                 # auto_decompress off: the REST API undoes gzip itself, off the event loop and bounded (rest/bodies.py).
-                rest_runner = web.AppRunner(rest.application(), access_log=None, handle_signals=False,
-                                            shutdown_timeout=self.options.shutdown_grace_seconds,
+                rest_runner = web.AppRunner(self._rest.application(), access_log=None, handle_signals=False,
+                                            shutdown_timeout=_REST_CUT_OFF_SECONDS,
                                             keepalive_timeout=idle, auto_decompress=False)
                 await rest_runner.setup()
                 sock = self._listening_socket(self.options.rest_api_port)
@@ -271,8 +276,18 @@ class Server:
         if grpc_server is not None:
             closing.append(grpc_server.stop(grace))
         if rest_runner is not None:
-            closing.append(rest_runner.cleanup())
+            closing.append(self._close_rest(rest_runner, grace))
         await asyncio.gather(*closing)
+
+    async def _close_rest(self, rest_runner, grace: float) -> None:
+        # The port first, then the requests already begun (aiohttp's cleanup alone would stop reading a body
+        # that is still arriving), then the idle connections.
+        for site in list(rest_runner.sites):
+            await site.stop()
+        log.info("REST port closed: answering the requests already begun")
+        if self._rest is not None and not await self._rest.drain(grace):
+            log.warning("REST requests still unanswered after %g s of grace; closing their connections", grace)
+        await rest_runner.cleanup()
 
 
 def _bind_error(host: str, port: int) -> str:

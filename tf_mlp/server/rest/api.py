@@ -86,13 +86,50 @@ class RestApi:
         self._max_body = options.rest_api_max_request_bytes
         self._budget_bytes = options.request_budget_bytes()
         self._prometheus_path = prometheus_path
+        self._requests_begun = 0
+        self._all_answered = asyncio.Event()
+        self._all_answered.set()
+        self._draining = False
 
     def application(self) -> web.Application:
         app = web.Application(client_max_size=self._max_body)
         app.router.add_route("*", "/{tail:.*}", self.handle)
         return app
 
+    async def drain(self, timeout: float) -> bool:
+        """Let the requests already begun finish (within timeout), each answered with `Connection: close`.
+
+        For shutdown, once the port is closed. aiohttp's own cleanup stops reading every connection at once,
+        so a request whose body was still arriving could only wait out the grace period and be cut off.
+        True if every request was answered in time.
+        """
+        self._draining = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        try:
+            # Idle twice in a row: a request parsed in this loop iteration has entered handle() by the next.
+            while True:
+                await asyncio.wait_for(self._all_answered.wait(), max(0.0, deadline - loop.time()))
+                await asyncio.sleep(0)
+                if self._all_answered.is_set():
+                    return True
+        except asyncio.TimeoutError:
+            return False
+
     async def handle(self, request: web.Request) -> web.Response:
+        self._requests_begun += 1
+        self._all_answered.clear()
+        try:
+            response = await self._answer(request)
+        finally:
+            self._requests_begun -= 1
+            if not self._requests_begun:
+                self._all_answered.set()
+        if self._draining:
+            response.force_close()  # the client opens its next connection elsewhere (this port is closed)
+        return response
+
+    async def _answer(self, request: web.Request) -> web.Response:
         path = request.rel_url.raw_path
         if self._prometheus_path is not None and path == self._prometheus_path:
             page = await asyncio.get_running_loop().run_in_executor(self._executor, self._metrics.render)
