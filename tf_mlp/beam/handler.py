@@ -21,13 +21,14 @@ from __future__ import annotations
 import atexit
 import functools
 import shutil
+import sys
 import tempfile
 import typing
 
 import numpy as np
 from apache_beam.ml.inference import base
 
-from tf_mlp import client, contract
+from tf_mlp import client, contract, startup
 from tf_mlp.batch import writers
 from tf_mlp.client.base import ENCODED, PIXELS
 
@@ -72,6 +73,10 @@ class SavedModelHandler(base.ModelHandler):
         self.model_name = model_name
 
     def load_model(self) -> client.Client:
+        if "tensorflow" not in sys.modules:
+            # A worker process: TensorFlow imported as the commands import it (its start-up lines dropped, its
+            # objects frozen out of garbage collection), not as a side effect of loading the model.
+            startup.import_tensorflow()
         if is_url(self.model_path):
             return client.connect(f"local:{stage_locally(self.model_path)}", model=self.model_name)
         return client.connect(f"local:{self.model_path}", model=self.model_name, version=self.version)
