@@ -40,6 +40,8 @@ IMAGE = [[0] * 28] * 28
 # Between one client's requests: a steady hundred or so a second from each client samples every moment of a
 # version change, without the clients and the in-process server taking a whole core from the processes under test.
 CLIENT_PAUSE_SECONDS = 0.005
+# How often paused clients look whether to go on.
+CLIENT_IDLE_SECONDS = 0.05
 # Each test adds its faults only after its assertions pass.
 FAULTS = robustness_report.FAULTS
 
@@ -200,12 +202,15 @@ class _Clients:
     """Threads sending requests until stopped, recording every failure and every version that answered.
 
     `rest_paths` are REST prediction paths (one thread each), plus `grpc` gRPC threads asking for the default
-    version; a watcher records every (version, state, error code) the status endpoint ever shows.
+    version; a watcher records every (version, state, error code) the status endpoint ever shows. They send
+    only while `sampling` is set, so a test can leave out the stretches where nothing can change.
     """
 
     def __init__(self, server, rest_paths=(":predict",), grpc_threads=1):
         self.server = server
         self.stop = threading.Event()
+        self.sampling = threading.Event()
+        self.sampling.set()
         self.failures = collections.defaultdict(list)
         self.answered = collections.Counter()
         self.versions_answering = set()
@@ -224,9 +229,16 @@ class _Clients:
         for thread in self.threads:
             thread.join()
 
+    def _sample(self) -> bool:
+        """Wait while sampling is paused; False once the clients are stopped."""
+        while not self.stop.is_set():
+            if self.sampling.wait(CLIENT_IDLE_SECONDS):
+                return True
+        return False
+
     def _rest(self, path):
         with requests.Session() as session:
-            while not self.stop.is_set():
+            while self._sample():
                 response = session.post(f"{self.server.rest_url}/v1/models/tf_mlp{path}",
                                         json={"instances": [IMAGE]}, timeout=60)
                 self.answered[path] += 1
@@ -237,7 +249,7 @@ class _Clients:
     def _grpc(self):
         with grpc.insecure_channel(self.server.grpc_target) as channel:
             stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-            while not self.stop.is_set():
+            while self._sample():
                 try:
                     self.versions_answering.add(stub.Predict(_predict_request(), 60.0).model_spec.version.value)
                     self.answered["grpc"] += 1
@@ -247,7 +259,7 @@ class _Clients:
 
     def _watch(self):
         with requests.Session() as session:
-            while not self.stop.is_set():
+            while self._sample():
                 document = session.get(f"{self.server.rest_url}/v1/models/tf_mlp", timeout=60).json()
                 for entry in document.get("model_version_status", []):
                     self.status_seen.add((int(entry["version"]), entry["state"], entry["status"]["error_code"]))
@@ -277,11 +289,15 @@ def test_export_sigkilled_at_random_points_never_shows_the_polling_server_a_part
                     finished = commands.run_in_process(*arguments)
                     assert finished.returncode == 0, finished.stdout[-2000:] + finished.stderr[-2000:]
                 else:
+                    # Paused while the export starts (TensorFlow's import, the run's loading): nothing it does
+                    # before it stages can reach the server, and the requests would take CPU from it.
+                    clients.sampling.clear()
                     process = subprocess.Popen([*commands.COMMAND, *arguments], env=ENVIRONMENT,
                                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
                     staged = _wait(lambda before=before: [path for path in set(model_dir.iterdir()) - before
                                                           if path.name.startswith(versions.STAGING_PREFIX)],
                                    process, 300, "the export's staging directory")
+                    clients.sampling.set()
                     assert staged, "the export ended before it staged anything: " + process.communicate()[0][-2000:]
                     time.sleep(delay)
                     process.send_signal(signal.SIGKILL)
