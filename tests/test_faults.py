@@ -112,51 +112,43 @@ def test_training_sigkilled_at_five_random_points_resumes_to_the_uninterrupted_w
     # anywhere, mid-save included.
     idx_dir = write_idx_data_set(tmp_path / "idx", synthetic.make_splits(train=2048, validation=128, test=128))
 
-    def command(run_dir, data_dir):
-        return [sys.executable, "-m", "tf_mlp.cli", "train", "--data", "idx", "--source-dir", str(idx_dir),
-                "--data-dir", str(data_dir), "--validation-size", "128", "--hidden", "64", "--dropout", "0.2",
-                "--epochs", "1", "--batch-size", "32", "--checkpoint-every", "2", "--seed", "7",
-                "--run-dir", str(run_dir)]
+    def arguments(run_dir, data_dir):
+        return ["train", "--data", "idx", "--source-dir", str(idx_dir), "--data-dir", str(data_dir),
+                "--validation-size", "128", "--hidden", "64", "--dropout", "0.2", "--epochs", "1", "--batch-size",
+                "32", "--checkpoint-every", "2", "--seed", "7", "--run-dir", str(run_dir)]
 
     planned = 2048 // 32
     schedule = random.Random(8)
     targets = sorted(schedule.sample(range(2, planned - 12, 2), 5))
     killed_run, reference_run = tmp_path / "killed", tmp_path / "reference"
-    # The uninterrupted run trains alongside (its own TFDS directory: two processes never prepare one together).
-    reference = subprocess.Popen(command(reference_run, tmp_path / "tfds-reference"), env=ENVIRONMENT,
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    faulted = command(killed_run, tmp_path / "tfds")
+    # The uninterrupted run, and the last restart below, run in this process: only a kill needs a process of
+    # its own. (Its own TFDS directory: a run never prepares the data set another is reading.)
+    reference = commands.run_in_process(*arguments(reference_run, tmp_path / "tfds-reference"))
+    assert reference.returncode == 0, reference.stdout[-2000:] + reference.stderr[-2000:]
+    faulted = arguments(killed_run, tmp_path / "tfds")
     resumed_at, leftovers = [], collections.Counter()
-    try:
-        for target in targets:
-            # A kill's delay may let the run pass the next target: each run still saves one checkpoint of its own.
-            target = max(target, max(_checkpoint_steps(killed_run), default=0) + 2)
-            process = subprocess.Popen(faulted, env=ENVIRONMENT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                       text=True)
-            reached = _wait(lambda target=target: [step for step in _checkpoint_steps(killed_run) if step >= target],
-                            process, 300, f"a checkpoint at step {target}")
-            assert reached, f"the run ended before step {target}: {process.communicate()[0][-2000:]}"
-            time.sleep(schedule.uniform(0, 0.1))
-            process.send_signal(signal.SIGKILL)
-            output = process.communicate()[0]
-            assert process.returncode == -signal.SIGKILL, f"the run finished before the kill: {output[-2000:]}"
-            found = re.search(r"resuming from \S+ at step (\d+) of", output)
-            resumed_at.append(int(found.group(1)) if found else 0)
-            # Whatever the kill interrupted, every checkpoint a restart may restore reads back whole.
-            found = _read_every_checkpoint(killed_run)
-            assert found["read"] > 0
-            leftovers += found
+    for target in targets:
+        # A kill's delay may let the run pass the next target: each run still saves one checkpoint of its own.
+        target = max(target, max(_checkpoint_steps(killed_run), default=0) + 2)
+        process = subprocess.Popen([*commands.COMMAND, *faulted], env=ENVIRONMENT, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True)
+        reached = _wait(lambda target=target: [step for step in _checkpoint_steps(killed_run) if step >= target],
+                        process, 300, f"a checkpoint at step {target}")
+        assert reached, f"the run ended before step {target}: {process.communicate()[0][-2000:]}"
+        time.sleep(schedule.uniform(0, 0.1))
+        process.send_signal(signal.SIGKILL)
+        output = process.communicate()[0]
+        assert process.returncode == -signal.SIGKILL, f"the run finished before the kill: {output[-2000:]}"
+        found = re.search(r"resuming from \S+ at step (\d+) of", output)
+        resumed_at.append(int(found.group(1)) if found else 0)
+        # Whatever the kill interrupted, every checkpoint a restart may restore reads back whole.
+        found = _read_every_checkpoint(killed_run)
+        assert found["read"] > 0
+        leftovers += found
 
-        result = subprocess.run(faulted, env=ENVIRONMENT, capture_output=True, text=True, timeout=300)
-        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-        resumed_at.append(int(re.search(r"resuming from \S+ at step (\d+) of", result.stdout).group(1)))
-        output = reference.communicate(timeout=300)[0]
-        assert reference.returncode == 0, output[-2000:]
-    finally:
-        if reference.poll() is None:
-            reference.kill()
-        if not reference.stdout.closed:
-            reference.communicate()
+    result = commands.run_in_process(*faulted)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    resumed_at.append(int(re.search(r"resuming from \S+ at step (\d+) of", result.stdout).group(1)))
 
     # Each restart went on from where the one before was killed, never from the start.
     assert resumed_at[0] == 0 and all(step > 0 for step in resumed_at[1:]), resumed_at
@@ -164,8 +156,9 @@ def test_training_sigkilled_at_five_random_points_resumes_to_the_uninterrupted_w
     assert read_evaluation(killed_run)["steps"] == planned
     killed, uninterrupted = _trained_variables(killed_run), _trained_variables(reference_run)
     assert killed.keys() == uninterrupted.keys() and any(name.startswith("model") for name in killed)
-    # Bit for bit: both runs take the same batches through the same kernels (this machine, these settings), so
-    # a resume that restores everything (weights, optimizer, random state, position) reproduces every rounding.
+    # Bit for bit: both runs take the same batches through the same kernels (this machine, these settings, in
+    # whichever process), so a resume that restores everything (weights, optimizer, random state, position)
+    # reproduces every rounding.
     for name, value in uninterrupted.items():
         np.testing.assert_array_equal(killed[name], value, err_msg=name)
     FAULTS["training SIGKILL (restarted with the same command)"] += len(targets)
