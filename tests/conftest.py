@@ -149,12 +149,12 @@ def tiny_idx_dir(tmp_path, tiny_splits):
     return write_idx_data_set(tmp_path / "idx", tiny_splits)
 
 
-LONGEST_FILES = ("test_faults.py", "test_replicas.py", "test_first_hour.py", "test_server_process.py",
-                 "test_benchmark.py", "test_beam.py", "test_batch.py", "test_cli.py", "test_export.py",
-                 "test_train.py", "test_ui_browser.py")
-"""The longest test files, longest first (pytest --durations=0, summed per file, on 2 cores); but
-test_ui_browser, which needs the session's Fashion-MNIST run at once, after the files that make it (so that its
-worker does not sit waiting for the other to finish training)."""
+LONGEST_FILES = ("test_faults.py", "test_cli.py", "test_replicas.py", "test_first_hour.py", "test_server_process.py",
+                 "test_benchmark.py", "test_beam.py", "test_batch.py", "test_export.py", "test_train.py",
+                 "test_ui_browser.py")
+"""The longest test files, longest first (pytest --durations=0, summed per file, on 2 cores); but test_cli, which
+makes the session's Fashion-MNIST run at once, second, so that it starts at the beginning and the files that read
+the run (test_batch, test_export, test_ui_browser) find it made rather than sit waiting for it."""
 
 
 @pytest.hookimpl(trylast=True)
