@@ -282,11 +282,13 @@ class Server:
     async def _close_rest(self, rest_runner, grace: float) -> None:
         # The port first, then the requests already begun (aiohttp's cleanup alone would stop reading a body
         # that is still arriving), then the idle connections.
-        for site in list(rest_runner.sites):
+        sites = list(rest_runner.sites)  # none if start-up failed before the port opened: nothing to drain
+        for site in sites:
             await site.stop()
-        log.info("REST port closed: answering the requests already begun")
-        if self._rest is not None and not await self._rest.drain(grace):
-            log.warning("REST requests still unanswered after %g s of grace; closing their connections", grace)
+        if sites:
+            log.info("REST port closed: answering the requests already begun")
+            if not await self._rest.drain(grace):
+                log.warning("REST requests still unanswered after %g s of grace; closing their connections", grace)
         await rest_runner.cleanup()
 
 
