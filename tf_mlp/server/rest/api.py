@@ -109,7 +109,8 @@ class RestApi:
         try:
             # Idle twice in a row: a request parsed in this loop iteration has entered handle() by the next.
             while True:
-                await asyncio.wait_for(self._all_answered.wait(), max(0.0, deadline - loop.time()))
+                if not self._all_answered.is_set():  # (wait_for with no time left fails even on a set Event)
+                    await asyncio.wait_for(self._all_answered.wait(), max(0.0, deadline - loop.time()))
                 await asyncio.sleep(0)
                 if self._all_answered.is_set():
                     return True
