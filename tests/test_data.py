@@ -21,7 +21,7 @@ from tests import data_fixtures as fixtures
 from tests.real_data import must_not_connect
 from tf_mlp import data
 from tf_mlp.config import DataConfig
-from tf_mlp.data import catalog, idx, local_builder, notmnist_builder, overlap, sources
+from tf_mlp.data import catalog, idx, idx_builder, local_builder, notmnist_builder, overlap, sources
 from tf_mlp.data.splits import DataSplits, Split
 from tf_mlp.errors import DataError
 
@@ -349,6 +349,34 @@ def test_extracted_folders_read_like_the_archive(tmp_path):
     )
     assert fixtures.sorted_pairs(*archive_arrays) == fixtures.sorted_pairs(images, labels)
     assert local_builder.skipped_files(from_folder, ["train"]) == 2
+
+
+@pytest.mark.parametrize("builder_class", [idx_builder.IdxImages, notmnist_builder.NotmnistArchives])
+def test_the_batched_record_reader_gives_what_tfds_as_dataset_gives(tmp_path, builder_class):
+    # read_split parses our builders' records in one batched op instead of TFDS's example-at-a-time
+    # as_dataset; the two must give the same arrays, dtypes and order, split by split.
+    images, labels = fixtures.make_images(30, seed=7)
+    if builder_class is idx_builder.IdxImages:
+        fixtures.make_idx_dir(tmp_path / "src", train=50, test=20)
+    else:
+        fixtures.write_tar(tmp_path / "src" / "notMNIST_small.tar.gz",
+                           fixtures.notmnist_members(images, labels, "notMNIST_small", bad=False))
+    builder = local_builder.prepare(builder_class, tmp_path / "src", str(tmp_path / "tfds"))
+    for split in builder.info.splits:
+        reference = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
+        read_images, read_labels = local_builder.read_split(builder, split)
+        assert read_images.dtype == np.uint8 and read_labels.dtype == np.int64
+        np.testing.assert_array_equal(read_images, reference["image"])
+        np.testing.assert_array_equal(read_labels, reference["label"])
+
+
+def test_a_damaged_prepared_split_is_a_one_line_error_naming_it(tmp_path):
+    fixtures.make_idx_dir(tmp_path / "src")
+    builder = local_builder.prepare(idx_builder.IdxImages, tmp_path / "src", str(tmp_path / "tfds"))
+    records = builder.data_path / builder.info.splits["train"].filenames[0]
+    records.write_bytes(records.read_bytes()[:-100])
+    message = raises_one_line(r"the prepared train split cannot be read", local_builder.read_split, builder, "train")
+    assert str(builder.data_path) in message and "to prepare it again" in message
 
 
 def test_damaged_archive_is_reported_not_passed_over(tmp_path):

@@ -267,6 +267,10 @@ def test_a_graph_error_is_told_by_its_first_informative_line():
         "  Input is not a PNG image\n\t [[{{node decode}}]]")
     assert first_line(graph_error) == "Input is not a PNG image"
     assert first_line(ValueError("  \n")) == "ValueError" and first_line(IndexError("a\nb")) == "a"
+    eager_error = tf.errors.DataLossError(
+        None, None, "{{function_node __wrapped__DatasetToSingleElement_device_/job:localhost/task:0/device:CPU:0}} "
+        "truncated record at 47996 [Op:DatasetToSingleElement] name: ")
+    assert first_line(eager_error) == "truncated record at 47996"
 
 # --- Versions --------------------------------------------------------------------
 

@@ -5,6 +5,8 @@ raised as one of these with a one-line message naming what is wrong; the CLI
 prints it as ``Error: <message>`` and exits non-zero instead of a traceback.
 """
 
+import re
+
 
 class TfMlpError(Exception):
     """Base class: a problem the user can fix, described in one line."""
@@ -32,6 +34,8 @@ class ExportError(TfMlpError):
 
 _PREAMBLES = ("Graph execution error:", "Detected at node")
 """Lines TensorFlow's graph errors start with that say nothing about the failure."""
+_EAGER_OP_NOISE = re.compile(r"\{\{function_node [^}]*\}\}|\s*\[Op:[^\]]*\]( name: ?\S*)?$")
+"""What an eager op's error wraps its message in: the op's function node before it, `[Op:Name] name:` after."""
 
 
 def first_line(error: BaseException) -> str:
@@ -42,7 +46,8 @@ def first_line(error: BaseException) -> str:
     """
     message = error.message if isinstance(getattr(error, "message", None), str) else str(error)
     lines = [line.strip() for line in message.splitlines() if line.strip() and not line.strip().startswith(_PREAMBLES)]
-    return lines[0] if lines else type(error).__name__
+    line = _EAGER_OP_NOISE.sub("", lines[0]).strip() if lines else ""
+    return line or type(error).__name__
 
 
 class RolloutError(TfMlpError):
