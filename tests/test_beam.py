@@ -1,5 +1,5 @@
-"""Batch inference on Apache Beam: the same file as the batch script, byte for byte, on the DirectRunner with
-two workers (processes and threads) and on the PortableRunner with Beam's own job service and SDK workers in
+"""Batch inference on Apache Beam: the same file as the batch script, byte for byte, on Beam's local FnApiRunner
+with two workers (processes and threads) and on the PortableRunner with Beam's own job service and SDK workers in
 a separate worker pool (as Flink and Spark run them); error rows for bad images; one-line errors.
 
 Byte identity is legitimate here: the same chunks (--chunk-size) meet the same TensorFlow kernels on the
@@ -118,6 +118,19 @@ def test_a_model_url_is_copied_to_each_worker_and_staged_inputs_are_deleted(tmp_
     assert output.read_bytes() == expected.read_bytes()
     assert (summary.rows, summary.failures, summary.labelled) == (COUNT, 0, COUNT)  # labels.npy found beside
     assert list(staging.iterdir()) == []
+
+
+def test_with_no_runner_named_the_job_runs_locally_without_fetching_prism(tmp_path, model_base, npy_inputs,
+                                                                         monkeypatch):
+    # Beam's default DirectRunner would first download its Prism runner from GitHub and run the job there.
+    from apache_beam.runners.portability import prism_runner
+
+    tried = []
+    monkeypatch.setattr(prism_runner.PrismRunner, "run_pipeline", lambda *arguments: tried.append(arguments))
+    images, labels = npy_inputs
+    result = run_beam_script(images, "--labels", labels, "-o", tmp_path / "out.csv", "--model-path", model_base)
+    assert result.exit_code == 0, result.output
+    assert tried == [] and result.output.startswith(f"wrote {COUNT} rows to ")
 
 
 def test_a_pipeline_that_lost_a_row_writes_nothing(tmp_path):

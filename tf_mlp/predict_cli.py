@@ -229,7 +229,7 @@ def beam_predict(context, input_spec, output, output_format, labels, source_dir,
 
     The file written is the one `tf-mlp batch-predict INPUT --target
     local:MODEL_PATH` writes. Other options (--name=value) go to Beam: the
-    runner and its settings. The output may be a local path or a URL the
+    runner (default FnApiRunner, local) and its settings. The output may be a local path or a URL the
     workers can write (gs://...). Needs the beam extra (pip install
     'tf-mlp[beam]').
 

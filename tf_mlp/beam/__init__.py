@@ -7,8 +7,8 @@
     print(summary.format())
 
 Same inputs, rows and file as `tf-mlp batch-predict` with --target
-local:MODEL; any Beam runner (DirectRunner, Dataflow, Flink, Spark) through
-the usual pipeline options. Modules: handler (the RunInference model
+local:MODEL; any Beam runner (with none named, Beam's local FnApiRunner;
+Dataflow, Flink, Spark) through the usual pipeline options. Modules: handler (the RunInference model
 handler), staging (inputs into the job as chunk files), pipeline (the
 steps, and run).
 """

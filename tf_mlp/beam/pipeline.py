@@ -26,7 +26,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import Metrics, MetricsFilter
 from apache_beam.ml.inference.base import RunInference
-from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
+from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
 
 from tf_mlp import contract, files
 from tf_mlp.batch import DEFAULT_CHUNK_SIZE, writers
@@ -35,6 +35,8 @@ from tf_mlp.beam import staging
 from tf_mlp.beam.handler import SavedModelHandler, is_url
 from tf_mlp.errors import ConfigError, DataError, TfMlpError
 
+LOCAL_RUNNER = "FnApiRunner"
+"""The runner when none is given: Beam's local batch runner (--direct_num_workers, --direct_running_mode)."""
 _COUNTERS = ("rows", "failures", "labelled", "correct", "unmatched")
 
 
@@ -171,6 +173,11 @@ def run(input_spec: str, output: str, model_path: str, pipeline_args=(), output_
 
     started = time.perf_counter()
     options = PipelineOptions(list(pipeline_args))
+    if options.view_as(StandardOptions).runner is None:
+        # Beam's default, DirectRunner, first tries to download the Prism runner from GitHub and run the job
+        # there, ignoring --direct_num_workers; offline it falls back to the FnApiRunner. Named here, the local
+        # run is the same with or without a network, and never fetches a program at run time.
+        options.view_as(StandardOptions).runner = LOCAL_RUNNER
     temp_location = options.view_as(GoogleCloudOptions).temp_location
     with staging.staged_chunks(inputs, chunk_size, temp_location) as chunk_paths:
         pipeline = beam.Pipeline(options=options)

@@ -6,7 +6,7 @@ description, pickled and bz2-compressed (measured: 100,000 images spent
 job descriptions over ~10 MB). Files in a staging directory cost a write
 and a read: `--temp_location` when given (gs://, s3://, hdfs://: where
 every worker of a cluster can read), else a local temporary directory,
-which suits the DirectRunner and runners in local mode. The launcher
+which suits Beam's local runners and runners in local mode. The launcher
 deletes the directory when the job ends.
 """
 
