@@ -187,15 +187,13 @@ def _read_records(builder: LocalSourceBuilder, split: str) -> tuple[np.ndarray, 
 
     info = builder.info.splits[split]
     files = [os.fspath(builder.data_path / name) for name in info.filenames]
-    spec = {
-        "image": tf.io.FixedLenFeature([IMAGE_SIZE, IMAGE_SIZE], tf.int64),
-        "label": tf.io.FixedLenFeature([], tf.int64),
-    }
+    # The features _info declares, as the records hold them: every one an integer tensor, so an int64 list.
+    spec = {name: tf.io.FixedLenFeature(serialized.shape, tf.int64)
+            for name, serialized in builder.info.features.get_serialized_info().items()}
     try:
         records = tf.data.TFRecordDataset(files).batch(info.num_examples).get_single_element()
         parsed = tf.io.parse_example(records, spec)
-    except (tf.errors.OpError, ValueError) as error:
-        # OpError: a damaged or truncated record file; ValueError: more records than the metadata counts.
+    except tf.errors.OpError as error:  # a damaged or truncated file, or more records than the metadata counts
         raise DataError(f"{builder.data_path}: the prepared {split} split cannot be read ({first_line(error)}); "
                         f"delete {builder.data_path} to prepare it again") from None
     images, labels = parsed["image"].numpy(), parsed["label"].numpy()
